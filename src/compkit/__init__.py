@@ -1,0 +1,1 @@
+"""compkit: folds, training, ensembling and submissions for image-classification competitions."""

@@ -1,0 +1,7 @@
+"""``python -m compkit``: see :mod:`compkit.cli`."""
+
+import sys
+
+from compkit.cli import main
+
+sys.exit(main())

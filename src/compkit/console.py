@@ -1,0 +1,30 @@
+"""Terminal output: progress lines while a stage works, one summary line when it ends, tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+_console = Console(highlight=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    """A progress line (per fold, per epoch, per trial)."""
+    _console.print(message, markup=False)
+
+
+def summary(message: str) -> None:
+    """The one-line summary at the end of a stage."""
+    _console.print(f"[bold green]✓[/] {escape(message)}")
+
+
+def table(frame: pd.DataFrame, title: str) -> None:
+    """Print ``frame`` as a table; floats with 4 decimals."""
+    out = Table(title=title)
+    for column in frame.columns:
+        out.add_column(str(column), justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
+    for row in frame.itertuples(index=False):
+        out.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    _console.print(out)

@@ -1,0 +1,154 @@
+"""Reading and validating a competition's CSV files (pixel layout: id, target, extras, pixels).
+
+Every problem is a :class:`DataError` whose one-line message names the file, the row (1-based
+data row, header excluded) or column, and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from compkit.config import Competition
+from compkit.errors import CompkitError, shown
+
+
+class DataError(CompkitError):
+    """A competition file that is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Images:
+    """One split of a competition.
+
+    Attributes:
+        ids: (N,) the id column, in file order.
+        images: (N, H, W, C) uint8 pixels 0-255.
+        labels: (N,) int64 class indices into ``Competition.classes``; None for unlabelled test data.
+        extras: (N, E) DataFrame of the configured extra columns (e.g. DACON's letter).
+    """
+
+    ids: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray | None
+    extras: pd.DataFrame
+
+
+def locate(data_dir: Path, filename: str, comp: Competition) -> Path:
+    """Path of ``filename`` in ``data_dir``; raises :class:`DataError` saying where to get it."""
+    path = Path(data_dir) / filename
+    if not path.is_file():
+        where = f" (download it from {comp.url})" if comp.url else ""
+        raise DataError(
+            f"{filename}: not found in {Path(data_dir).resolve()}{where}; put it there or pass DATA_DIR=<folder>"
+        )
+    return path
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; download it again") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); download it again") from None
+    if frame.empty:
+        raise DataError(f"{path}: header only, no rows; download it again")
+    return frame
+
+
+def _require_columns(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DataError(
+            f"{path}: missing column(s) {shown} ({len(missing)} in all); "
+            "fix the file or the column names in the competition config"
+        )
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0]) + 1
+
+
+def _check_ids(frame: pd.DataFrame, path: Path, id_column: str) -> np.ndarray:
+    ids = frame[id_column]
+    if ids.isna().any():
+        raise DataError(f"{path}: row {_first_bad_row(ids.isna().to_numpy())}: column {id_column!r} is empty; fill in the id")
+    dup = ids.duplicated().to_numpy()
+    if dup.any():
+        row = _first_bad_row(dup)
+        raise DataError(f"{path}: row {row}: duplicate {id_column} {shown(ids.iloc[row - 1])}; ids must be unique")
+    return ids.to_numpy()
+
+
+def _pixels(frame: pd.DataFrame, path: Path, comp: Competition) -> np.ndarray:
+    columns = comp.pixel_columns
+    _require_columns(frame, path, columns)
+    values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0) | (values > 255)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raw = frame[columns[col]].iloc[row]
+        raise DataError(
+            f"{path}: row {row + 1}, column {columns[col]!r}: pixel {shown(raw)} is not a number in 0-255; fix or drop the row"
+        )
+    return values.astype(np.uint8).reshape(len(frame), *comp.image_shape)
+
+
+def class_indices(values: pd.Series, path: Path, comp: Competition, column: str) -> np.ndarray:
+    """Map class labels (as written in a CSV) to (N,) int64 indices into ``comp.classes``.
+
+    Raises:
+        DataError: a label is empty or not one of the configured classes (names the row).
+    """
+    index = {str(c): i for i, c in enumerate(comp.classes)}
+    mapped = values.astype(str).map(index)
+    bad = mapped.isna().to_numpy()
+    if bad.any():
+        row = _first_bad_row(bad)
+        raise DataError(
+            f"{path}: row {row}, column {column!r}: label {shown(values.iloc[row - 1])} is not one of the classes "
+            f"{list(comp.classes)}; fix the row or competition.classes"
+        )
+    return mapped.to_numpy(dtype=np.int64)
+
+
+def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
+    """Read and validate a pixel CSV (train when ``labelled``, else test).
+
+    Raises:
+        DataError: empty file, missing id/target/extra/pixel column, empty or duplicate id,
+            pixel missing, non-numeric or outside 0-255, label outside the classes.
+    """
+    frame = _read_csv(path)
+    _require_columns(frame, path, [comp.id_column, *([comp.target_column] if labelled else []), *comp.extra_columns])
+    ids = _check_ids(frame, path, comp.id_column)
+    labels = class_indices(frame[comp.target_column], path, comp, comp.target_column) if labelled else None
+    return Images(ids, _pixels(frame, path, comp), labels, frame[comp.extra_columns].reset_index(drop=True))
+
+
+def load_train(data_dir: Path, comp: Competition) -> Images:
+    """The labelled training split; see :func:`read_images`."""
+    return read_images(locate(data_dir, comp.train_file, comp), comp, labelled=True)
+
+
+def load_test(data_dir: Path, comp: Competition) -> Images | None:
+    """The unlabelled test split, or None when the competition's test file is not in ``data_dir``."""
+    path = Path(data_dir) / comp.test_file
+    return read_images(path, comp, labelled=False) if path.is_file() else None
+
+
+def load_sample_submission(data_dir: Path, comp: Competition) -> pd.DataFrame:
+    """The sample submission, checked to have exactly ``comp.submission_columns``."""
+    path = locate(data_dir, comp.sample_submission, comp)
+    frame = _read_csv(path)
+    if list(frame.columns) != comp.submission_columns:
+        raise DataError(
+            f"{path}: columns {list(frame.columns)} differ from competition.submission_columns "
+            f"{comp.submission_columns}; fix the config"
+        )
+    return frame

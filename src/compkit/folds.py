@@ -1,0 +1,108 @@
+"""Stage 1: a stratified public/private holdout carved from train, and stratified K folds of the rest.
+
+Writes ``folds/<competition>/holdout.csv`` (id, Usage: Public|Private) and
+``folds/<competition>/folds.csv`` (id, fold: 0..K-1), both sorted by id. The same seed gives
+byte-identical files. Holdout rows are in no fold, so no model ever trains on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from compkit import console
+from compkit.config import Config, Paths
+from compkit.data import DataError, Images, load_train
+from compkit.io import write_csv
+
+
+def strata(train: Images, config: Config) -> np.ndarray:
+    """(N,) str stratification key per row: the ``folds.stratify`` columns' values joined by '|'."""
+    comp = config.competition
+    parts = []
+    for column in config.folds.stratify:
+        if column == comp.target_column:
+            parts.append(np.asarray(comp.classes, dtype=object)[train.labels].astype(str))
+        elif column in train.extras:
+            parts.append(train.extras[column].astype(str).to_numpy())
+        else:
+            raise DataError(
+                f"folds.stratify: {column!r} is neither the target nor an extra column; "
+                f"use {[comp.target_column, *comp.extra_columns]}"
+            )
+    return np.array(["|".join(values) for values in zip(*parts)])
+
+
+def _check_counts(keys: np.ndarray, needed: int, what: str) -> None:
+    values, counts = np.unique(keys, return_counts=True)
+    if counts.min() < needed:
+        rare = str(values[counts.argmin()])
+        raise DataError(
+            f"train: stratum {rare!r} of folds.stratify has only {counts.min()} rows, too few for {what}; "
+            "lower folds.n_splits or folds.holdout_fraction, or stratify on fewer columns"
+        )
+
+
+def split_holdout(ids: np.ndarray, keys: np.ndarray, fraction: float, public_share: float, seed: int) -> pd.DataFrame:
+    """Carve a stratified holdout and tag its rows Public or Private (stratified too).
+
+    Args:
+        ids: (N,) row ids; keys: (N,) stratification keys.
+        fraction: share of rows held out, in (0, 1); public_share: share of the holdout that is Public.
+
+    Returns:
+        DataFrame ``id, Usage`` of the holdout rows, sorted by id.
+    """
+    _check_counts(keys, 4, "a stratified public/private holdout (4 rows per stratum)")
+    rest, held, _, held_keys = train_test_split(ids, keys, test_size=fraction, stratify=keys, random_state=seed)
+    public, private = train_test_split(held, train_size=public_share, stratify=held_keys, random_state=seed)
+    usage = pd.DataFrame({"id": np.concatenate([public, private]), "Usage": ["Public"] * len(public) + ["Private"] * len(private)})
+    return usage.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def assign_folds(ids: np.ndarray, keys: np.ndarray, n_splits: int, seed: int) -> pd.DataFrame:
+    """Shuffled :class:`sklearn.model_selection.StratifiedKFold`: DataFrame ``id, fold`` sorted by id."""
+    _check_counts(keys, n_splits, f"{n_splits} stratified folds")
+    fold = np.empty(len(ids), dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for k, (_, val) in enumerate(splitter.split(ids, keys)):
+        fold[val] = k
+    frame = pd.DataFrame({"id": ids, "fold": fold})
+    return frame.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def make_folds(train: Images, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The (folds, holdout) tables for ``train``; holdout ids are excluded from the folds."""
+    spec = config.folds
+    keys = strata(train, config)
+    holdout = split_holdout(train.ids, keys, spec.holdout_fraction, spec.public_share, spec.seed)
+    rest = ~np.isin(train.ids, holdout["id"].to_numpy())
+    folds = assign_folds(train.ids[rest], keys[rest], spec.n_splits, spec.seed)
+    id_column = config.competition.id_column
+    return folds.rename(columns={"id": id_column}), holdout.rename(columns={"id": id_column})
+
+
+def load_folds(config: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read ``folds.csv`` and ``holdout.csv``; raises :class:`DataError` telling to run ``make folds``."""
+    tables = []
+    for name in ("folds.csv", "holdout.csv"):
+        path = paths.folds / name
+        if not path.is_file():
+            raise DataError(f"{path}: not found; run `make folds COMPETITION={config.competition.name}` first")
+        tables.append(pd.read_csv(path))
+    return tables[0], tables[1]
+
+
+def run(config: Config, paths: Paths) -> None:
+    """Stage entry point: read train, write the fold and holdout files, print a summary."""
+    train = load_train(paths.data, config.competition)
+    folds, holdout = make_folds(train, config)
+    write_csv(holdout, paths.folds / "holdout.csv")
+    write_csv(folds, paths.folds / "folds.csv")
+    sizes = folds["fold"].value_counts()
+    public = int((holdout["Usage"] == "Public").sum())
+    console.summary(
+        f"folds: {len(folds)} rows in {config.folds.n_splits} stratified folds ({sizes.min()}-{sizes.max()} each), "
+        f"holdout {len(holdout)} ({public} public / {len(holdout) - public} private) -> {paths.folds}"
+    )

@@ -1,0 +1,242 @@
+"""Stage 2: out-of-fold (OOF) models, one per backbone x fold.
+
+For fold k a model trains on the other folds, early-stops on fold k and predicts fold k (OOF),
+the holdout and, when the competition's test file exists, test. Each fold's artefacts land in
+``runs/<competition>/<backbone>/fold<k>/``::
+
+    model.keras    the weights restored from the best epoch (lowest val_loss)
+    history.csv    epoch, loss, accuracy, val_loss, val_accuracy, learning_rate
+    oof.csv        id, p_<class>...  for fold k's rows
+    holdout.csv    id, p_<class>...  for every holdout row
+    test.csv       id, p_<class>...  for every test row (only with a test file)
+    fold.json      scores, epochs, seconds, hyperparameters; written last: its presence marks the fold done
+
+A finished fold is skipped on rerun, so a crash loses at most the fold in progress. Each fold
+runs in a fresh process by default (``train.process_per_fold``), which keeps memory flat
+fold after fold.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from compkit import console
+from compkit.config import Config, Hyper, Paths
+from compkit.data import load_test, load_train
+from compkit.errors import CompkitError
+from compkit.folds import load_folds
+from compkit.io import atomic_path, read_json, read_proba, write_csv, write_json, write_proba
+from compkit.metrics import score_table
+
+
+def fold_dir(paths: Paths, backbone: str, fold: int) -> Path:
+    """``runs/<competition>/<backbone>/fold<fold>/``."""
+    return paths.runs / backbone / f"fold{fold}"
+
+
+def is_done(paths: Paths, backbone: str, fold: int) -> bool:
+    """True when the fold's last artefact, ``fold.json``, exists."""
+    return (fold_dir(paths, backbone, fold) / "fold.json").is_file()
+
+
+def _optimizer(hyper: Hyper, steps_per_epoch: int):
+    import keras
+
+    lr = hyper.learning_rate
+    if hyper.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=hyper.epochs * steps_per_epoch)
+    wd = hyper.weight_decay or None
+    if hyper.optimizer == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=wd)
+    if hyper.optimizer == "nadam":
+        return keras.optimizers.Nadam(lr, weight_decay=wd)
+    if hyper.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=hyper.weight_decay)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd)
+
+
+def _dataset(images: np.ndarray, onehot: np.ndarray, batch_size: int, seed: int):
+    """Shuffled, batched, prefetched tf.data pipeline of (float32 image, one-hot) pairs."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images.astype(np.float32), onehot))
+    return ds.cache().shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def _epoch_logger(label: str, epochs: int):
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        """One progress line per epoch: losses, accuracies, learning rate, seconds."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            console.info(
+                f"{label} epoch {epoch + 1}/{epochs}  loss {logs.get('loss', np.nan):.4f} "
+                f"acc {logs.get('accuracy', np.nan):.4f}  val_loss {logs.get('val_loss', np.nan):.4f} "
+                f"val_acc {logs.get('val_accuracy', np.nan):.4f}  lr {lr:.2e}  {time.perf_counter() - self.start:.1f}s"
+            )
+            logs["learning_rate"] = lr
+
+    return EpochLogger()
+
+
+def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
+    """Train ``backbone`` on every fold but ``fold``; write the fold's artefacts (module docstring).
+
+    Returns:
+        The contents of ``fold.json``: ``oof_accuracy``, ``oof_log_loss``, ``epochs``, ``best_epoch``,
+        ``seconds``, ``hyper``.
+    """
+    import keras
+    import tensorflow as tf
+
+    from compkit.backbones import build_model
+
+    comp, hyper = config.competition, config.hyper(backbone)
+    start = time.perf_counter()
+    keras.utils.set_random_seed(config.train.seed + fold)
+    if config.train.mixed_precision and tf.config.list_physical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    train, test = load_train(paths.data, comp), load_test(paths.data, comp)
+    folds, holdout = load_folds(config, paths)
+    fold_of = dict(zip(folds[comp.id_column], folds["fold"]))
+    row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
+    fit_rows, val_rows = np.flatnonzero((row_fold >= 0) & (row_fold != fold)), np.flatnonzero(row_fold == fold)
+    held_rows = np.flatnonzero(np.isin(train.ids, holdout[comp.id_column].to_numpy()))
+    onehot = np.eye(len(comp.classes), dtype=np.float32)[train.labels]
+
+    model = build_model(backbone, comp.image_shape, len(comp.classes), hyper)
+    steps = int(np.ceil(len(fit_rows) / hyper.batch_size))
+    model.compile(
+        optimizer=_optimizer(hyper, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=hyper.label_smoothing),
+        metrics=["accuracy"],
+    )
+    callbacks = [
+        _epoch_logger(f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]", hyper.epochs),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True),
+    ]
+    if hyper.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, hyper.patience // 3))
+        )
+    history = model.fit(
+        _dataset(train.images[fit_rows], onehot[fit_rows], hyper.batch_size, config.train.seed + fold),
+        validation_data=(train.images[val_rows].astype(np.float32), onehot[val_rows]),
+        epochs=hyper.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=0,
+    )
+
+    out = fold_dir(paths, backbone, fold)
+    with atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
+    hist = pd.DataFrame(history.history)
+    hist.insert(0, "epoch", np.arange(1, len(hist) + 1))
+    write_csv(hist, out / "history.csv")
+
+    def predict(rows: np.ndarray, images: np.ndarray, name: str) -> np.ndarray:
+        proba = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
+        write_proba(out / name, comp.id_column, rows, proba, comp.classes)
+        return proba
+
+    predict(train.ids[held_rows], train.images[held_rows], "holdout.csv")
+    if test is not None:
+        predict(test.ids, test.images, "test.csv")
+    oof = predict(train.ids[val_rows], train.images[val_rows], "oof.csv")
+    scores = score_table(train.labels[val_rows], oof)
+    result = {
+        "backbone": backbone,
+        "fold": fold,
+        "oof_accuracy": scores["accuracy"],
+        "oof_log_loss": scores["log_loss"],
+        "epochs": len(hist),
+        "best_epoch": int(hist["val_loss"].idxmin()) + 1,
+        "seconds": round(time.perf_counter() - start, 1),
+        "hyper": hyper.model_dump(),
+    }
+    write_json(result, out / "fold.json")
+    return result
+
+
+def _train_fold_in_process(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
+    """:func:`train_fold` in a fresh spawned process, so no TensorFlow state outlives the fold."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(train_fold, config, paths, backbone, fold).result()
+        except BrokenProcessPool:
+            raise CompkitError(
+                f"{backbone} fold {fold}: the training process died (out of memory or killed); "
+                "rerun `make train` to resume from this fold"
+            ) from None
+
+
+def load_oof(config: Config, paths: Paths, backbone: str) -> tuple[np.ndarray, np.ndarray]:
+    """All folds' OOF predictions of ``backbone``: (N,) ids sorted ascending and (N, K) probabilities."""
+    comp = config.competition
+    parts = [
+        read_proba(fold_dir(paths, backbone, k) / "oof.csv", comp.id_column, comp.classes)
+        for k in range(config.folds.n_splits)
+    ]
+    ids = np.concatenate([p[0] for p in parts])
+    order = np.argsort(ids, kind="stable")
+    return ids[order], np.concatenate([p[1] for p in parts])[order]
+
+
+def load_fold_mean(config: Config, paths: Paths, backbone: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fold models' mean prediction of ``name`` (``holdout.csv`` or ``test.csv``): (N,) ids, (N, K) probabilities."""
+    comp = config.competition
+    parts = [
+        read_proba(fold_dir(paths, backbone, k) / name, comp.id_column, comp.classes)
+        for k in range(config.folds.n_splits)
+    ]
+    for k, (ids, _) in enumerate(parts[1:], start=1):
+        if not np.array_equal(ids, parts[0][0]):
+            raise CompkitError(f"{fold_dir(paths, backbone, k) / name}: ids differ from fold 0's; rerun `make train`")
+    return parts[0][0], np.mean([p[1] for p in parts], axis=0)
+
+
+def run(config: Config, paths: Paths) -> None:
+    """Stage entry point: train every unfinished backbone x fold, then print each backbone's OOF score."""
+    load_folds(config, paths)  # fail fast, before any process starts, when `make folds` has not run
+    start, trained, skipped = time.perf_counter(), 0, 0
+    for backbone in config.train.backbones:
+        for fold in range(config.folds.n_splits):
+            label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
+            if is_done(paths, backbone, fold):
+                skipped += 1
+                console.info(f"{label} done earlier, skipped")
+                continue
+            worker = _train_fold_in_process if config.train.process_per_fold else train_fold
+            result = worker(config, paths, backbone, fold)
+            trained += 1
+            console.info(
+                f"{label} OOF accuracy {result['oof_accuracy']:.4f} log loss {result['oof_log_loss']:.4f} "
+                f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
+            )
+    scores = []
+    for backbone in config.train.backbones:
+        folds = [read_json(fold_dir(paths, backbone, k) / "fold.json") for k in range(config.folds.n_splits)]
+        scores.append(f"{backbone} {np.mean([f['oof_accuracy'] for f in folds]):.4f}")
+    console.summary(
+        f"train: {len(config.train.backbones)} backbones x {config.folds.n_splits} folds "
+        f"({trained} trained, {skipped} skipped) in {time.perf_counter() - start:.0f}s; "
+        f"mean fold OOF accuracy: {', '.join(scores)}"
+    )

@@ -1,0 +1,37 @@
+"""Shared fixtures: the real DACON files, read where they are (``../shared`` beside the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from compkit.config import Paths, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DACON = Path(os.environ.get("COMPKIT_DACON_DIR", REPO.parent / "shared" / "data" / "dacon-cv-2020"))
+
+
+@pytest.fixture(scope="session")
+def dacon_dir() -> Path:
+    """The real DACON train.csv and submission.csv; set COMPKIT_DACON_DIR if they live elsewhere."""
+    assert (DACON / "train.csv").is_file(), f"{DACON}/train.csv not found: put ../shared beside the repo or set COMPKIT_DACON_DIR"
+    return DACON
+
+
+@pytest.fixture
+def config_dir() -> Path:
+    return REPO / "configs"
+
+
+@pytest.fixture
+def dacon(config_dir):
+    """A factory: the DACON config with a preset and overrides."""
+    return lambda preset="smoke", *overrides: load_config("dacon-cv-2020", preset, list(overrides), config_dir)
+
+
+@pytest.fixture
+def paths(tmp_path, dacon_dir) -> Paths:
+    """DACON paths whose folds/, runs/ and submissions/ live in a fresh temporary root."""
+    return Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)

@@ -1,0 +1,56 @@
+import pytest
+
+from compkit.config import ConfigError, load_config, parse_override
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "gpu"])
+def test_every_preset_resolves_on_dacon(dacon, preset):
+    config = dacon(preset)
+    assert config.competition.image_shape == [28, 28, 1]
+    assert len(config.competition.pixel_columns) == 784
+    assert config.train.backbones
+
+
+def test_preset_and_overrides_win_in_order(dacon):
+    assert dacon("smoke").train.epochs == 2
+    config = dacon("smoke", "train.epochs=7", "backbones.cnn_small.input_size=56")
+    assert config.train.epochs == 7
+    assert config.hyper("cnn_small").input_size == 56
+    assert config.hyper("resnet_small").input_size is None
+    assert config.hyper("cnn_small").augment.rotation == 10.0  # from the competition file
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.epoch=3", "unknown key 'train.epoch'"),
+        ("train.epochs='many'", "train.epochs"),
+        ("train.epochs=0", "train.epochs"),
+        ("folds.n_splits=1", "folds.n_splits"),
+        ("folds.holdout_fraction=1.0", "folds.holdout_fraction"),
+        ("folds.holdout_fraction=0", "folds.holdout_fraction"),
+        ("train.optimizer='adagrad'", "train.optimizer"),
+        ("train.backbones=['vgg99']", "unknown backbone 'vgg99'"),
+        ("train.backbones=['xception']", "backbone 'xception' needs input_size >= 71"),
+    ],
+)
+def test_bad_values_name_the_key(dacon, override, fragment):
+    with pytest.raises(ConfigError, match="dacon-cv-2020.toml") as err:
+        dacon("smoke", override)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_files_list_the_choices(config_dir):
+    with pytest.raises(ConfigError, match=r"preset not found; choose one of \['cpu', 'gpu', 'smoke'\]"):
+        load_config("dacon-cv-2020", "laptop", [], config_dir)
+    with pytest.raises(ConfigError, match="competition config not found"):
+        load_config("no-such-competition", None, [], config_dir)
+
+
+def test_parse_override_reads_toml_values():
+    assert parse_override("train.epochs=3") == (["train", "epochs"], 3)
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("train.optimizer=adam") == (["train", "optimizer"], "adam")
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        parse_override("train.epochs")
