@@ -8,18 +8,23 @@ DATA_DIR ?=
 BACKBONES ?=
 SET ?=
 NAME ?=
+TRIALS ?=
+WORKER ?=
+NO_TUNED ?=
 GPU ?=
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup folds train ensemble submit all test clean
+.PHONY: help setup folds train ensemble submit all tune tune-status test clean
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
 	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=..."
 	@echo "make all                   the four stages in order"
+	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
+	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
 	@echo "make test                  the test suite"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
@@ -30,8 +35,14 @@ setup:
 
 comma := ,
 
-folds train ensemble all:
+folds ensemble all tune-status:
 	$(PYTHON) -m compkit $@ $(ARGS)
+
+train:
+	$(PYTHON) -m compkit train $(ARGS) $(if $(NO_TUNED),--no-tuned)
+
+tune:
+	$(PYTHON) -m compkit tune $(ARGS) $(if $(TRIALS),--trials $(TRIALS)) $(if $(WORKER),--worker $(WORKER))
 
 submit:
 	$(PYTHON) -m compkit submit $(ARGS) $(if $(NAME),--name $(NAME))

@@ -7,6 +7,7 @@ ends the run with its one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
@@ -17,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 from compkit.config import Paths, load_config  # noqa: E402
 from compkit.errors import CompkitError  # noqa: E402
 
-STAGES = ("folds", "train", "ensemble", "submit")
+STAGES = ("folds", "train", "ensemble", "submit")  # `all` runs these, in this order
+EXTRA = {"tune": ("tune", "run"), "tune-status": ("tune", "status")}
 
 
 def default_preset() -> str:
@@ -28,7 +30,7 @@ def default_preset() -> str:
 def parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` lists every option."""
     p = argparse.ArgumentParser(prog="compkit", description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=[*STAGES, "all"], help="stage to run; `all` runs folds, train, ensemble, submit")
+    p.add_argument("stage", choices=[*STAGES, "all", *EXTRA], help="stage to run; `all` runs folds, train, ensemble, submit")
     p.add_argument("--competition", default="dacon-cv-2020", help="configs/<competition>.toml (default: %(default)s)")
     p.add_argument("--preset", default=None, help="configs/presets/<preset>.toml: smoke, cpu or gpu (default: gpu with a GPU, else cpu)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder of the competition's files (default: data/<competition>)")
@@ -37,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder of competition configs (default: %(default)s)")
     p.add_argument("--root", type=Path, default=Path("."), help="project root holding folds/, runs/, submissions/ (default: .)")
     p.add_argument("--name", default=None, help="submit: name of the submission (default: blend-<selected blend>)")
+    p.add_argument("--trials", type=int, default=None, help="tune: finished trials per study, replacing tune.trials")
+    p.add_argument("--worker", type=int, default=0, help="tune: this worker's number when several share a study (default 0)")
+    p.add_argument("--no-tuned", action="store_true", help="train: ignore the best parameters exported by `make tune`")
     return p
 
 
@@ -47,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.backbones:
         names = args.backbones.replace(",", " ").split()
         overrides.append("train.backbones=[" + ", ".join(f'"{n}"' for n in names) + "]")
+    if args.trials is not None:
+        overrides.append(f"tune.trials={args.trials}")
+    if args.no_tuned:
+        overrides.append("train.use_tuned=false")
     try:
         config = load_config(args.competition, args.preset or default_preset(), overrides, args.config_dir)
         paths = Paths.for_competition(config.competition.name, args.root, args.data_dir)
@@ -60,19 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_stage(stage: str, config, paths: Paths, args: argparse.Namespace) -> None:
     """Import and run one stage module (imports are lazy: `folds` never loads TensorFlow)."""
-    if stage == "folds":
-        from compkit import folds
-
-        folds.run(config, paths)
-    elif stage == "train":
-        from compkit import train
-
-        train.run(config, paths)
-    elif stage == "ensemble":
-        from compkit import ensemble
-
-        ensemble.run(config, paths)
+    module, function = EXTRA.get(stage, (stage, "run"))
+    run = getattr(importlib.import_module(f"compkit.{module}"), function)
+    if stage == "submit":
+        run(config, paths, args.name)
+    elif stage == "tune":
+        run(config, paths, args.worker)
     else:
-        from compkit import submit
-
-        submit.run(config, paths, args.name)
+        run(config, paths)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compkit.errors import CompkitError
 
@@ -86,6 +86,25 @@ class Hyper(_Strict):
     augment: Augment = Augment()
 
 
+    def with_params(self, params: dict[str, Any]) -> Hyper:
+        """A copy with ``params`` applied; keys are field names or ``augment.<field>`` (as Optuna names them).
+
+        Raises:
+            ConfigError: a key is not a hyperparameter, or a value is out of range.
+        """
+        tree = self.model_dump()
+        for key, value in params.items():
+            section, _, field = key.rpartition(".")
+            target = tree[section] if section else tree
+            if section not in ("", "augment") or field not in target:
+                raise ConfigError(f"parameter {key!r} is not a hyperparameter; use one of {sorted(HYPER_KEYS)}")
+            target[field] = value
+        try:
+            return Hyper.model_validate(tree, strict=False)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, "tuned parameters")) from exc
+
+
 class HyperOverride(_Strict):
     """A partial :class:`Hyper`: only the keys given replace the ``[train]`` values."""
 
@@ -102,13 +121,76 @@ class HyperOverride(_Strict):
     augment: Augment | None = None
 
 
+HYPER_KEYS = {*(k for k in Hyper.model_fields if k != "augment"), *(f"augment.{k}" for k in Augment.model_fields)}
+
+
 class Train(Hyper):
     """Which backbones to train and how the compute is set up."""
 
     backbones: list[str] = Field(["cnn_small"], min_length=1)
     seed: int = 42
+    use_tuned: bool = True  # apply runs/<competition>/best/<backbone>.json when `make tune` wrote it
     mixed_precision: bool = False  # used only when a GPU is present
     process_per_fold: bool = True  # a fresh process per fold keeps memory flat across folds
+
+
+class ParamSpec(_Strict):
+    """One dimension of a search space: ``choices``, or a ``low``..``high`` range.
+
+    Integer bounds give ``suggest_int``, float bounds ``suggest_float``; ``log`` samples on a log scale.
+    """
+
+    choices: list[int] | list[float] | list[str] | None = None
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamSpec:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either choices = [...] or both low and high")
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        return self
+
+
+# The default search space (optimizer ranking on DACON: Adam ~ Nadam > Adamax ~ RMSprop > SGD >> Adagrad).
+DEFAULT_SPACE: dict[str, ParamSpec] = {
+    key: ParamSpec(**spec)
+    for key, spec in {
+        "optimizer": {"choices": ["adam", "nadam", "adamw", "sgd"]},
+        "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+        "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+        "batch_size": {"choices": [32, 64, 128]},
+        "dropout": {"low": 0.0, "high": 0.5},
+        "label_smoothing": {"low": 0.0, "high": 0.2},
+        "augment.shift": {"low": 0.0, "high": 0.2},
+        "augment.rotation": {"low": 0.0, "high": 20.0},
+        "augment.zoom": {"low": 0.0, "high": 0.2},
+    }.items()
+}
+
+
+class Tune(_Strict):
+    """The Optuna study of each backbone: search space, scored folds, pruner, storage."""
+
+    trials: int = Field(20, ge=1)  # finished (complete or pruned) trials per study
+    folds: list[int] = Field([0], min_length=1)  # validation folds; the objective is their mean score
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = 42  # TPE sampler seed
+    storage: str = ""  # "" -> sqlite:///runs/<competition>/optuna.db; env OPTUNA_STORAGE wins
+    heartbeat_interval: int = Field(60, ge=1)  # seconds; a trial silent for grace_period is failed
+    grace_period: int = Field(180, ge=1)
+    max_retry: int = Field(2, ge=0)  # times a failed trial's parameters are run again
+    space: dict[str, ParamSpec] = {}  # replaces or adds dimensions of DEFAULT_SPACE for every backbone
+    backbone_space: dict[str, dict[str, ParamSpec]] = {}  # per backbone: replaces or adds dimensions
+
+    def space_for(self, backbone: str) -> dict[str, ParamSpec]:
+        """The search space of ``backbone``: DEFAULT_SPACE, updated by ``space``, then ``backbone_space[backbone]``.
+
+        A dimension is fixed by giving it a single choice, e.g. ``optimizer = {choices = ["adam"]}``.
+        """
+        return {**DEFAULT_SPACE, **self.space, **self.backbone_space.get(backbone, {})}
 
 
 class Ensemble(_Strict):
@@ -124,6 +206,7 @@ class Config(_Strict):
     folds: Folds
     train: Train = Train()
     backbones: dict[str, HyperOverride] = {}
+    tune: Tune = Tune()
     ensemble: Ensemble = Ensemble()
 
     def hyper(self, backbone: str) -> Hyper:
@@ -240,14 +323,22 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(_describe(exc, " + ".join(sources))) from exc
     _check_backbones(config, " + ".join(sources))
+    _check_space(config, " + ".join(sources))
     return config
+
+
+def _check_space(config: Config, source: str) -> None:
+    for backbone in {*config.train.backbones, *config.tune.backbone_space}:
+        for key in config.tune.space_for(backbone):
+            if key not in HYPER_KEYS:
+                raise ConfigError(f"{source}: tune space key {key!r} is not a hyperparameter; use one of {sorted(HYPER_KEYS)}")
 
 
 def _check_backbones(config: Config, source: str) -> None:
     from compkit.backbones import BACKBONES  # keeps `import compkit.config` free of keras
 
     known = sorted(BACKBONES)
-    for name in [*config.train.backbones, *config.backbones]:
+    for name in [*config.train.backbones, *config.backbones, *config.tune.backbone_space]:
         if name not in BACKBONES:
             raise ConfigError(f"{source}: unknown backbone {name!r}; choose from {known}")
     for name in config.train.backbones:

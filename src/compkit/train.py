@@ -18,10 +18,8 @@ fold after fold.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +27,12 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Config, Hyper, Paths
-from compkit.data import load_test, load_train
+from compkit.data import Images, load_test, load_train
 from compkit.errors import CompkitError
 from compkit.folds import load_folds
 from compkit.io import atomic_path, read_json, read_proba, write_csv, write_json, write_proba
 from compkit.metrics import score_table
+from compkit.process import in_fresh_process
 
 
 def fold_dir(paths: Paths, backbone: str, fold: int) -> Path:
@@ -94,6 +93,107 @@ def _epoch_logger(label: str, epochs: int):
     return EpochLogger()
 
 
+@dataclass(frozen=True)
+class FoldData:
+    """The rows of one fold: ``fit`` trains, ``val`` early-stops and is predicted OOF, ``held`` is the holdout.
+
+    ``fit``, ``val`` and ``held`` are (n,) int row indices into ``train``; ``onehot`` is (N, K) float32.
+    """
+
+    train: Images
+    test: Images | None
+    fit: np.ndarray
+    val: np.ndarray
+    held: np.ndarray
+    onehot: np.ndarray
+
+
+def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
+    """Read train, test and the fold files, and split train's rows for ``fold``."""
+    comp = config.competition
+    train, test = load_train(paths.data, comp), load_test(paths.data, comp)
+    folds, holdout = load_folds(config, paths)
+    fold_of = dict(zip(folds[comp.id_column], folds["fold"]))
+    row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
+    return FoldData(
+        train=train,
+        test=test,
+        fit=np.flatnonzero((row_fold >= 0) & (row_fold != fold)),
+        val=np.flatnonzero(row_fold == fold),
+        held=np.flatnonzero(np.isin(train.ids, holdout[comp.id_column].to_numpy())),
+        onehot=np.eye(len(comp.classes), dtype=np.float32)[train.labels],
+    )
+
+
+def _strategy():
+    """MirroredStrategy over several GPUs, else the default (one GPU or the CPU)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, label: str, callbacks: list = ()):
+    """Build, compile and fit ``backbone`` on ``data.fit``, early-stopping on ``data.val``.
+
+    ``seed`` seeds the shuffling of the training rows; ``label`` prefixes the per-epoch progress lines;
+    ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback).
+
+    Returns:
+        (model with the best epoch's weights, history DataFrame with one row per epoch:
+        epoch, loss, accuracy, val_loss, val_accuracy, learning_rate).
+    """
+    import keras
+    import tensorflow as tf
+
+    from compkit.backbones import build_model
+
+    comp = config.competition
+    if config.train.mixed_precision and tf.config.list_physical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    with _strategy().scope():
+        model = build_model(backbone, comp.image_shape, len(comp.classes), hyper)
+        model.compile(
+            optimizer=_optimizer(hyper, int(np.ceil(len(data.fit) / hyper.batch_size))),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=hyper.label_smoothing),
+            metrics=["accuracy"],
+        )
+    callbacks = [
+        _epoch_logger(label, hyper.epochs),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True),
+        *callbacks,
+    ]
+    if hyper.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, hyper.patience // 3))
+        )
+    images = data.train.images
+    history = model.fit(
+        _dataset(images[data.fit], data.onehot[data.fit], hyper.batch_size, seed),
+        validation_data=(images[data.val].astype(np.float32), data.onehot[data.val]),
+        epochs=hyper.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=0,
+    )
+    hist = pd.DataFrame(history.history)
+    hist.insert(0, "epoch", np.arange(1, len(hist) + 1))
+    return model, hist
+
+
+def best_params_path(paths: Paths, backbone: str) -> Path:
+    """``runs/<competition>/best/<backbone>.json``: the best Optuna trial of ``backbone`` (see tune.py)."""
+    return paths.runs / "best" / f"{backbone}.json"
+
+
+def tuned_hyper(config: Config, paths: Paths, backbone: str) -> Hyper:
+    """``config.hyper(backbone)`` with the best tuned parameters on top, unless ``train.use_tuned`` is false."""
+    path = best_params_path(paths, backbone)
+    if not (config.train.use_tuned and path.is_file()):
+        return config.hyper(backbone)
+    return config.hyper(backbone).with_params(read_json(path)["params"])
+
+
 def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     """Train ``backbone`` on every fold but ``fold``; write the fold's artefacts (module docstring).
 
@@ -102,65 +202,30 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
         ``seconds``, ``hyper``.
     """
     import keras
-    import tensorflow as tf
 
-    from compkit.backbones import build_model
-
-    comp, hyper = config.competition, config.hyper(backbone)
+    comp = config.competition
+    hyper = tuned_hyper(config, paths, backbone)
     start = time.perf_counter()
-    keras.utils.set_random_seed(config.train.seed + fold)
-    if config.train.mixed_precision and tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-
-    train, test = load_train(paths.data, comp), load_test(paths.data, comp)
-    folds, holdout = load_folds(config, paths)
-    fold_of = dict(zip(folds[comp.id_column], folds["fold"]))
-    row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
-    fit_rows, val_rows = np.flatnonzero((row_fold >= 0) & (row_fold != fold)), np.flatnonzero(row_fold == fold)
-    held_rows = np.flatnonzero(np.isin(train.ids, holdout[comp.id_column].to_numpy()))
-    onehot = np.eye(len(comp.classes), dtype=np.float32)[train.labels]
-
-    model = build_model(backbone, comp.image_shape, len(comp.classes), hyper)
-    steps = int(np.ceil(len(fit_rows) / hyper.batch_size))
-    model.compile(
-        optimizer=_optimizer(hyper, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=hyper.label_smoothing),
-        metrics=["accuracy"],
-    )
-    callbacks = [
-        _epoch_logger(f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]", hyper.epochs),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True),
-    ]
-    if hyper.lr_schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, hyper.patience // 3))
-        )
-    history = model.fit(
-        _dataset(train.images[fit_rows], onehot[fit_rows], hyper.batch_size, config.train.seed + fold),
-        validation_data=(train.images[val_rows].astype(np.float32), onehot[val_rows]),
-        epochs=hyper.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles
-        verbose=0,
-    )
+    seed = config.train.seed + fold
+    keras.utils.set_random_seed(seed)
+    data = fold_data(config, paths, fold)
+    model, hist = fit(config, hyper, backbone, data, seed, f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]")
 
     out = fold_dir(paths, backbone, fold)
     with atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
-    hist = pd.DataFrame(history.history)
-    hist.insert(0, "epoch", np.arange(1, len(hist) + 1))
     write_csv(hist, out / "history.csv")
 
-    def predict(rows: np.ndarray, images: np.ndarray, name: str) -> np.ndarray:
-        proba = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
-        write_proba(out / name, comp.id_column, rows, proba, comp.classes)
+    def predict(rows: np.ndarray, ids: np.ndarray, images: np.ndarray, name: str) -> np.ndarray:
+        proba = model.predict(images[rows].astype(np.float32), batch_size=256, verbose=0)
+        write_proba(out / name, comp.id_column, ids[rows], proba, comp.classes)
         return proba
 
-    predict(train.ids[held_rows], train.images[held_rows], "holdout.csv")
-    if test is not None:
-        predict(test.ids, test.images, "test.csv")
-    oof = predict(train.ids[val_rows], train.images[val_rows], "oof.csv")
-    scores = score_table(train.labels[val_rows], oof)
+    train = data.train
+    predict(data.held, train.ids, train.images, "holdout.csv")
+    if data.test is not None:
+        predict(np.arange(len(data.test.ids)), data.test.ids, data.test.images, "test.csv")
+    scores = score_table(train.labels[data.val], predict(data.val, train.ids, train.images, "oof.csv"))
     result = {
         "backbone": backbone,
         "fold": fold,
@@ -173,19 +238,6 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     }
     write_json(result, out / "fold.json")
     return result
-
-
-def _train_fold_in_process(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
-    """:func:`train_fold` in a fresh spawned process, so no TensorFlow state outlives the fold."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        try:
-            return pool.submit(train_fold, config, paths, backbone, fold).result()
-        except BrokenProcessPool:
-            raise CompkitError(
-                f"{backbone} fold {fold}: the training process died (out of memory or killed); "
-                "rerun `make train` to resume from this fold"
-            ) from None
 
 
 def load_oof(config: Config, paths: Paths, backbone: str) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +276,10 @@ def run(config: Config, paths: Paths) -> None:
                 skipped += 1
                 console.info(f"{label} done earlier, skipped")
                 continue
-            worker = _train_fold_in_process if config.train.process_per_fold else train_fold
-            result = worker(config, paths, backbone, fold)
+            if config.train.process_per_fold:
+                result = in_fresh_process(f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
+            else:
+                result = train_fold(config, paths, backbone, fold)
             trained += 1
             console.info(
                 f"{label} OOF accuracy {result['oof_accuracy']:.4f} log loss {result['oof_log_loss']:.4f} "

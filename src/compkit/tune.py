@@ -1,0 +1,247 @@
+"""Stage 1b: an Optuna study per backbone, resumable, prunable, shareable between machines.
+
+Each trial trains the backbone with suggested hyperparameters on the training part of the
+validation folds named in ``tune.folds`` (never the holdout) and scores those folds; the
+objective is their mean score in the competition's metric. Per-epoch ``val_accuracy`` of the
+first fold is reported to the pruner (Median or Hyperband). The TPE sampler is seeded.
+
+Storage: ``sqlite:///runs/<competition>/optuna.db`` by default, any RDB URL (``OPTUNA_STORAGE=
+postgresql://...``, several machines as workers of one study), or an Optuna journal file
+(a path ending in ``.log``). With an RDB storage each running trial sends a heartbeat; a trial
+whose worker died is marked failed by the next run, and failed trials are run again (up to
+``tune.max_retry`` times) before new ones. Finished trials are never re-run.
+
+The best trial of each backbone is exported to ``runs/<competition>/best/<backbone>.json``
+(value, params, trial number, study name), which ``make train`` applies (``--no-tuned``: not).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from compkit import console
+from compkit.backbones import BACKBONES
+from compkit.config import Config, ParamSpec, Paths
+from compkit.errors import CompkitError
+from compkit.folds import load_folds
+from compkit.io import write_json
+from compkit.metrics import score
+from compkit.process import in_fresh_process
+from compkit.train import best_params_path, fit, fold_data
+
+# Heartbeats and fail_stale_trials are marked experimental, and have been stable since Optuna 2.9.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+DIRECTIONS = {"accuracy": "maximize"}
+
+
+def storage_url(config: Config, paths: Paths) -> str:
+    """``$OPTUNA_STORAGE``, else ``tune.storage``, else ``sqlite:///runs/<competition>/optuna.db``."""
+    return os.environ.get("OPTUNA_STORAGE") or config.tune.storage or f"sqlite:///{(paths.runs / 'optuna.db').resolve()}"
+
+
+def make_storage(config: Config, paths: Paths) -> optuna.storages.BaseStorage:
+    """The study storage: a journal file for a ``.log`` path, else an RDB storage with heartbeats.
+
+    SQLite waits up to 60 s for a lock, so several local workers can share one file.
+    """
+    url = storage_url(config, paths)
+    if url.endswith(".log"):
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine,
+        heartbeat_interval=config.tune.heartbeat_interval,
+        grace_period=config.tune.grace_period,
+    )
+
+
+def make_pruner(config: Config) -> optuna.pruners.BasePruner:
+    """Median (after 2 finished trials and 1 epoch), Hyperband, or none, from ``tune.pruner``."""
+    return {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.train.epochs),
+        "none": optuna.pruners.NopPruner,
+    }[config.tune.pruner]()
+
+
+def study_name(config: Config, backbone: str) -> str:
+    """``<competition>-<backbone>``: one study per backbone."""
+    return f"{config.competition.name}-{backbone}"
+
+
+def suggest(trial: optuna.Trial, space: dict[str, ParamSpec], min_size: int) -> dict:
+    """Sample one value per dimension; ``input_size`` is bounded below by the backbone's ``min_size``.
+
+    Raises:
+        CompkitError: an ``input_size`` dimension leaves no size at or above ``min_size``.
+    """
+    params = {}
+    for key, spec in space.items():
+        choices, low = spec.choices, spec.low
+        if key == "input_size":
+            choices = [c for c in choices if c >= min_size] if choices else None
+            low = max(low, min_size) if low is not None else None
+            if choices == [] or (low is not None and low > spec.high):
+                raise CompkitError(f"tune space input_size {spec} has no size >= {min_size}, the backbone's minimum")
+        if choices is not None:
+            params[key] = trial.suggest_categorical(key, choices)
+        elif isinstance(low, int) and isinstance(spec.high, int):
+            params[key] = trial.suggest_int(key, low, spec.high, log=spec.log)
+        else:
+            params[key] = trial.suggest_float(key, low, spec.high, log=spec.log)
+    return params
+
+
+def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: int) -> float:
+    """Train and score one trial (runs in the trial's own process by default).
+
+    The trial is reloaded from storage by id, so its per-epoch reports reach the study from here.
+
+    Returns:
+        The mean score of the ``tune.folds`` validation folds.
+
+    Raises:
+        optuna.TrialPruned: the pruner stopped the trial.
+    """
+    import keras
+    from optuna_integration import KerasPruningCallback
+
+    study = optuna.load_study(study_name=name, storage=make_storage(config, paths), pruner=make_pruner(config))
+    trial = optuna.trial.Trial(study, trial_id)
+    hyper = config.hyper(backbone).with_params(trial.params)
+    scores = []
+    for i, fold in enumerate(config.tune.folds):
+        seed = config.train.seed + fold
+        keras.utils.set_random_seed(seed)
+        data = fold_data(config, paths, fold)
+        pruning = [KerasPruningCallback(trial, "val_accuracy")] if i == 0 else []  # steps restart each fold
+        label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
+        model, _ = fit(config, hyper, backbone, data, seed, label, pruning)
+        proba = model.predict(data.train.images[data.val].astype(np.float32), batch_size=256, verbose=0)
+        scores.append(score(config.competition.metric, data.train.labels[data.val], proba))
+    return float(np.mean(scores))
+
+
+def _retry_failed(study: optuna.Study, max_retry: int) -> int:
+    """Enqueue the parameters of each failed trial not yet retried, up to ``max_retry`` times per origin."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    queued = 0
+    for t in trials:
+        if t.state != TrialState.FAIL or t.number in retried or not t.params:
+            continue
+        origin = t.user_attrs.get("retry_origin", t.number)
+        attempts = sum(1 for u in trials if u.user_attrs.get("retry_origin") == origin)
+        if attempts < max_retry:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "retry_origin": origin})
+            queued += 1
+    return queued
+
+
+def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) -> optuna.Study:
+    """Run trials of ``backbone``'s study until ``tune.trials`` are finished (by any worker).
+
+    ``worker`` offsets the sampler seed so that concurrent workers do not sample the same points.
+    """
+    storage, name, target = make_storage(config, paths), study_name(config, backbone), config.tune.trials
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction=DIRECTIONS[config.competition.metric],
+        pruner=make_pruner(config),
+        load_if_exists=True,
+    )
+    if isinstance(storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)  # trials whose worker died: failed, then retried below
+    requeued = _retry_failed(study, config.tune.max_retry)
+    # A fresh seed per resume and per worker: the seeded TPE would otherwise repeat its first samples.
+    study.sampler = optuna.samplers.TPESampler(seed=config.tune.seed + len(study.trials) + 1000 * worker)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    console.info(f"[{backbone}] study {name}: {done}/{target} trials finished, {requeued} failed trial(s) queued again")
+
+    def objective(trial: optuna.Trial) -> float:
+        suggest(trial, config.tune.space_for(backbone), BACKBONES[backbone].min_size)
+        start = time.perf_counter()
+        if config.train.process_per_fold:
+            value = in_fresh_process(f"{backbone} trial {trial.number}", run_trial, config, paths, backbone, name, trial._trial_id)
+        else:
+            value = run_trial(config, paths, backbone, name, trial._trial_id)
+        console.info(f"[{backbone}] trial {trial.number}: {config.competition.metric} {value:.4f} in {time.perf_counter() - start:.0f}s")
+        return value
+
+    if done < target:
+        stop = optuna.study.MaxTrialsCallback(target, states=(*FINISHED, TrialState.RUNNING))
+        study.optimize(objective, n_trials=target - done, callbacks=[stop])
+    export_best(study, config, paths, backbone)
+    return study
+
+
+def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str) -> None:
+    """Write ``runs/<competition>/best/<backbone>.json`` when the study has a complete trial."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return
+    best = study.best_trial
+    write_json(
+        {"study": study.study_name, "trial": best.number, "value": best.value, "metric": config.competition.metric,
+         "params": best.params},
+        best_params_path(paths, backbone),
+    )
+
+
+def run(config: Config, paths: Paths, worker: int = 0) -> None:
+    """Stage entry point: tune every backbone of ``train.backbones`` in turn."""
+    load_folds(config, paths)  # fail fast when `make folds` has not run
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial lines say it shorter
+    start, lines = time.perf_counter(), []
+    for backbone in config.train.backbones:
+        study = tune_backbone(config, paths, backbone, worker)
+        counts = _counts(study)
+        best = f"best {study.best_value:.4f}" if counts["complete"] else "no complete trial"
+        lines.append(f"{backbone} {best} ({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)")
+    console.summary(f"tune: {'; '.join(lines)} in {time.perf_counter() - start:.0f}s; storage {storage_url(config, paths)}")
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
+    return {s: states.count(s) for s in ("complete", "pruned", "fail", "running", "waiting")}
+
+
+def status(config: Config, paths: Paths) -> None:
+    """``make tune-status``: per backbone, trial counts, the best value and params, parameter importances."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(config, paths)
+    rows = []
+    for backbone in config.train.backbones:
+        try:
+            study = optuna.load_study(study_name=study_name(config, backbone), storage=storage)
+        except KeyError:
+            console.info(f"[{backbone}] no study yet: run `make tune`")
+            continue
+        counts = _counts(study)
+        row = {"backbone": backbone, **counts}
+        if counts["complete"]:
+            row.update(best=study.best_value, trial=study.best_trial.number)
+            console.info(f"[{backbone}] best params: {study.best_params}")
+        if counts["complete"] >= 2:
+            importance = optuna.importance.get_param_importances(study)
+            console.info(f"[{backbone}] importance: " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+        rows.append(row)
+    if rows:
+        console.table(pd.DataFrame(rows).fillna(""), title=f"Optuna studies ({storage_url(config, paths)})")
+    console.summary(f"tune-status: {len(rows)} of {len(config.train.backbones)} backbones have a study")
