@@ -13,11 +13,14 @@ WORKER ?=
 NO_TUNED ?=
 GPU ?=
 VENV ?= .venv
+# One W&B group per make invocation: `make folds train ensemble submit` is one experiment.
+GROUP ?= $(shell date -u +%Y%m%dT%H%M%SZ)
+export COMPKIT_GROUP := $(GROUP)
 PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup folds train ensemble submit all tune tune-status test clean
+.PHONY: help setup folds train ensemble submit all tune tune-status sync test clean
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -25,6 +28,7 @@ help:
 	@echo "make all                   the four stages in order"
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
+	@echo "make sync                  upload offline W&B runs (after wandb login)"
 	@echo "make test                  the test suite"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
@@ -46,6 +50,9 @@ tune:
 
 submit:
 	$(PYTHON) -m compkit submit $(ARGS) $(if $(NAME),--name $(NAME))
+
+sync:
+	$(VENV)/bin/wandb sync --yes
 
 test:
 	$(PYTHON) -m pytest

@@ -14,6 +14,29 @@ DACON = Path(os.environ.get("COMPKIT_DACON_DIR", REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
+    """One smoke run on the real DACON data, shared by the pipeline and tracking tests.
+
+    `make tune` (2 trials of cnn_small), then `make all` (a process per fold), with W&B in its
+    default offline mode. Returns the root and the CLI options used.
+    """
+    from compkit.cli import main
+
+    root = tmp_path_factory.mktemp("smoke")
+    argv = ["--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
+    assert main(["folds", *argv]) == 0
+    assert main(["tune", *argv, "--backbones", "cnn_small", "--trials", "2", "--set", "tune.pruner='none'"]) == 0
+    assert main(["all", *argv]) == 0
+    return root, argv
+
+
+@pytest.fixture(autouse=True)
+def offline_tracking(monkeypatch):
+    """Every test starts in W&B's default offline mode, whatever the shell has set."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+
+
+@pytest.fixture(scope="session")
 def dacon_dir() -> Path:
     """The real DACON train.csv and submission.csv; set COMPKIT_DACON_DIR if they live elsewhere."""
     assert (DACON / "train.csv").is_file(), f"{DACON}/train.csv not found: put ../shared beside the repo or set COMPKIT_DACON_DIR"

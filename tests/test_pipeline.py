@@ -16,13 +16,9 @@ pytestmark = pytest.mark.slow
 BACKBONES = ["cnn_small", "resnet_small"]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, dacon_dir):
-    """One smoke run of all four stages (a process per fold), shared by the tests below."""
-    root = tmp_path_factory.mktemp("smoke")
-    argv = ["--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", "configs"]
-    assert main(["all", *argv]) == 0
-    return root, argv
+@pytest.fixture
+def run(smoke_run):
+    return smoke_run
 
 
 def _labels(dacon_dir):

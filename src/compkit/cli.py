@@ -11,6 +11,7 @@ import importlib
 import os
 import shutil
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the progress lines
@@ -38,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=3 (repeatable)")
     p.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder of competition configs (default: %(default)s)")
     p.add_argument("--root", type=Path, default=Path("."), help="project root holding folds/, runs/, submissions/ (default: .)")
+    p.add_argument("--group", default=None, help="W&B group of this experiment (default: $COMPKIT_GROUP, else the start time)")
     p.add_argument("--name", default=None, help="submit: name of the submission (default: blend-<selected blend>)")
     p.add_argument("--trials", type=int, default=None, help="tune: finished trials per study, replacing tune.trials")
     p.add_argument("--worker", type=int, default=0, help="tune: this worker's number when several share a study (default 0)")
@@ -48,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the stage(s) named in ``argv``; returns the exit status."""
     args = parser().parse_args(argv)
+    # Fold and trial processes inherit the group, so one command's W&B runs stay together.
+    os.environ["COMPKIT_GROUP"] = args.group or os.environ.get("COMPKIT_GROUP") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     overrides = list(args.overrides)
     if args.backbones:
         names = args.backbones.replace(",", " ").split()

@@ -199,6 +199,13 @@ class Ensemble(_Strict):
     select: Literal["best", "equal", "fitted", "hard"] = "best"
 
 
+class Tracking(_Strict):
+    """Weights & Biases naming; the mode comes from WANDB_MODE (see tracking.py)."""
+
+    project: str = ""  # "" -> the competition's name
+    entity: str = ""  # "" -> your default W&B entity
+
+
 class Config(_Strict):
     """The resolved configuration of one competition run."""
 
@@ -208,6 +215,7 @@ class Config(_Strict):
     backbones: dict[str, HyperOverride] = {}
     tune: Tune = Tune()
     ensemble: Ensemble = Ensemble()
+    tracking: Tracking = Tracking()
 
     def hyper(self, backbone: str) -> Hyper:
         """The hyperparameters of ``backbone``: ``[train]`` updated by ``[backbones.<backbone>]``."""
@@ -222,6 +230,7 @@ class Config(_Strict):
 class Paths:
     """Where a competition's inputs and artefacts live, all relative to the project root."""
 
+    root: Path  # the project root: configs/, wandb/
     data: Path  # the competition's files (train.csv, ...)
     folds: Path  # folds/<competition>/: folds.csv, holdout.csv
     runs: Path  # runs/<competition>/: models, histories, predictions, blends
@@ -231,6 +240,7 @@ class Paths:
     def for_competition(cls, name: str, root: Path, data_dir: Path | None = None) -> Paths:
         """Paths of competition ``name`` under ``root``; data in ``data_dir`` or ``root/data/<name>``."""
         return cls(
+            root=root,
             data=Path(data_dir) if data_dir else root / "data" / name,
             folds=root / "folds" / name,
             runs=root / "runs" / name,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-_console = Console(highlight=False, soft_wrap=True)
+# Off a terminal (CI logs, `make ... | tee`) rich would cut tables at 80 columns.
+_console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 def info(message: str) -> None:

@@ -19,6 +19,7 @@ from compkit.data import load_test, load_train
 from compkit.errors import CompkitError
 from compkit.io import write_json, write_proba
 from compkit.metrics import score_table
+from compkit.tracking import tracked
 from compkit.train import load_fold_mean, load_oof
 
 BLENDS = ("equal", "fitted", "hard")
@@ -115,7 +116,13 @@ def run(config: Config, paths: Paths) -> None:
 
     rows = [{"model": b, "kind": "backbone", **scores[b]} for b in backbones]
     rows += [{"model": n, "kind": "blend", **{k: blends[n][k] for k in ("accuracy", "log_loss")}} for n in BLENDS]
-    console.table(pd.DataFrame(rows), title=f"OOF scores ({len(labels)} rows)")
+    table = pd.DataFrame(rows)
+    console.table(table, title=f"OOF scores ({len(labels)} rows)")
+    with tracked(config, paths, "ensemble", "ensemble") as tracker:
+        tracker.summarize({"scores": scores, "blends": blends, "selected": selected, "cv": blends[selected][comp.metric]})
+        tracker.table("oof_scores", table)
+        predicted = _blend(selected, oof, weights[selected]).argmax(axis=1)
+        tracker.confusion_matrix("oof_confusion_matrix", labels, predicted, [str(c) for c in comp.classes])
     best_single = max(backbones, key=lambda b: scores[b][comp.metric])
     console.summary(
         f"ensemble: selected {selected} blend, OOF {comp.metric} {blends[selected][comp.metric]:.4f} "

@@ -23,6 +23,7 @@ from compkit.errors import CompkitError, shown
 from compkit.folds import load_folds
 from compkit.io import read_json, read_proba, write_csv
 from compkit.metrics import score
+from compkit.tracking import tracked
 
 LEADERBOARD_COLUMNS = ["time", "name", "file", "backbones", "blend", "cv", "public", "private"]
 
@@ -121,6 +122,10 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
     write_csv(board, board_path)
     console.table(board.drop(columns=["file"]), title=f"{comp.name} local leaderboard ({comp.metric})")
+    with tracked(config, paths, "submit", f"submit-{name}", {"submission": path.name}) as tracker:
+        tracker.summarize(row)
+        tracker.table("leaderboard", board)
+        tracker.artifact(path, f"{comp.name}-submission", "submission")
     console.summary(
         f"submit: {path} ({len(submission)} rows) CV {row['cv']:.4f} public {row['public']:.4f} "
         f"private {row['private']:.4f} (holdout: {int((usage == 'Public').sum())} public / {int((usage == 'Private').sum())} private)"

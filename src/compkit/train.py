@@ -33,6 +33,7 @@ from compkit.folds import load_folds
 from compkit.io import atomic_path, read_json, read_proba, write_csv, write_json, write_proba
 from compkit.metrics import score_table
 from compkit.process import in_fresh_process
+from compkit.tracking import tracked
 
 
 def fold_dir(paths: Paths, backbone: str, fold: int) -> Path:
@@ -209,34 +210,38 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     seed = config.train.seed + fold
     keras.utils.set_random_seed(seed)
     data = fold_data(config, paths, fold)
-    model, hist = fit(config, hyper, backbone, data, seed, f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]")
+    label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
+    extra = {"backbone": backbone, "fold": fold, "hyper": hyper.model_dump()}
+    with tracked(config, paths, "train", f"{backbone}-fold{fold}", extra) as tracker:
+        model, hist = fit(config, hyper, backbone, data, seed, label, tracker.keras_callback())
 
-    out = fold_dir(paths, backbone, fold)
-    with atomic_path(out / "model.keras") as tmp:
-        model.save(tmp)
-    write_csv(hist, out / "history.csv")
+        out = fold_dir(paths, backbone, fold)
+        with atomic_path(out / "model.keras") as tmp:
+            model.save(tmp)
+        write_csv(hist, out / "history.csv")
 
-    def predict(rows: np.ndarray, ids: np.ndarray, images: np.ndarray, name: str) -> np.ndarray:
-        proba = model.predict(images[rows].astype(np.float32), batch_size=256, verbose=0)
-        write_proba(out / name, comp.id_column, ids[rows], proba, comp.classes)
-        return proba
+        def predict(rows: np.ndarray, ids: np.ndarray, images: np.ndarray, name: str) -> np.ndarray:
+            proba = model.predict(images[rows].astype(np.float32), batch_size=256, verbose=0)
+            write_proba(out / name, comp.id_column, ids[rows], proba, comp.classes)
+            return proba
 
-    train = data.train
-    predict(data.held, train.ids, train.images, "holdout.csv")
-    if data.test is not None:
-        predict(np.arange(len(data.test.ids)), data.test.ids, data.test.images, "test.csv")
-    scores = score_table(train.labels[data.val], predict(data.val, train.ids, train.images, "oof.csv"))
-    result = {
-        "backbone": backbone,
-        "fold": fold,
-        "oof_accuracy": scores["accuracy"],
-        "oof_log_loss": scores["log_loss"],
-        "epochs": len(hist),
-        "best_epoch": int(hist["val_loss"].idxmin()) + 1,
-        "seconds": round(time.perf_counter() - start, 1),
-        "hyper": hyper.model_dump(),
-    }
-    write_json(result, out / "fold.json")
+        train = data.train
+        predict(data.held, train.ids, train.images, "holdout.csv")
+        if data.test is not None:
+            predict(np.arange(len(data.test.ids)), data.test.ids, data.test.images, "test.csv")
+        scores = score_table(train.labels[data.val], predict(data.val, train.ids, train.images, "oof.csv"))
+        result = {
+            "backbone": backbone,
+            "fold": fold,
+            "oof_accuracy": scores["accuracy"],
+            "oof_log_loss": scores["log_loss"],
+            "epochs": len(hist),
+            "best_epoch": int(hist["val_loss"].idxmin()) + 1,
+            "seconds": round(time.perf_counter() - start, 1),
+            "hyper": hyper.model_dump(),
+        }
+        tracker.summarize({k: v for k, v in result.items() if k != "hyper"})
+        write_json(result, out / "fold.json")
     return result
 
 

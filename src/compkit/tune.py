@@ -35,6 +35,7 @@ from compkit.folds import load_folds
 from compkit.io import write_json
 from compkit.metrics import score
 from compkit.process import in_fresh_process
+from compkit.tracking import tracked
 from compkit.train import best_params_path, fit, fold_data
 
 # Heartbeats and fail_stale_trials are marked experimental, and have been stable since Optuna 2.9.
@@ -125,17 +126,30 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
     study = optuna.load_study(study_name=name, storage=make_storage(config, paths), pruner=make_pruner(config))
     trial = optuna.trial.Trial(study, trial_id)
     hyper = config.hyper(backbone).with_params(trial.params)
-    scores = []
-    for i, fold in enumerate(config.tune.folds):
-        seed = config.train.seed + fold
-        keras.utils.set_random_seed(seed)
-        data = fold_data(config, paths, fold)
-        pruning = [KerasPruningCallback(trial, "val_accuracy")] if i == 0 else []  # steps restart each fold
-        label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
-        model, _ = fit(config, hyper, backbone, data, seed, label, pruning)
-        proba = model.predict(data.train.images[data.val].astype(np.float32), batch_size=256, verbose=0)
-        scores.append(score(config.competition.metric, data.train.labels[data.val], proba))
-    return float(np.mean(scores))
+    extra = {"backbone": backbone, "study": name, "trial": trial.number, "params": trial.params, "hyper": hyper.model_dump()}
+    with tracked(config, paths, "tune", f"{backbone}-trial{trial.number}", extra) as tracker:
+        state, value = "FAIL", None
+        try:
+            scores = []
+            for i, fold in enumerate(config.tune.folds):
+                seed = config.train.seed + fold
+                keras.utils.set_random_seed(seed)
+                data = fold_data(config, paths, fold)
+                callbacks = tracker.keras_callback()
+                if i == 0:  # the pruner sees the first fold's epochs: steps would restart with each fold
+                    callbacks.append(KerasPruningCallback(trial, "val_accuracy"))
+                label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
+                model, _ = fit(config, hyper, backbone, data, seed, label, callbacks)
+                proba = model.predict(data.train.images[data.val].astype(np.float32), batch_size=256, verbose=0)
+                scores.append(score(config.competition.metric, data.train.labels[data.val], proba))
+            state, value = "COMPLETE", float(np.mean(scores))
+            return value
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        finally:
+            (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number]
+            tracker.summarize({"state": state, "value": value, "intermediate_values": {str(k): v for k, v in frozen.intermediate_values.items()}})
 
 
 def _retry_failed(study: optuna.Study, max_retry: int) -> int:
