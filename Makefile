@@ -2,7 +2,7 @@
 # Variables: COMPETITION (configs/<name>.toml), PRESET (smoke|cpu|gpu; default gpu with a GPU, else cpu),
 # DATA_DIR (default data/<competition>), BACKBONES ("cnn_small resnet_small"), SET (extra --set overrides),
 # GPU=1 for `make setup` to install TensorFlow's CUDA libraries.
-COMPETITION ?= dacon-cv-2020
+COMPETITION ?= fashion-mnist
 PRESET ?=
 DATA_DIR ?=
 BACKBONES ?=
@@ -20,12 +20,14 @@ PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup folds train ensemble submit all tune tune-status sync test clean
+.PHONY: help setup data check folds train ensemble submit all tune tune-status sync test clean
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
+	@echo "make data                  build the competition's files when compkit can (fashion-mnist)"
+	@echo "make check                 validate the config against the data; print rows, classes, shape, layout"
 	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=..."
-	@echo "make all                   the four stages in order"
+	@echo "make all                   data (when missing), then the four stages in order"
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
 	@echo "make sync                  upload offline W&B runs (after wandb login)"
@@ -33,13 +35,19 @@ help:
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
 setup:
+	@# Fashion-MNIST, the embedded default competition, comes from Debian's package.
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null); \
+	else echo "note: run 'sudo apt-get install dataset-fashion-mnist' for the default competition (else it is downloaded)"; fi
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[dev$(if $(GPU),$(comma)gpu)]'
 
 comma := ,
 
-folds ensemble all tune-status:
+data check folds ensemble all tune-status:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 train:

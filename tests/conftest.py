@@ -23,7 +23,7 @@ def smoke_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
     from compkit.cli import main
 
     root = tmp_path_factory.mktemp("smoke")
-    argv = ["--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
+    argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
     assert main(["folds", *argv]) == 0
     assert main(["tune", *argv, "--backbones", "cnn_small", "--trials", "2", "--set", "tune.pruner='none'"]) == 0
     assert main(["all", *argv]) == 0

@@ -103,7 +103,7 @@ def test_with_a_test_file_the_submission_follows_the_sample(tmp_path, dacon_dir)
     test.to_csv(data / "test.csv", index=False)
     sample = pd.DataFrame({"id": np.arange(3300, 3000, -1), "digit": 0})  # reversed: order comes from the sample
     sample.to_csv(data / "submission.csv", index=False)
-    argv = ["all", "--preset", "smoke", "--data-dir", str(data), "--root", str(tmp_path), "--backbones", "cnn_small",
+    argv = ["all", "--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(data), "--root", str(tmp_path), "--backbones", "cnn_small",
             "--set", "folds.n_splits=2", "--set", "train.epochs=1", "--set", "train.process_per_fold=false"]
     assert main(argv) == 0
     for k in range(2):
@@ -117,7 +117,7 @@ def test_with_a_test_file_the_submission_follows_the_sample(tmp_path, dacon_dir)
 
 
 def test_missing_inputs_are_one_line_errors(tmp_path, dacon_dir, capsys):
-    argv = ["--preset", "smoke", "--root", str(tmp_path)]
+    argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--root", str(tmp_path)]
     assert main(["folds", *argv, "--data-dir", str(tmp_path / "nowhere")]) == 2
     assert "train.csv: not found in" in capsys.readouterr().err
     assert main(["train", *argv, "--data-dir", str(dacon_dir)]) == 2

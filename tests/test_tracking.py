@@ -77,7 +77,7 @@ def test_ensemble_and_submit_runs_match_the_files(runs, smoke_run):
         assert ("dacon-cv-2020-submission", "submission") in r["artifacts"]
 
 
-FAST = ["--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1",
+FAST = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1",
         "--set", "train.process_per_fold=false"]
 
 

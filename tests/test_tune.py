@@ -24,7 +24,7 @@ FAST = ["--set", "folds.n_splits=2", "--set", "train.epochs=1", "--set", "train.
 
 
 def _argv(root, dacon_dir, *extra):
-    return ["--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs"),
+    return ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs"),
             "--backbones", "cnn_small", *extra]
 
 

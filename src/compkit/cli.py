@@ -20,7 +20,7 @@ from compkit.config import Paths, load_config  # noqa: E402
 from compkit.errors import CompkitError  # noqa: E402
 
 STAGES = ("folds", "train", "ensemble", "submit")  # `all` runs these, in this order
-EXTRA = {"tune": ("tune", "run"), "tune-status": ("tune", "status")}
+EXTRA = {"data": ("datasets", "run"), "check": ("check", "run"), "tune": ("tune", "run"), "tune-status": ("tune", "status")}
 
 
 def default_preset() -> str:
@@ -31,8 +31,8 @@ def default_preset() -> str:
 def parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` lists every option."""
     p = argparse.ArgumentParser(prog="compkit", description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=[*STAGES, "all", *EXTRA], help="stage to run; `all` runs folds, train, ensemble, submit")
-    p.add_argument("--competition", default="dacon-cv-2020", help="configs/<competition>.toml (default: %(default)s)")
+    p.add_argument("stage", choices=[*STAGES, "all", *EXTRA], help="stage to run; `all` runs folds, train, ensemble, submit (building the data first when it can)")
+    p.add_argument("--competition", default="fashion-mnist", help="configs/<competition>.toml (default: %(default)s)")
     p.add_argument("--preset", default=None, help="configs/presets/<preset>.toml: smoke, cpu or gpu (default: gpu with a GPU, else cpu)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder of the competition's files (default: data/<competition>)")
     p.add_argument("--backbones", default=None, help="comma- or space-separated backbones, replacing train.backbones")
@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.competition, args.preset or default_preset(), overrides, args.config_dir)
         paths = Paths.for_competition(config.competition.name, args.root, args.data_dir)
+        if args.stage == "all":
+            from compkit import datasets
+
+            datasets.ensure(config, paths)
         for stage in STAGES if args.stage == "all" else (args.stage,):
             run_stage(stage, config, paths, args)
     except CompkitError as exc:

@@ -2,7 +2,8 @@
 
 A run's configuration is resolved in this order, later layers winning key by key:
 the defaults of the models below, ``configs/<competition>.toml``,
-``configs/presets/<preset>.toml``, then ``--set section.key=value`` overrides.
+``configs/presets/<preset>.toml``, the competition's own ``[presets.<preset>]`` tables, then
+``--set section.key=value`` overrides.
 Every key is validated; an unknown key or a wrong type raises :class:`ConfigError`
 naming the key.
 """
@@ -29,27 +30,43 @@ class _Strict(BaseModel):
 
 
 class Competition(_Strict):
-    """What the competition ships and how it is scored."""
+    """What the competition ships and how it is scored.
+
+    Layouts: ``pixel_csv`` (one row per image: id, target, extras, flattened pixels; DACON, Kaggle
+    digit-recognizer with ``id_column = ""``) and ``image_folder`` (image files in ``train_images``
+    and ``test_images``, labels in ``train_file`` keyed by file name in ``id_column``).
+    """
 
     name: str
     url: str = ""
+    layout: Literal["pixel_csv", "image_folder"] = "pixel_csv"
     train_file: str = "train.csv"
-    test_file: str = "test.csv"
+    test_file: str = "test.csv"  # pixel_csv only
+    train_images: str = "train"  # image_folder only: folder of the labelled images
+    test_images: str = "test"  # image_folder only: folder of the test images, ids are their file names
     sample_submission: str = "sample_submission.csv"
-    id_column: str = "id"
+    solution_file: str = "solution.csv"  # test labels + Usage (Public/Private); when present, scored on it
+    id_column: str = "id"  # "": ids are the 1-based row numbers of each file (Kaggle digit-recognizer)
     target_column: str
     classes: list[int] | list[str] = Field(min_length=2)
     extra_columns: list[str] = []
     image_shape: list[int] = Field(min_length=3, max_length=3)
     pixel_prefix: str = ""
-    metric: Literal["accuracy"] = "accuracy"
+    pixel_start: int = Field(0, ge=0)  # number of the first pixel column: pixel0.. or pixel1..
+    metric: Literal["accuracy", "macro_f1", "log_loss"] = "accuracy"
     submission_columns: list[str] = Field(min_length=2, max_length=2)
+    builder: Literal["", "fashion_mnist"] = ""  # `make data` can build this competition's files
 
     @property
     def pixel_columns(self) -> list[str]:
-        """Names of the flattened, row-major pixel columns: ``<prefix>0`` .. ``<prefix>{H*W*C-1}``."""
+        """Names of the flattened, row-major pixel columns: ``<prefix><start>`` .. ``<prefix><start + H*W*C - 1>``."""
         height, width, channels = self.image_shape
-        return [f"{self.pixel_prefix}{i}" for i in range(height * width * channels)]
+        return [f"{self.pixel_prefix}{i}" for i in range(self.pixel_start, self.pixel_start + height * width * channels)]
+
+    @property
+    def id_key(self) -> str:
+        """The id column of compkit's own files (folds, predictions): ``id_column``, or the submission's id column."""
+        return self.id_column or self.submission_columns[0]
 
 
 class Folds(_Strict):
@@ -59,6 +76,7 @@ class Folds(_Strict):
     stratify: list[str] = Field(min_length=1)
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     public_share: float = Field(0.5, gt=0, lt=1)
+    max_rows: int | None = Field(None, ge=2)  # stratified subsample of the CV rows, to bound compute
     seed: int = 42
 
 
@@ -132,6 +150,8 @@ class Train(Hyper):
     use_tuned: bool = True  # apply runs/<competition>/best/<backbone>.json when `make tune` wrote it
     mixed_precision: bool = False  # used only when a GPU is present
     process_per_fold: bool = True  # a fresh process per fold keeps memory flat across folds
+    class_weight: Literal["none", "balanced"] = "none"  # balanced: n / (k * count), sklearn's formula
+    loss: Literal["crossentropy", "focal"] = "crossentropy"  # focal: Lin et al. 2017, gamma 2
 
 
 class ParamSpec(_Strict):
@@ -310,7 +330,8 @@ def load_config(
 
     Args:
         competition: name of ``<config_dir>/<competition>.toml``.
-        preset: name of ``<config_dir>/presets/<preset>.toml`` (``smoke``, ``cpu``, ``gpu``), or None.
+        preset: name of ``<config_dir>/presets/<preset>.toml`` (``smoke``, ``cpu``, ``gpu``), or None;
+            the competition's own ``[presets.<preset>]`` tables are applied after it.
         overrides: ``section.key=value`` strings applied last.
         config_dir: the folder holding the competition TOMLs.
 
@@ -320,9 +341,11 @@ def load_config(
     """
     sources = [str(config_dir / f"{competition}.toml")]
     tree = _read_toml(config_dir / f"{competition}.toml", "competition config")
+    own_presets = tree.pop("presets", {})  # [presets.<name>.<section>]: this competition's preset adjustments
     if preset:
         sources.append(str(config_dir / "presets" / f"{preset}.toml"))
         tree = _merge(tree, _read_toml(config_dir / "presets" / f"{preset}.toml", "preset"))
+        tree = _merge(tree, own_presets.get(preset, {}))
     for text in overrides:
         keys, value = parse_override(text)
         _set_dotted(tree, keys, value)

@@ -117,6 +117,12 @@ def class_indices(values: pd.Series, path: Path, comp: Competition, column: str)
     return mapped.to_numpy(dtype=np.int64)
 
 
+def _ids(frame: pd.DataFrame, path: Path, comp: Competition) -> np.ndarray:
+    if not comp.id_column:  # Kaggle digit-recognizer: the id is the 1-based row number
+        return np.arange(1, len(frame) + 1)
+    return _check_ids(frame, path, comp.id_column)
+
+
 def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
     """Read and validate a pixel CSV (train when ``labelled``, else test).
 
@@ -125,21 +131,77 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
             pixel missing, non-numeric or outside 0-255, label outside the classes.
     """
     frame = _read_csv(path)
-    _require_columns(frame, path, [comp.id_column, *([comp.target_column] if labelled else []), *comp.extra_columns])
-    ids = _check_ids(frame, path, comp.id_column)
+    id_columns = [comp.id_column] if comp.id_column else []
+    _require_columns(frame, path, [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns])
+    ids = _ids(frame, path, comp)
     labels = class_indices(frame[comp.target_column], path, comp, comp.target_column) if labelled else None
     return Images(ids, _pixels(frame, path, comp), labels, frame[comp.extra_columns].reset_index(drop=True))
 
 
+def read_image_files(folder: Path, names: list[str], comp: Competition) -> np.ndarray:
+    """Load image files (PNG, JPG, ... of any size, gray or RGB) as (N, H, W, C) uint8 in ``comp.image_shape``.
+
+    Images are converted to the configured channels (L or RGB) and resized with bilinear filtering.
+
+    Raises:
+        DataError: a file is missing or not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = comp.image_shape
+    out = np.empty((len(names), height, width, channels), dtype=np.uint8)
+    for i, name in enumerate(names):
+        path = Path(folder) / str(name)
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                out[i] = np.asarray(image).reshape(height, width, channels)
+        except FileNotFoundError:
+            raise DataError(f"{path}: not found; the labels name a file that is not in {folder}") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{path}: not a readable image ({exc}); replace or remove it") from None
+    return out
+
+
+def _image_folder_train(data_dir: Path, comp: Competition) -> Images:
+    path = locate(data_dir, comp.train_file, comp)
+    frame = _read_csv(path)
+    _require_columns(frame, path, [comp.id_column, comp.target_column, *comp.extra_columns])
+    ids = _check_ids(frame, path, comp.id_column)
+    labels = class_indices(frame[comp.target_column], path, comp, comp.target_column)
+    images = read_image_files(Path(data_dir) / comp.train_images, [str(i) for i in ids], comp)
+    return Images(ids, images, labels, frame[comp.extra_columns].reset_index(drop=True))
+
+
+def _image_folder_test(data_dir: Path, comp: Competition) -> Images | None:
+    folder = Path(data_dir) / comp.test_images
+    if not folder.is_dir():
+        return None
+    names = np.array(sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
+    return Images(names, read_image_files(folder, list(names), comp), None, pd.DataFrame(index=range(len(names))))
+
+
 def load_train(data_dir: Path, comp: Competition) -> Images:
-    """The labelled training split; see :func:`read_images`."""
+    """The labelled training split; see :func:`read_images` and :func:`read_image_files`."""
+    if comp.layout == "image_folder":
+        return _image_folder_train(data_dir, comp)
     return read_images(locate(data_dir, comp.train_file, comp), comp, labelled=True)
 
 
 def load_test(data_dir: Path, comp: Competition) -> Images | None:
-    """The unlabelled test split, or None when the competition's test file is not in ``data_dir``."""
+    """The unlabelled test split, or None when the competition's test file (or folder) is not in ``data_dir``."""
+    if comp.layout == "image_folder":
+        return _image_folder_test(data_dir, comp)
     path = Path(data_dir) / comp.test_file
     return read_images(path, comp, labelled=False) if path.is_file() else None
+
+
+def has_test(data_dir: Path, comp: Competition) -> bool:
+    """True when the test split is there, without reading it."""
+    name = comp.test_images if comp.layout == "image_folder" else comp.test_file
+    return (Path(data_dir) / name).exists()
 
 
 def load_sample_submission(data_dir: Path, comp: Competition) -> pd.DataFrame:
@@ -152,3 +214,27 @@ def load_sample_submission(data_dir: Path, comp: Competition) -> pd.DataFrame:
             f"{comp.submission_columns}; fix the config"
         )
     return frame
+
+
+def load_solution(data_dir: Path, comp: Competition) -> pd.DataFrame | None:
+    """The test labels (Kaggle's solution file: id, target, Usage), or None when the competition has none.
+
+    Returns:
+        DataFrame with the submission's id column, ``label`` (int64 class index) and ``Usage``
+        (``Public`` or ``Private``), in file order.
+
+    Raises:
+        DataError: missing columns, a label outside the classes, or a Usage other than Public/Private.
+    """
+    path = Path(data_dir) / comp.solution_file
+    if not path.is_file():
+        return None
+    frame = _read_csv(path)
+    id_column, target = comp.submission_columns
+    _require_columns(frame, path, [id_column, target, "Usage"])
+    bad = ~frame["Usage"].isin(["Public", "Private"]).to_numpy()
+    if bad.any():
+        row = _first_bad_row(bad)
+        raise DataError(f"{path}: row {row}, column 'Usage': {shown(frame['Usage'].iloc[row - 1])}; use Public or Private")
+    labels = class_indices(frame[target], path, comp, target)
+    return pd.DataFrame({id_column: frame[id_column], "label": labels, "Usage": frame["Usage"]})

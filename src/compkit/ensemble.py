@@ -15,10 +15,10 @@ from scipy.optimize import minimize
 
 from compkit import console
 from compkit.config import Config, Paths
-from compkit.data import load_test, load_train
+from compkit.data import has_test, load_train
 from compkit.errors import CompkitError
 from compkit.io import write_json, write_proba
-from compkit.metrics import score_table
+from compkit.metrics import best, score_table
 from compkit.tracking import tracked
 from compkit.train import load_fold_mean, load_oof
 
@@ -100,14 +100,17 @@ def run(config: Config, paths: Paths) -> None:
         name: {"weights": dict(zip(backbones, weights[name].round(6).tolist())), **score_table(labels, _blend(name, oof, weights[name]))}
         for name in BLENDS
     }
-    selected = max(BLENDS, key=lambda n: blends[n][comp.metric]) if config.ensemble.select == "best" else config.ensemble.select
+    if config.ensemble.select == "best":
+        selected = best(comp.metric, {n: blends[n][comp.metric] for n in BLENDS})
+    else:
+        selected = config.ensemble.select
 
     out = paths.runs / "ensemble"
     sets = {"oof.csv": (oof_ids, oof), "holdout.csv": _stack([load_fold_mean(config, paths, b, "holdout.csv") for b in backbones], "holdout")}
-    if load_test(paths.data, comp) is not None:
+    if has_test(paths.data, comp):
         sets["test.csv"] = _stack([load_fold_mean(config, paths, b, "test.csv") for b in backbones], "test")
     for name, (ids, probas) in sets.items():
-        write_proba(out / name, comp.id_column, ids, _blend(selected, probas, weights[selected]), comp.classes)
+        write_proba(out / name, comp.id_key, ids, _blend(selected, probas, weights[selected]), comp.classes)
     write_json(
         {"backbones": backbones, "scores": scores, "blends": blends, "selected": selected, "metric": comp.metric,
          "cv": blends[selected][comp.metric]},
@@ -115,7 +118,7 @@ def run(config: Config, paths: Paths) -> None:
     )
 
     rows = [{"model": b, "kind": "backbone", **scores[b]} for b in backbones]
-    rows += [{"model": n, "kind": "blend", **{k: blends[n][k] for k in ("accuracy", "log_loss")}} for n in BLENDS]
+    rows += [{"model": n, "kind": "blend", **{k: blends[n][k] for k in scores[backbones[0]]}} for n in BLENDS]
     table = pd.DataFrame(rows)
     console.table(table, title=f"OOF scores ({len(labels)} rows)")
     with tracked(config, paths, "ensemble", "ensemble") as tracker:
@@ -123,7 +126,7 @@ def run(config: Config, paths: Paths) -> None:
         tracker.table("oof_scores", table)
         predicted = _blend(selected, oof, weights[selected]).argmax(axis=1)
         tracker.confusion_matrix("oof_confusion_matrix", labels, predicted, [str(c) for c in comp.classes])
-    best_single = max(backbones, key=lambda b: scores[b][comp.metric])
+    best_single = best(comp.metric, {b: scores[b][comp.metric] for b in backbones})
     console.summary(
         f"ensemble: selected {selected} blend, OOF {comp.metric} {blends[selected][comp.metric]:.4f} "
         f"(best backbone {best_single} {scores[best_single][comp.metric]:.4f}); weights "

@@ -72,14 +72,31 @@ def assign_folds(ids: np.ndarray, keys: np.ndarray, n_splits: int, seed: int) ->
     return frame.sort_values("id", kind="stable").reset_index(drop=True)
 
 
-def make_folds(train: Images, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The (folds, holdout) tables for ``train``; holdout ids are excluded from the folds."""
+def subsample(ids: np.ndarray, keys: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """A boolean (N,) mask keeping a stratified sample of at most ``max_rows`` rows (all rows when None)."""
+    if max_rows is None or max_rows >= len(ids):
+        return np.ones(len(ids), dtype=bool)
+    kept, _ = train_test_split(ids, train_size=max_rows, stratify=keys, random_state=seed)
+    return np.isin(ids, kept)
+
+
+def make_folds(train: Images, config: Config, with_holdout: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The (folds, holdout) tables for ``train``; holdout ids are excluded from the folds.
+
+    Without a holdout (``with_holdout=False``: the competition ships its test labels) the holdout
+    table is empty and every row may join a fold. ``folds.max_rows`` caps the fold rows by a
+    stratified subsample; rows left out are in neither table.
+    """
     spec = config.folds
     keys = strata(train, config)
-    holdout = split_holdout(train.ids, keys, spec.holdout_fraction, spec.public_share, spec.seed)
+    if with_holdout:
+        holdout = split_holdout(train.ids, keys, spec.holdout_fraction, spec.public_share, spec.seed)
+    else:
+        holdout = pd.DataFrame({"id": train.ids[:0], "Usage": pd.Series([], dtype=str)})
     rest = ~np.isin(train.ids, holdout["id"].to_numpy())
+    rest[rest] = subsample(train.ids[rest], keys[rest], spec.max_rows, spec.seed)
     folds = assign_folds(train.ids[rest], keys[rest], spec.n_splits, spec.seed)
-    id_column = config.competition.id_column
+    id_column = config.competition.id_key
     return folds.rename(columns={"id": id_column}), holdout.rename(columns={"id": id_column})
 
 
@@ -96,13 +113,21 @@ def load_folds(config: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame
 
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: read train, write the fold and holdout files, print a summary."""
-    train = load_train(paths.data, config.competition)
-    folds, holdout = make_folds(train, config)
+    comp = config.competition
+    train = load_train(paths.data, comp)
+    has_solution = (paths.data / comp.solution_file).is_file()
+    folds, holdout = make_folds(train, config, with_holdout=not has_solution)
     write_csv(holdout, paths.folds / "holdout.csv")
     write_csv(folds, paths.folds / "folds.csv")
     sizes = folds["fold"].value_counts()
     public = int((holdout["Usage"] == "Public").sum())
+    if has_solution:
+        scored = f"no holdout: submissions are scored on {comp.solution_file}"
+    else:
+        scored = f"holdout {len(holdout)} ({public} public / {len(holdout) - public} private)"
+    unused = len(train.ids) - len(folds) - len(holdout)
+    sample = f", {unused} rows left out by folds.max_rows={config.folds.max_rows}" if unused else ""
     console.summary(
-        f"folds: {len(folds)} rows in {config.folds.n_splits} stratified folds ({sizes.min()}-{sizes.max()} each), "
-        f"holdout {len(holdout)} ({public} public / {len(holdout) - public} private) -> {paths.folds}"
+        f"folds: {len(folds)} rows in {config.folds.n_splits} stratified folds ({sizes.min()}-{sizes.max()} each)"
+        f"{sample}; {scored} -> {paths.folds}"
     )

@@ -26,6 +26,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f"-{path.name}")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600: artefacts are shared like any other output
     try:
         yield Path(tmp)
         os.replace(tmp, path)

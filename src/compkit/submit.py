@@ -1,10 +1,11 @@
 """Stage 4: the submission CSV in the competition's exact format, validated, scored, on the leaderboard.
 
-With the competition's test file present, the submission predicts test: the sample submission's
-columns, ids and order. Without it (DACON's test labels were never released, and test.csv is
-not shipped here) the submission predicts the local holdout, in the same columns, sorted by id.
-Either way the ensemble's holdout predictions are scored on the Public and Private parts of the
-holdout, and a row is appended to ``submissions/<competition>/leaderboard.csv``.
+With the competition's test set present, the submission predicts test: the sample submission's
+columns, ids and order. Without it (DACON's test set is not shipped here) the submission predicts
+the local holdout, in the same columns, sorted by id. Public and private scores come from the
+competition's solution file (test labels with a Usage column, Kaggle's convention) when it ships
+one, else from the ensemble's predictions of the Public and Private parts of the holdout. A row
+is appended to ``submissions/<competition>/leaderboard.csv``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Competition, Config, Paths
-from compkit.data import class_indices, load_sample_submission, load_test, load_train
+from compkit.data import class_indices, has_test, load_sample_submission, load_solution, load_train
 from compkit.errors import CompkitError, shown
 from compkit.folds import load_folds
 from compkit.io import read_json, read_proba, write_csv
-from compkit.metrics import score
+from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.tracking import tracked
 
 LEADERBOARD_COLUMNS = ["time", "name", "file", "backbones", "blend", "cv", "public", "private"]
@@ -74,6 +75,48 @@ def _submission_path(folder: Path, name: str) -> Path:
     return path
 
 
+def _predictions(config: Config, paths: Paths, sample: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """(ids, (N, K) probabilities, expected frame) of what is submitted: test when shipped, else the holdout."""
+    comp = config.competition
+    id_column, target = comp.submission_columns
+    if not has_test(paths.data, comp):
+        ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
+        return ids, proba, pd.DataFrame({id_column: ids, target: comp.classes[0]})
+    ids, proba = read_proba(paths.runs / "ensemble" / "test.csv", comp.id_key, comp.classes)
+    unknown = ~sample[id_column].isin(ids).to_numpy()
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        raise SubmissionError(
+            f"{paths.data / comp.sample_submission}: row {row + 1}: {id_column} {shown(sample[id_column].iloc[row])} "
+            "is not a test id; use the sample submission that ships with this test set"
+        )
+    proba = proba[pd.Series(np.arange(len(ids)), index=ids).loc[sample[id_column]].to_numpy()]
+    return sample[id_column].to_numpy(), proba, sample
+
+
+def _score_parts(config: Config, paths: Paths, ids: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float], str]:
+    """Public and private scores, on the solution file when the competition ships one, else on the holdout."""
+    comp = config.competition
+    solution = load_solution(paths.data, comp)
+    if solution is not None:
+        index = pd.Series(np.arange(len(ids)), index=ids)
+        missing = ~solution[comp.submission_columns[0]].isin(ids).to_numpy()
+        if missing.any():
+            raise SubmissionError(f"{paths.data / comp.solution_file}: {int(missing.sum())} ids are not in the submission; "
+                                  "the solution and the test set must have the same ids")
+        proba = proba[index.loc[solution[comp.submission_columns[0]]].to_numpy()]
+        truth, usage, where = solution["label"].to_numpy(), solution["Usage"].to_numpy(), comp.solution_file
+    else:
+        _, holdout = load_folds(config, paths)
+        ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
+        train = load_train(paths.data, comp)
+        truth = pd.Series(train.labels, index=train.ids).loc[ids].to_numpy()
+        usage, where = holdout.set_index(comp.id_key)["Usage"].loc[ids].to_numpy(), "the holdout"
+    parts = {part.lower(): score(comp.metric, truth[usage == part], proba[usage == part]) for part in ("Public", "Private")}
+    counts = f"{int((usage == 'Public').sum())} public / {int((usage == 'Private').sum())} private rows of {where}"
+    return parts, counts
+
+
 def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     """Stage entry point: write, validate and score the ensemble's submission; returns its path."""
     comp = config.competition
@@ -81,33 +124,13 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
     sample = load_sample_submission(paths.data, comp)
     id_column, target = comp.submission_columns
-    classes = np.asarray(comp.classes, dtype=object)
-
-    _, holdout = load_folds(config, paths)
-    held_ids, held_proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_column, comp.classes)
-    if load_test(paths.data, comp) is not None:
-        ids, proba = read_proba(paths.runs / "ensemble" / "test.csv", comp.id_column, comp.classes)
-        unknown = ~sample[id_column].isin(ids).to_numpy()
-        if unknown.any():
-            row = int(np.flatnonzero(unknown)[0])
-            raise SubmissionError(
-                f"{paths.data / comp.sample_submission}: row {row + 1}: {id_column} {shown(sample[id_column].iloc[row])} "
-                f"is not in {comp.test_file}; use the sample submission that ships with this test file"
-            )
-        proba = proba[pd.Series(np.arange(len(ids)), index=ids).loc[sample[id_column]].to_numpy()]
-        ids, expected = sample[id_column].to_numpy(), sample
-    else:
-        ids, proba = held_ids, held_proba
-        expected = pd.DataFrame({id_column: ids, target: classes[0]})
-    submission = pd.DataFrame({id_column: ids, target: classes[proba.argmax(axis=1)]})
+    ids, proba, expected = _predictions(config, paths, sample)
+    submission = pd.DataFrame({id_column: ids, target: np.asarray(comp.classes, dtype=object)[proba.argmax(axis=1)]})
     path = _submission_path(paths.submissions, name)
     validate_submission(submission, expected, comp, str(path))
     write_csv(submission, path)
 
-    train = load_train(paths.data, comp)
-    truth = pd.Series(train.labels, index=train.ids).loc[held_ids].to_numpy()
-    usage = holdout.set_index(comp.id_column)["Usage"].loc[held_ids].to_numpy()
-    parts = {part: score(comp.metric, truth[usage == part.title()], held_proba[usage == part.title()]) for part in ("public", "private")}
+    parts, counts = _score_parts(config, paths, ids, proba)
     row = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "name": name,
@@ -121,13 +144,14 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     board = pd.read_csv(board_path) if board_path.is_file() else pd.DataFrame(columns=LEADERBOARD_COLUMNS)
     board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
     write_csv(board, board_path)
-    console.table(board.drop(columns=["file"]), title=f"{comp.name} local leaderboard ({comp.metric})")
+    shown_board = board.drop(columns=["file"]).sort_values("cv", ascending=not GREATER_IS_BETTER[comp.metric], kind="stable")
+    console.table(shown_board, title=f"{comp.name} local leaderboard ({comp.metric}, best CV first)")
     with tracked(config, paths, "submit", f"submit-{name}", {"submission": path.name}) as tracker:
         tracker.summarize(row)
         tracker.table("leaderboard", board)
         tracker.artifact(path, f"{comp.name}-submission", "submission")
     console.summary(
         f"submit: {path} ({len(submission)} rows) CV {row['cv']:.4f} public {row['public']:.4f} "
-        f"private {row['private']:.4f} (holdout: {int((usage == 'Public').sum())} public / {int((usage == 'Private').sum())} private)"
+        f"private {row['private']:.4f} ({comp.metric}; {counts})"
     )
     return path

@@ -114,16 +114,36 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
     comp = config.competition
     train, test = load_train(paths.data, comp), load_test(paths.data, comp)
     folds, holdout = load_folds(config, paths)
-    fold_of = dict(zip(folds[comp.id_column], folds["fold"]))
+    fold_of = dict(zip(folds[comp.id_key], folds["fold"]))
     row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
     return FoldData(
         train=train,
         test=test,
         fit=np.flatnonzero((row_fold >= 0) & (row_fold != fold)),
         val=np.flatnonzero(row_fold == fold),
-        held=np.flatnonzero(np.isin(train.ids, holdout[comp.id_column].to_numpy())),
+        held=np.flatnonzero(np.isin(train.ids, holdout[comp.id_key].to_numpy())),
         onehot=np.eye(len(comp.classes), dtype=np.float32)[train.labels],
     )
+
+
+def _loss(config: Config, hyper: Hyper):
+    """Cross-entropy, or focal loss (Lin et al., 2017, gamma 2) for imbalanced classes; both with label smoothing."""
+    import keras
+
+    if config.train.loss == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(label_smoothing=hyper.label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=hyper.label_smoothing)
+
+
+def _class_weight(config: Config, data: FoldData) -> dict[int, float] | None:
+    """``balanced`` class weights of the fitted rows (sklearn: n / (k * count)), or None."""
+    if config.train.class_weight == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = data.train.labels[data.fit]
+    classes = np.arange(len(config.competition.classes))
+    return dict(enumerate(compute_class_weight("balanced", classes=classes, y=labels).tolist()))
 
 
 def _strategy():
@@ -156,7 +176,7 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         model = build_model(backbone, comp.image_shape, len(comp.classes), hyper)
         model.compile(
             optimizer=_optimizer(hyper, int(np.ceil(len(data.fit) / hyper.batch_size))),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=hyper.label_smoothing),
+            loss=_loss(config, hyper),
             metrics=["accuracy"],
         )
     callbacks = [
@@ -174,6 +194,7 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         validation_data=(images[data.val].astype(np.float32), data.onehot[data.val]),
         epochs=hyper.epochs,
         callbacks=callbacks,
+        class_weight=_class_weight(config, data),
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=0,
     )
@@ -199,7 +220,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     """Train ``backbone`` on every fold but ``fold``; write the fold's artefacts (module docstring).
 
     Returns:
-        The contents of ``fold.json``: ``oof_accuracy``, ``oof_log_loss``, ``epochs``, ``best_epoch``,
+        The contents of ``fold.json``: ``oof_accuracy``, ``oof_macro_f1``, ``oof_log_loss``, ``epochs``, ``best_epoch``,
         ``seconds``, ``hyper``.
     """
     import keras
@@ -221,8 +242,11 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
         write_csv(hist, out / "history.csv")
 
         def predict(rows: np.ndarray, ids: np.ndarray, images: np.ndarray, name: str) -> np.ndarray:
-            proba = model.predict(images[rows].astype(np.float32), batch_size=256, verbose=0)
-            write_proba(out / name, comp.id_column, ids[rows], proba, comp.classes)
+            if len(rows) == 0:  # no holdout when the competition ships its test labels
+                proba = np.zeros((0, len(comp.classes)), dtype=np.float32)
+            else:
+                proba = model.predict(images[rows].astype(np.float32), batch_size=256, verbose=0)
+            write_proba(out / name, comp.id_key, ids[rows], proba, comp.classes)
             return proba
 
         train = data.train
@@ -233,8 +257,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
         result = {
             "backbone": backbone,
             "fold": fold,
-            "oof_accuracy": scores["accuracy"],
-            "oof_log_loss": scores["log_loss"],
+            **{f"oof_{k}": v for k, v in scores.items()},
             "epochs": len(hist),
             "best_epoch": int(hist["val_loss"].idxmin()) + 1,
             "seconds": round(time.perf_counter() - start, 1),
@@ -249,7 +272,7 @@ def load_oof(config: Config, paths: Paths, backbone: str) -> tuple[np.ndarray, n
     """All folds' OOF predictions of ``backbone``: (N,) ids sorted ascending and (N, K) probabilities."""
     comp = config.competition
     parts = [
-        read_proba(fold_dir(paths, backbone, k) / "oof.csv", comp.id_column, comp.classes)
+        read_proba(fold_dir(paths, backbone, k) / "oof.csv", comp.id_key, comp.classes)
         for k in range(config.folds.n_splits)
     ]
     ids = np.concatenate([p[0] for p in parts])
@@ -261,7 +284,7 @@ def load_fold_mean(config: Config, paths: Paths, backbone: str, name: str) -> tu
     """Fold models' mean prediction of ``name`` (``holdout.csv`` or ``test.csv``): (N,) ids, (N, K) probabilities."""
     comp = config.competition
     parts = [
-        read_proba(fold_dir(paths, backbone, k) / name, comp.id_column, comp.classes)
+        read_proba(fold_dir(paths, backbone, k) / name, comp.id_key, comp.classes)
         for k in range(config.folds.n_splits)
     ]
     for k, (ids, _) in enumerate(parts[1:], start=1):
@@ -287,15 +310,16 @@ def run(config: Config, paths: Paths) -> None:
                 result = train_fold(config, paths, backbone, fold)
             trained += 1
             console.info(
-                f"{label} OOF accuracy {result['oof_accuracy']:.4f} log loss {result['oof_log_loss']:.4f} "
+                f"{label} OOF accuracy {result['oof_accuracy']:.4f} macro-F1 {result['oof_macro_f1']:.4f} "
+                f"log loss {result['oof_log_loss']:.4f} "
                 f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
             )
-    scores = []
+    scores, metric = [], config.competition.metric
     for backbone in config.train.backbones:
         folds = [read_json(fold_dir(paths, backbone, k) / "fold.json") for k in range(config.folds.n_splits)]
-        scores.append(f"{backbone} {np.mean([f['oof_accuracy'] for f in folds]):.4f}")
+        scores.append(f"{backbone} {np.mean([f[f'oof_{metric}'] for f in folds]):.4f}")
     console.summary(
         f"train: {len(config.train.backbones)} backbones x {config.folds.n_splits} folds "
         f"({trained} trained, {skipped} skipped) in {time.perf_counter() - start:.0f}s; "
-        f"mean fold OOF accuracy: {', '.join(scores)}"
+        f"mean fold OOF {metric}: {', '.join(scores)}"
     )

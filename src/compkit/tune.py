@@ -2,8 +2,8 @@
 
 Each trial trains the backbone with suggested hyperparameters on the training part of the
 validation folds named in ``tune.folds`` (never the holdout) and scores those folds; the
-objective is their mean score in the competition's metric. Per-epoch ``val_accuracy`` of the
-first fold is reported to the pruner (Median or Hyperband). The TPE sampler is seeded.
+objective is their mean score in the competition's metric. Per-epoch ``val_accuracy`` (``val_loss``
+for log loss) of the first fold is reported to the pruner (Median or Hyperband). The TPE sampler is seeded.
 
 Storage: ``sqlite:///runs/<competition>/optuna.db`` by default, any RDB URL (``OPTUNA_STORAGE=
 postgresql://...``, several machines as workers of one study), or an Optuna journal file
@@ -33,7 +33,7 @@ from compkit.config import Config, ParamSpec, Paths
 from compkit.errors import CompkitError
 from compkit.folds import load_folds
 from compkit.io import write_json
-from compkit.metrics import score
+from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.process import in_fresh_process
 from compkit.tracking import tracked
 from compkit.train import best_params_path, fit, fold_data
@@ -42,7 +42,6 @@ from compkit.train import best_params_path, fit, fold_data
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-DIRECTIONS = {"accuracy": "maximize"}
 
 
 def storage_url(config: Config, paths: Paths) -> str:
@@ -137,7 +136,7 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
                 data = fold_data(config, paths, fold)
                 callbacks = tracker.keras_callback()
                 if i == 0:  # the pruner sees the first fold's epochs: steps would restart with each fold
-                    callbacks.append(KerasPruningCallback(trial, "val_accuracy"))
+                    callbacks.append(KerasPruningCallback(trial, _monitor(config)))
                 label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
                 model, _ = fit(config, hyper, backbone, data, seed, label, callbacks)
                 proba = model.predict(data.train.images[data.val].astype(np.float32), batch_size=256, verbose=0)
@@ -150,6 +149,11 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
         finally:
             (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number]
             tracker.summarize({"state": state, "value": value, "intermediate_values": {str(k): v for k, v in frozen.intermediate_values.items()}})
+
+
+def _monitor(config: Config) -> str:
+    """The per-epoch value the pruner sees: ``val_loss`` for a lower-is-better metric, else ``val_accuracy``."""
+    return "val_accuracy" if GREATER_IS_BETTER[config.competition.metric] else "val_loss"
 
 
 def _retry_failed(study: optuna.Study, max_retry: int) -> int:
@@ -177,7 +181,7 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        direction=DIRECTIONS[config.competition.metric],
+        direction="maximize" if GREATER_IS_BETTER[config.competition.metric] else "minimize",
         pruner=make_pruner(config),
         load_if_exists=True,
     )

@@ -1,0 +1,150 @@
+"""New competitions are one config file: Fashion-MNIST (built from Debian's package), the Kaggle
+digit-recognizer CSV layout and an image-folder layout, each run end to end with the smoke preset."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from compkit.cli import main
+from compkit.config import load_config
+from compkit.data import DataError, load_train
+from compkit.datasets import DEBIAN_FASHION_MNIST, fashion_mnist
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1",
+        "--set", "train.process_per_fold=false"]
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    """The real Fashion-MNIST arrays from Debian's dataset-fashion-mnist package."""
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEBIAN_FASHION_MNIST} missing on CI: `make setup` installs dataset-fashion-mnist")
+        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
+    return fashion_mnist()
+
+
+def _submission(root, competition):
+    (path,) = [p for p in (root / "submissions" / competition).glob("*.csv") if p.name != "leaderboard.csv"]
+    return pd.read_csv(path)
+
+
+def test_fashion_mnist_builds_and_runs_end_to_end(tmp_path, fmnist):
+    argv = ["--competition", "fashion-mnist", "--root", str(tmp_path), *FAST]
+    assert main(["all", *argv]) == 0  # `all` builds the data first
+    data = tmp_path / "data/fashion-mnist"
+    train = pd.read_csv(data / "train.csv", usecols=["id", "label"])
+    (x_train, y_train), (x_test, y_test) = fmnist
+    assert len(train) == len(x_train) == 60000 and train["label"].value_counts().eq(6000).all()
+    solution = pd.read_csv(data / "solution.csv")
+    assert len(solution) == 10000 and (solution["Usage"] == "Public").sum() == 3000
+    assert pd.read_csv(tmp_path / "folds/fashion-mnist/holdout.csv").empty  # scored on the real test labels
+
+    sample = pd.read_csv(data / "sample_submission.csv")
+    submission = _submission(tmp_path, "fashion-mnist")
+    assert list(submission.columns) == list(sample.columns) and submission["id"].tolist() == sample["id"].tolist()
+    assert submission["label"].isin(load_config("fashion-mnist", None, [], REPO / "configs").competition.classes).all()
+    board = pd.read_csv(tmp_path / "submissions/fashion-mnist/leaderboard.csv")
+    correct = submission["label"].to_numpy() == solution["label"].to_numpy()
+    for part in ("Public", "Private"):
+        assert board.loc[0, part.lower()] == pytest.approx(correct[(solution["Usage"] == part).to_numpy()].mean(), abs=1e-6)
+
+
+def test_kaggle_digit_recognizer_layout(tmp_path, fmnist):
+    """train: label,pixel0..; test: pixels only; submission ImageId (1-based test row), Label."""
+    (x, y), _ = fmnist
+    data = tmp_path / "data"
+    data.mkdir()
+    pixels = [f"pixel{i}" for i in range(784)]
+    train = pd.DataFrame(x[:800].reshape(800, -1), columns=pixels)
+    train.insert(0, "label", y[:800])
+    train.to_csv(data / "train.csv", index=False)
+    pd.DataFrame(x[800:1000].reshape(200, -1), columns=pixels).to_csv(data / "test.csv", index=False)
+    pd.DataFrame({"ImageId": np.arange(1, 201), "Label": 0}).to_csv(data / "sample_submission.csv", index=False)
+
+    assert main(["all", "--competition", "digit-recognizer", "--data-dir", str(data), "--root", str(tmp_path), *FAST]) == 0
+    submission = _submission(tmp_path, "digit-recognizer")
+    assert list(submission.columns) == ["ImageId", "Label"] and submission["ImageId"].tolist() == list(range(1, 201))
+    assert submission["Label"].between(0, 9).all()
+    assert len(pd.read_csv(tmp_path / "folds/digit-recognizer/holdout.csv")) == 80  # 10% of train
+
+
+IMAGE_FOLDER = """
+[competition]
+name = "clothes"
+layout = "image_folder"
+train_file = "labels.csv"
+train_images = "train"
+test_images = "test"
+sample_submission = "sample_submission.csv"
+id_column = "file"
+target_column = "category"
+classes = ["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+image_shape = [28, 28, 1]
+metric = "macro_f1"
+submission_columns = ["file", "category"]
+
+[folds]
+n_splits = 2
+stratify = ["category"]
+holdout_fraction = 0.2
+"""
+
+
+def _image_folder(tmp_path, x, y, n_train=600, n_test=100):
+    """Real Fashion-MNIST images saved as PNG files of mixed sizes and modes, labelled by class name."""
+    classes = ["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    data = tmp_path / "data"
+    for split, start, n in (("train", 0, n_train), ("test", n_train, n_test)):
+        (data / split).mkdir(parents=True)
+        for i in range(start, start + n):
+            image = Image.fromarray(x[i])
+            if i % 3 == 0:  # some are bigger and RGB: the reader resizes and converts
+                image = image.resize((56, 56)).convert("RGB")
+            image.save(data / split / f"img_{i:05d}.png")
+    files = [f"img_{i:05d}.png" for i in range(n_train)]
+    pd.DataFrame({"file": files, "category": [classes[c] for c in y[:n_train]]}).to_csv(data / "labels.csv", index=False)
+    test_files = [f"img_{i:05d}.png" for i in range(n_train, n_train + n_test)]
+    pd.DataFrame({"file": test_files[::-1], "category": "top"}).to_csv(data / "sample_submission.csv", index=False)
+    configs = tmp_path / "configs"
+    (configs / "presets").mkdir(parents=True)
+    (configs / "clothes.toml").write_text(IMAGE_FOLDER)
+    (configs / "presets/smoke.toml").write_text((REPO / "configs/presets/smoke.toml").read_text())
+    return data, configs
+
+
+def test_image_folder_layout_with_class_names_and_macro_f1(tmp_path, fmnist):
+    (x, y), _ = fmnist
+    data, configs = _image_folder(tmp_path, x, y)
+    argv = ["--competition", "clothes", "--config-dir", str(configs), "--data-dir", str(data), "--root", str(tmp_path), *FAST]
+    assert main(["all", *argv]) == 0
+    submission = _submission(tmp_path, "clothes")
+    sample = pd.read_csv(data / "sample_submission.csv")
+    assert submission["file"].tolist() == sample["file"].tolist()  # the sample's order, not the folder's
+    assert submission["category"].isin(["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]).all()
+    train = load_train(data, load_config("clothes", None, [], configs).competition)
+    assert train.images.shape == (600, 28, 28, 1)
+    np.testing.assert_array_equal(train.images[1, :, :, 0], x[1])  # a 28x28 gray PNG round-trips exactly
+
+
+def test_corrupt_image_is_a_one_line_error(tmp_path, fmnist):
+    (x, y), _ = fmnist
+    data, configs = _image_folder(tmp_path, x, y, n_train=40, n_test=5)
+    (data / "train/img_00007.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"img_00007.png: not a readable image .*; replace or remove it"):
+        load_train(data, load_config("clothes", None, [], configs).competition)
+
+
+def test_check_prints_what_it_found(tmp_path, dacon_dir, capfd):
+    assert main(["check", "--competition", "dacon-cv-2020", "--data-dir", str(dacon_dir), "--root", str(tmp_path)]) == 0
+    out = capfd.readouterr().out
+    assert "2048 train images of shape (28, 28, 1), 10 classes" in out and "pixel_csv" in out
+    assert not (tmp_path / "folds").exists()  # check writes nothing

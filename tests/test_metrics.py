@@ -1,0 +1,37 @@
+"""Metrics other than accuracy: the blend, Optuna's direction and the leaderboard follow the metric."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from compkit.config import load_config
+from compkit.data import load_train
+from compkit.metrics import GREATER_IS_BETTER, best, score_table
+from compkit.train import FoldData, _class_weight
+from conftest import REPO
+
+
+def test_best_follows_the_direction():
+    assert best("accuracy", {"a": 0.5, "b": 0.7}) == "b"
+    assert best("log_loss", {"a": 0.5, "b": 0.7}) == "a"
+    assert best("macro_f1", {"a": 0.7, "b": 0.7}) == "a"  # ties: the first
+    assert not GREATER_IS_BETTER["log_loss"]
+
+
+def test_macro_f1_on_real_labels(dacon_dir):
+    labels = load_train(dacon_dir, load_config("dacon-cv-2020", "smoke", [], REPO / "configs").competition).labels
+    proba = np.eye(10)[(labels + (np.arange(len(labels)) % 4 == 0)) % 10]  # every 4th row wrong
+    scores = score_table(labels, proba)
+    assert scores["accuracy"] == pytest.approx(np.mean(np.arange(len(labels)) % 4 != 0))
+    assert scores["macro_f1"] == pytest.approx(f1_score(labels, proba.argmax(1), average="macro"))
+
+
+def test_balanced_class_weights_follow_sklearns_formula(dacon_dir):
+    config = load_config("dacon-cv-2020", "smoke", ["train.class_weight='balanced'"], REPO / "configs")
+    train = load_train(dacon_dir, config.competition)
+    fit = np.flatnonzero((train.labels != 0) | (np.arange(len(train.labels)) % 10 == 0))  # digit 0 made rare
+    data = FoldData(train, None, fit, np.array([], dtype=int), np.array([], dtype=int), np.eye(10)[train.labels])
+    weights = _class_weight(config, data)
+    counts = np.bincount(train.labels[fit], minlength=10)
+    assert weights[0] == pytest.approx(len(fit) / (10 * counts[0])) and weights[0] > 5 * weights[1]
+    assert _class_weight(load_config("dacon-cv-2020", "smoke", [], REPO / "configs"), data) is None
