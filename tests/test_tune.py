@@ -11,6 +11,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from compkit.cli import main
@@ -74,7 +75,10 @@ def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path, dacon_
     worker = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:
-        states = [t.state for t in _trials(tmp_path)] if (tmp_path / "runs/dacon-cv-2020/optuna.db").exists() else []
+        try:
+            states = [t.state for t in _trials(tmp_path)]
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the worker has not created the study yet
+            states = []
         if TrialState.COMPLETE in states and TrialState.RUNNING in states:
             break
         time.sleep(0.5)

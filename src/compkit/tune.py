@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy
 from optuna.trial import TrialState
 
 from compkit import console
@@ -63,12 +64,19 @@ def make_storage(config: Config, paths: Paths) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine,
-        heartbeat_interval=config.tune.heartbeat_interval,
-        grace_period=config.tune.grace_period,
-    )
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=config.tune.heartbeat_interval,
+                grace_period=config.tune.grace_period,
+            )
+        except sqlalchemy.exc.SQLAlchemyError:
+            # Workers started together race to create the schema of a new database: the loser retries.
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
 
 
 def make_pruner(config: Config) -> optuna.pruners.BasePruner:
