@@ -14,12 +14,13 @@ PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup folds train ensemble submit all test clean
+.PHONY: help setup folds train ensemble submit all report test clean
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
 	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=..."
 	@echo "make all                   the four stages in order"
+	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
 	@echo "make test                  the test suite"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
@@ -30,7 +31,7 @@ setup:
 
 comma := ,
 
-folds train ensemble all:
+folds train ensemble all report:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 submit:

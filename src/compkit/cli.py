@@ -1,7 +1,8 @@
 """Command line: ``python -m compkit <stage> --competition NAME --preset NAME --set key=value ...``.
 
-Stages run alone or in order (``all``); the Makefile targets call this. A :class:`CompkitError`
-ends the run with its one-line message and exit status 2.
+Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes an HTML report of
+the runs. The Makefile targets call this. A :class:`CompkitError` ends the run with its one-line
+message and exit status 2.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from compkit.config import Paths, load_config  # noqa: E402
 from compkit.errors import CompkitError  # noqa: E402
 
 STAGES = ("folds", "train", "ensemble", "submit")
+EXTRAS = ("report",)  # stages run on their own, after the pipeline; not part of `all`
 
 
 def default_preset() -> str:
@@ -28,7 +30,10 @@ def default_preset() -> str:
 def parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` lists every option."""
     p = argparse.ArgumentParser(prog="compkit", description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=[*STAGES, "all"], help="stage to run; `all` runs folds, train, ensemble, submit")
+    p.add_argument(
+        "stage", choices=[*STAGES, "all", *EXTRAS],
+        help="stage to run; `all` runs folds, train, ensemble, submit; `report` writes runs/<competition>/report/",
+    )
     p.add_argument("--competition", default="dacon-cv-2020", help="configs/<competition>.toml (default: %(default)s)")
     p.add_argument("--preset", default=None, help="configs/presets/<preset>.toml: smoke, cpu or gpu (default: gpu with a GPU, else cpu)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder of the competition's files (default: data/<competition>)")
@@ -72,7 +77,13 @@ def run_stage(stage: str, config, paths: Paths, args: argparse.Namespace) -> Non
         from compkit import ensemble
 
         ensemble.run(config, paths)
-    else:
+    elif stage == "submit":
         from compkit import submit
 
         submit.run(config, paths, args.name)
+    elif stage == "report":
+        from compkit import report
+
+        report.run(config, paths)
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
