@@ -276,6 +276,21 @@ def test_without_submissions_the_page_says_so(run, tmp_path):
     assert found["holdout"]["kind"].tolist() == ["ensemble", *["backbone"] * len(BACKBONES)]
 
 
+def test_a_submission_without_holdout_rows_is_named_and_left_out_of_the_bootstrap(run, tmp_path):
+    root, argv, _, _ = run
+    for folder in ("folds", "runs"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    board = pd.read_csv(root / f"submissions/{COMP}/leaderboard.csv").iloc[:1].assign(name="gone", file="gone.csv")
+    (tmp_path / f"submissions/{COMP}").mkdir(parents=True)
+    board.to_csv(tmp_path / f"submissions/{COMP}/leaderboard.csv", index=False)
+    assert main(["report", *[a if a != str(root) else str(tmp_path) for a in argv]]) == 0
+    page = (tmp_path / f"runs/{COMP}/report/index.html").read_text(encoding="utf-8")
+    assert "predicts the test file, whose labels are unknown): gone." in page
+    found = tables(page)
+    assert found["leaderboard"]["name"].tolist() == ["gone"]
+    assert found["holdout"]["kind"].tolist() == ["ensemble", *["backbone"] * len(BACKBONES)]
+
+
 def test_without_an_ensemble_the_report_is_a_one_line_error(tmp_path, dacon_dir, capsys):
     argv = ["report", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path)]
     assert main(argv) == 2

@@ -230,16 +230,22 @@ def _submission_correct(path: Path, comp: Competition, held_ids: np.ndarray, tru
 
 
 def holdout_candidates(config: Config, paths: Paths, blend: dict, train: Images, holdout: pd.DataFrame,
-                       board: pd.DataFrame | None) -> list[Candidate]:
+                       board: pd.DataFrame | None) -> tuple[list[Candidate], list[str]]:
     """Every leaderboard submission that predicts the holdout, then every backbone's fold-mean holdout
-    prediction; the ensemble's ``holdout.csv`` stands in when no submission file predicts the holdout."""
+    prediction; the ensemble's ``holdout.csv`` stands in when no submission file predicts the holdout.
+
+    Returns:
+        The candidates, and the names of the submissions left out (file missing, or it predicts test).
+    """
     comp = config.competition
     held_ids = holdout[comp.id_column].to_numpy()
     truth = train.labels[_rows(held_ids, train, paths.folds / "holdout.csv")]
-    out = []
+    out, skipped = [], []
     for row in ([] if board is None else board.itertuples(index=False)):
         correct = _submission_correct(paths.submissions / str(row.file), comp, held_ids, truth)
-        if correct is not None:
+        if correct is None:
+            skipped.append(str(row.name))
+        else:
             out.append(Candidate(str(row.name), "submission", float(row.cv), correct))
     if not out:
         ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_column, comp.classes)
@@ -249,7 +255,7 @@ def holdout_candidates(config: Config, paths: Paths, blend: dict, train: Images,
         ids, proba = load_fold_mean(config, paths, backbone, "holdout.csv")
         pred = pd.Series(proba.argmax(axis=1), index=ids).loc[held_ids].to_numpy()
         out.append(Candidate(backbone, "backbone", float(blend["scores"][backbone][comp.metric]), pred == truth))
-    return out
+    return out, skipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,7 +750,10 @@ def run(config: Config, paths: Paths) -> Path:
     labels = {key: train.labels[r] for key, r in rows.items()}
     board = _leaderboard(paths)
     usage = holdout["Usage"].to_numpy()
-    candidates = holdout_candidates(config, paths, blend, train, holdout, board)
+    for m in models[1:]:
+        if not np.array_equal(m.ids, models[0].ids):
+            raise CompkitError(f"{paths.runs / m.key}: its OOF ids differ from ensemble/oof.csv's; rerun `make ensemble`")
+    candidates, skipped = holdout_candidates(config, paths, blend, train, holdout, board)
 
     folder = paths.runs / "report"
     page = _Page(folder)
@@ -758,6 +767,9 @@ def run(config: Config, paths: Paths) -> Path:
         ("classes", "per model"), ("curves", "learning curves"), ("wrong", "wrong images"),
         *((f"extra-{html.escape(c)}", f"per {html.escape(c)}") for c in comp.extra_columns)]) + "</nav>")
     _leaderboard_section(page, board, candidates, usage, comp.metric)
+    if skipped:
+        page.para(f"Not in the bootstrap below (their file is missing or predicts the test file, whose labels are "
+                  f"unknown): {', '.join(skipped)}.", note=True)
     _shakeup_section(page, candidates, usage, comp.metric, config.folds.seed, len(models[0].ids))
     _oof_section(page, models, labels, blend, comp.metric)
     _correlation_section(page, models[1:], labels["blend"])
