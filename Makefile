@@ -20,7 +20,7 @@ PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup data check folds train ensemble submit all tune tune-status sync test clean
+.PHONY: help setup data check folds train ensemble submit all tune tune-status report sync test clean
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -31,6 +31,7 @@ help:
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
 	@echo "make sync                  upload offline W&B runs (after wandb login)"
+	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
 	@echo "make test                  the test suite"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
@@ -47,7 +48,7 @@ setup:
 
 comma := ,
 
-data check folds ensemble all tune-status:
+data check folds ensemble all tune-status report:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 train:

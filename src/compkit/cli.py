@@ -1,7 +1,8 @@
 """Command line: ``python -m compkit <stage> --competition NAME --preset NAME --set key=value ...``.
 
-Stages run alone or in order (``all``); the Makefile targets call this. A :class:`CompkitError`
-ends the run with its one-line message and exit status 2.
+Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes an HTML report of
+the runs. The Makefile targets call this. A :class:`CompkitError` ends the run with its one-line
+message and exit status 2.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from compkit.config import Paths, load_config  # noqa: E402
 from compkit.errors import CompkitError  # noqa: E402
 
 STAGES = ("folds", "train", "ensemble", "submit")  # `all` runs these, in this order
-EXTRA = {"data": ("datasets", "run"), "check": ("check", "run"), "tune": ("tune", "run"), "tune-status": ("tune", "status")}
+# Stages run on their own, not by `all`: name -> (module, function).
+EXTRA = {
+    "data": ("datasets", "run"),
+    "check": ("check", "run"),
+    "tune": ("tune", "run"),
+    "tune-status": ("tune", "status"),
+    "report": ("report", "run"),
+}
 
 
 def default_preset() -> str:
@@ -31,7 +39,8 @@ def default_preset() -> str:
 def parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` lists every option."""
     p = argparse.ArgumentParser(prog="compkit", description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=[*STAGES, "all", *EXTRA], help="stage to run; `all` runs folds, train, ensemble, submit (building the data first when it can)")
+    p.add_argument("stage", choices=[*STAGES, "all", *EXTRA], help="stage to run; `all` runs folds, train, ensemble, submit (building the data first when it can); "
+                   "`report` writes runs/<competition>/report/")
     p.add_argument("--competition", default="fashion-mnist", help="configs/<competition>.toml (default: %(default)s)")
     p.add_argument("--preset", default=None, help="configs/presets/<preset>.toml: smoke, cpu or gpu (default: gpu with a GPU, else cpu)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder of the competition's files (default: data/<competition>)")
