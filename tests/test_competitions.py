@@ -56,6 +56,8 @@ def test_fashion_mnist_builds_and_runs_end_to_end(tmp_path, fmnist):
     correct = submission["label"].to_numpy() == solution["label"].to_numpy()
     for part in ("Public", "Private"):
         assert board.loc[0, part.lower()] == pytest.approx(correct[(solution["Usage"] == part).to_numpy()].mean(), abs=1e-6)
+    assert main(["report", *argv]) == 0  # no holdout to bootstrap: the report says so instead
+    assert "No holdout: submissions are scored on solution.csv" in (tmp_path / "runs/fashion-mnist/report/index.html").read_text()
 
 
 def test_kaggle_digit_recognizer_layout(tmp_path, fmnist):

@@ -753,7 +753,8 @@ def run(config: Config, paths: Paths) -> Path:
     for m in models[1:]:
         if not np.array_equal(m.ids, models[0].ids):
             raise CompkitError(f"{paths.runs / m.key}: its OOF ids differ from ensemble/oof.csv's; rerun `make ensemble`")
-    candidates, skipped = holdout_candidates(config, paths, blend, train, holdout, board)
+    # A competition scored on its own solution file has no holdout to bootstrap.
+    candidates, skipped = holdout_candidates(config, paths, blend, train, holdout, board) if len(holdout) else ([], [])
 
     folder = paths.runs / "report"
     page = _Page(folder)
@@ -770,7 +771,11 @@ def run(config: Config, paths: Paths) -> Path:
     if skipped:
         page.para(f"Not in the bootstrap below (their file is missing or predicts the test file, whose labels are "
                   f"unknown): {', '.join(skipped)}.", note=True)
-    _shakeup_section(page, candidates, usage, comp.metric, config.folds.seed, len(models[0].ids))
+    if candidates:
+        _shakeup_section(page, candidates, usage, comp.metric, config.folds.seed, len(models[0].ids))
+    else:
+        page.para(f"No holdout: submissions are scored on {comp.solution_file}, so the public/private bootstrap "
+                  "is not drawn; the leaderboard above holds the scores.", note=True)
     _oof_section(page, models, labels, blend, comp.metric)
     _correlation_section(page, models[1:], labels["blend"])
     _per_model_section(page, models, labels, comp)
