@@ -20,7 +20,7 @@ PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup folds train ensemble submit all tune tune-status sync test clean
+.PHONY: help setup folds train ensemble submit all tune tune-status sync test clean bench bench-memory
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -30,6 +30,7 @@ help:
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
 	@echo "make sync                  upload offline W&B runs (after wandb login)"
 	@echo "make test                  the test suite"
+	@echo "make bench                 every benchmark in bench/ (bench-memory: peak RSS over 10 folds)"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
 setup:
@@ -56,6 +57,12 @@ sync:
 
 test:
 	$(PYTHON) -m pytest
+
+bench-memory:
+	$(PYTHON) bench/memory.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench:
+	@for script in bench/*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
 
 clean:
 	rm -rf runs/$(COMPETITION) folds/$(COMPETITION)

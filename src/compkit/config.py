@@ -132,6 +132,7 @@ class Train(Hyper):
     use_tuned: bool = True  # apply runs/<competition>/best/<backbone>.json when `make tune` wrote it
     mixed_precision: bool = False  # used only when a GPU is present
     process_per_fold: bool = True  # a fresh process per fold keeps memory flat across folds
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism(): same seed, same predictions
 
 
 class ParamSpec(_Strict):

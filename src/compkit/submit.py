@@ -18,10 +18,11 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Competition, Config, Paths
-from compkit.data import class_indices, load_sample_submission, load_test, load_train
+from compkit.data import check_sample_ids, class_indices, load_sample_submission, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.folds import load_folds
 from compkit.io import read_json, read_proba, write_csv
+from compkit.lineage import ids_digest
 from compkit.metrics import score
 from compkit.tracking import tracked
 
@@ -85,14 +86,14 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
 
     _, holdout = load_folds(config, paths)
     held_ids, held_proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_column, comp.classes)
-    if load_test(paths.data, comp) is not None:
+    test = load_test(paths.data, comp)
+    if test is not None:
+        check_sample_ids(sample, test.ids, paths.data, comp)
         ids, proba = read_proba(paths.runs / "ensemble" / "test.csv", comp.id_column, comp.classes)
-        unknown = ~sample[id_column].isin(ids).to_numpy()
-        if unknown.any():
-            row = int(np.flatnonzero(unknown)[0])
+        if ids_digest(ids) != ids_digest(test.ids):
             raise SubmissionError(
-                f"{paths.data / comp.sample_submission}: row {row + 1}: {id_column} {shown(sample[id_column].iloc[row])} "
-                f"is not in {comp.test_file}; use the sample submission that ships with this test file"
+                f"{paths.runs / 'ensemble' / 'test.csv'}: its ids are not those of {paths.data / comp.test_file}; "
+                "rerun `make train ensemble` on this test file"
             )
         proba = proba[pd.Series(np.arange(len(ids)), index=ids).loc[sample[id_column]].to_numpy()]
         ids, expected = sample[id_column].to_numpy(), sample

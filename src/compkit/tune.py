@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy
 from optuna.trial import TrialState
 
 from compkit import console
@@ -64,12 +65,19 @@ def make_storage(config: Config, paths: Paths) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine,
-        heartbeat_interval=config.tune.heartbeat_interval,
-        grace_period=config.tune.grace_period,
-    )
+
+    def connect() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=config.tune.heartbeat_interval,
+            grace_period=config.tune.grace_period,
+        )
+
+    try:
+        return connect()
+    except sqlalchemy.exc.IntegrityError:  # another worker created the new database's schema at the same moment
+        return connect()
 
 
 def make_pruner(config: Config) -> optuna.pruners.BasePruner:
