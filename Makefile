@@ -20,7 +20,7 @@ PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup data check folds train ensemble submit all tune tune-status report sync test clean
+.PHONY: help setup data check folds train ensemble submit all tune tune-status report sync test clean bench bench-memory
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -33,6 +33,7 @@ help:
 	@echo "make sync                  upload offline W&B runs (after wandb login)"
 	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
 	@echo "make test                  the test suite"
+	@echo "make bench                 every benchmark in bench/ (bench-memory: peak RSS over 10 folds)"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
 setup:
@@ -65,6 +66,12 @@ sync:
 
 test:
 	$(PYTHON) -m pytest
+
+bench-memory:
+	$(PYTHON) bench/memory.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench:
+	@for script in bench/*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
 
 clean:
 	rm -rf runs/$(COMPETITION) folds/$(COMPETITION)

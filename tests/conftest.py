@@ -58,3 +58,22 @@ def dacon(config_dir):
 def paths(tmp_path, dacon_dir) -> Paths:
     """DACON paths whose folds/, runs/ and submissions/ live in a fresh temporary root."""
     return Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)
+
+
+# A tiny deterministic training job: one backbone, 3 folds, 1 epoch (about 12 s a fold on 2 cores).
+TINY = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=3", "--set", "train.epochs=1", "--deterministic"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
+    """`make folds train ensemble` of the TINY job on the real DACON data, uninterrupted.
+
+    Returns the root and the CLI options (without the stage), for reruns and comparisons.
+    """
+    from compkit.cli import main
+
+    root = tmp_path_factory.mktemp("tiny")
+    argv = [*TINY, "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
+    for stage in ("folds", "train", "ensemble"):
+        assert main([stage, *argv]) == 0
+    return root, argv

@@ -7,33 +7,20 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Config, Paths
-from compkit.data import load_sample_submission, load_solution, load_test, load_train
-from compkit.errors import CompkitError
-from compkit.folds import make_folds
+from compkit.data import load_sample_submission, load_solution, load_test
+from compkit.folds import check_inputs, make_folds
 
 
 def run(config: Config, paths: Paths) -> None:
     """Read every file the config names, check they agree, and print what was found.
 
     Raises:
-        CompkitError: any file is missing or malformed, the test ids do not match the sample
-            submission, or a class is too rare for the folds (the one-line message names it).
+        CompkitError: any file is missing or malformed, a test id is also a train id or is not in the
+            sample submission, or a class is too rare for the folds (the one-line message names it).
     """
     comp = config.competition
-    train = load_train(paths.data, comp)
-    test = load_test(paths.data, comp)
-    sample = load_sample_submission(paths.data, comp)
-    solution = load_solution(paths.data, comp)
-    if test is not None:
-        id_column = comp.submission_columns[0]
-        if sorted(map(str, sample[id_column])) != sorted(map(str, test.ids)):
-            raise CompkitError(
-                f"{paths.data / comp.sample_submission}: its {len(sample)} ids are not the {len(test.ids)} test ids; "
-                "use the sample submission that ships with this test set"
-            )
-        clash = np.intersect1d(train.ids.astype(str), test.ids.astype(str))
-        if len(clash):
-            raise CompkitError(f"{paths.data}: id {clash[0]} is in both train and test; ids must identify one image")
+    train = check_inputs(config, paths)  # train, and test against train and the sample submission
+    test, sample, solution = load_test(paths.data, comp), load_sample_submission(paths.data, comp), load_solution(paths.data, comp)
     folds, holdout = make_folds(train, config, with_holdout=solution is None)  # feasibility only: nothing is written
 
     counts = pd.Series(np.bincount(train.labels, minlength=len(comp.classes)), index=[str(c) for c in comp.classes])

@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="submit: name of the submission (default: blend-<selected blend>)")
     p.add_argument("--trials", type=int, default=None, help="tune: finished trials per study, replacing tune.trials")
     p.add_argument("--worker", type=int, default=0, help="tune: this worker's number when several share a study (default 0)")
+    p.add_argument("--deterministic", action="store_true", help="train: deterministic ops (same seed, same predictions; slower on GPU)")
     p.add_argument("--no-tuned", action="store_true", help="train: ignore the best parameters exported by `make tune`")
     return p
 
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"tune.trials={args.trials}")
     if args.no_tuned:
         overrides.append("train.use_tuned=false")
+    if args.deterministic:
+        overrides.append("train.deterministic=true")
     try:
         config = load_config(args.competition, args.preset or default_preset(), overrides, args.config_dir)
         paths = Paths.for_competition(config.competition.name, args.root, args.data_dir)

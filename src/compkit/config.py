@@ -152,6 +152,7 @@ class Train(Hyper):
     process_per_fold: bool = True  # a fresh process per fold keeps memory flat across folds
     class_weight: Literal["none", "balanced"] = "none"  # balanced: n / (k * count), sklearn's formula
     loss: Literal["crossentropy", "focal"] = "crossentropy"  # focal: Lin et al. 2017, gamma 2
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism(): same seed, same predictions
 
 
 class ParamSpec(_Strict):

@@ -70,6 +70,16 @@ def _require_columns(frame: pd.DataFrame, path: Path, columns: list[str]) -> Non
         )
 
 
+def _reject_unknown_columns(frame: pd.DataFrame, path: Path, known: list[str]) -> None:
+    unknown = [c for c in frame.columns if c not in set(known)]
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise DataError(
+            f"{path}: unexpected column(s) {shown} ({len(unknown)} in all); drop them from the file "
+            "or list them in competition.extra_columns"
+        )
+
+
 def _first_bad_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 1
 
@@ -127,12 +137,14 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
     """Read and validate a pixel CSV (train when ``labelled``, else test).
 
     Raises:
-        DataError: empty file, missing id/target/extra/pixel column, empty or duplicate id,
+        DataError: empty file, missing id/target/extra/pixel column, any other column, empty or duplicate id,
             pixel missing, non-numeric or outside 0-255, label outside the classes.
     """
     frame = _read_csv(path)
     id_columns = [comp.id_column] if comp.id_column else []
-    _require_columns(frame, path, [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns])
+    columns = [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns]
+    _require_columns(frame, path, columns)
+    _reject_unknown_columns(frame, path, [*columns, *comp.pixel_columns])
     ids = _ids(frame, path, comp)
     labels = class_indices(frame[comp.target_column], path, comp, comp.target_column) if labelled else None
     return Images(ids, _pixels(frame, path, comp), labels, frame[comp.extra_columns].reset_index(drop=True))
@@ -238,3 +250,42 @@ def load_solution(data_dir: Path, comp: Competition) -> pd.DataFrame | None:
         raise DataError(f"{path}: row {row}, column 'Usage': {shown(frame['Usage'].iloc[row - 1])}; use Public or Private")
     labels = class_indices(frame[target], path, comp, target)
     return pd.DataFrame({id_column: frame[id_column], "label": labels, "Usage": frame["Usage"]})
+
+
+def check_test_ids(train: Images, test: Images, data_dir: Path, comp: Competition) -> None:
+    """Refuse a test file sharing ids with train (a leak, or files from two releases).
+
+    Raises:
+        DataError: names the first test row whose id is also a train id.
+    """
+    shared = np.isin(test.ids.astype(str), train.ids.astype(str))
+    if shared.any():
+        row = _first_bad_row(shared)
+        raise DataError(
+            f"{Path(data_dir) / comp.test_file}: row {row}: {comp.id_key} {shown(test.ids[row - 1])} is also in "
+            f"{comp.train_file} ({int(shared.sum())} shared ids); use the train and test files of one release"
+        )
+
+
+def check_sample_ids(sample: pd.DataFrame, test_ids: np.ndarray, data_dir: Path, comp: Competition) -> None:
+    """Refuse a sample submission whose ids are not exactly the test ids (in any order).
+
+    Raises:
+        DataError: names the first sample row whose id is not a test id, or the first test id the sample lacks.
+    """
+    id_column = comp.submission_columns[0]
+    sample_ids, test_keys = sample[id_column].astype(str).to_numpy(), np.asarray(test_ids).astype(str)
+    unknown = ~np.isin(sample_ids, test_keys)
+    where = f"{Path(data_dir) / comp.sample_submission}"
+    if unknown.any():
+        row = _first_bad_row(unknown)
+        raise DataError(
+            f"{where}: row {row}: {id_column} {shown(sample[id_column].iloc[row - 1])} is not in {comp.test_file}; "
+            "use the sample submission that ships with this test file"
+        )
+    missing = ~np.isin(test_keys, sample_ids)
+    if missing.any():
+        raise DataError(
+            f"{where}: lacks {int(missing.sum())} ids of {comp.test_file} (first: {shown(np.asarray(test_ids)[missing][0])}); "
+            "use the sample submission that ships with this test file"
+        )

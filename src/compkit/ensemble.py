@@ -2,8 +2,11 @@
 
 Reads each backbone's fold files (``runs/<competition>/<backbone>/fold<k>/``): OOF predictions are
 concatenated over folds, holdout and test predictions averaged over the fold models. Weights are
-fitted on OOF only. Writes ``runs/<competition>/ensemble/``: ``ensemble.json`` (per-backbone and
-per-blend scores, weights, the selected blend) and the selected blend's ``oof.csv``,
+fitted on OOF only. Every fold must have been made from the current fold files, and each backbone's
+folds from one config: stale or mixed fold artefacts are refused. Writes ``runs/<competition>/ensemble/``:
+``ensemble.json`` (per-backbone and per-blend scores, weights, the selected blend, and its lineage:
+the fold-file digest, a digest per backbone of its folds' lineages, and the digest and count of the
+OOF ids the weights were fitted on) and the selected blend's ``oof.csv``,
 ``holdout.csv`` and, with a test file, ``test.csv``.
 """
 
@@ -17,10 +20,11 @@ from compkit import console
 from compkit.config import Config, Paths
 from compkit.data import has_test, load_train
 from compkit.errors import CompkitError
-from compkit.io import write_json, write_proba
+from compkit.io import read_json, write_json, write_proba
+from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
 from compkit.metrics import best, score_table
 from compkit.tracking import tracked
-from compkit.train import load_fold_mean, load_oof
+from compkit.train import fold_dir, load_fold_mean, load_oof
 
 BLENDS = ("equal", "fitted", "hard")
 
@@ -85,9 +89,35 @@ def _stack(parts: list[tuple[np.ndarray, np.ndarray]], what: str) -> tuple[np.nd
     return ids, np.stack([p for _, p in parts])
 
 
+def input_lineage(config: Config, paths: Paths) -> dict:
+    """The digest of each backbone's fold lineages, after checking the folds are current and unmixed.
+
+    Raises:
+        CompkitError: a fold is missing, was made from other fold files than ``folds/`` holds now, or was
+            made from another config than the backbone's fold 0; names its ``fold.json`` and how to clean.
+    """
+    current, inputs = folds_digest(paths), {}
+    for backbone in config.train.backbones:
+        lineages = []
+        for k in range(config.folds.n_splits):
+            path = fold_dir(paths, backbone, k) / "fold.json"
+            lineage = read_json(path).get("lineage", {})
+            if lineage.get("folds") != current:
+                what = "other fold files (folds.csv, holdout.csv) than now"
+            elif lineages and lineage.get("config") != lineages[0]["config"]:
+                what = f"another config than {fold_dir(paths, backbone, 0) / 'fold.json'}"
+            else:
+                lineages.append(lineage)
+                continue
+            raise CompkitError(f"{path}: made from {what}; {clean_hint(config, paths, backbone)}")
+        inputs[backbone] = digest(lineages)
+    return inputs
+
+
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: score each backbone and blend on OOF, write the selected blend's files."""
     comp, backbones = config.competition, config.train.backbones
+    inputs = input_lineage(config, paths)
     train = load_train(paths.data, comp)
     label_of = pd.Series(train.labels, index=train.ids)
     oof_ids, oof = _stack([load_oof(config, paths, b) for b in backbones], "OOF")
@@ -113,7 +143,8 @@ def run(config: Config, paths: Paths) -> None:
         write_proba(out / name, comp.id_key, ids, _blend(selected, probas, weights[selected]), comp.classes)
     write_json(
         {"backbones": backbones, "scores": scores, "blends": blends, "selected": selected, "metric": comp.metric,
-         "cv": blends[selected][comp.metric]},
+         "cv": blends[selected][comp.metric],
+         "lineage": {"folds": folds_digest(paths), "inputs": inputs, "fit_ids": ids_digest(oof_ids), "n_fit": len(oof_ids)}},
         out / "ensemble.json",
     )
 

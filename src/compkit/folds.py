@@ -13,7 +13,8 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from compkit import console
 from compkit.config import Config, Paths
-from compkit.data import DataError, Images, load_train
+from compkit.data import DataError, Images, check_sample_ids, check_test_ids, load_sample_submission, load_test, load_train
+from compkit.errors import shown
 from compkit.io import write_csv
 
 
@@ -111,10 +112,51 @@ def load_folds(config: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame
     return tables[0], tables[1]
 
 
-def run(config: Config, paths: Paths) -> None:
-    """Stage entry point: read train, write the fold and holdout files, print a summary."""
+def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarray, config: Config, paths: Paths) -> None:
+    """Refuse fold files made for other data (an id not in train) or leaking (an id both in a fold and the holdout).
+
+    Raises:
+        DataError: names the file, the row and the id, and says to remake the folds.
+    """
+    id_column, name = config.competition.id_key, config.competition.name
+    remake = f"remake them: `make clean COMPETITION={name}` then `make folds COMPETITION={name}`"
+    known = np.asarray(train_ids).astype(str)
+    for table, file in ((folds, "folds.csv"), (holdout, "holdout.csv")):
+        unknown = ~np.isin(table[id_column].astype(str).to_numpy(), known)
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            raise DataError(
+                f"{paths.folds / file}: row {row + 1}: {id_column} {shown(table[id_column].iloc[row])} is not in "
+                f"{config.competition.train_file} ({int(unknown.sum())} such ids): the folds were made for other data; {remake}"
+            )
+    leaked = folds[id_column].isin(holdout[id_column]).to_numpy()
+    if leaked.any():
+        row = int(np.flatnonzero(leaked)[0])
+        raise DataError(
+            f"{paths.folds / 'folds.csv'}: row {row + 1}: {id_column} {shown(folds[id_column].iloc[row])} is also in "
+            f"holdout.csv: holdout rows must be in no fold; {remake}"
+        )
+
+
+def check_inputs(config: Config, paths: Paths) -> Images:
+    """Read and validate every competition file before anything is written: train, and with a test file,
+    test (no id shared with train) and the sample submission (exactly the test ids). Returns train.
+
+    Raises:
+        DataError: the first problem found (see :func:`compkit.data.read_images`).
+    """
     comp = config.competition
-    train = load_train(paths.data, comp)
+    train, test = load_train(paths.data, comp), load_test(paths.data, comp)
+    if test is not None:
+        check_test_ids(train, test, paths.data, comp)
+        check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
+    return train
+
+
+def run(config: Config, paths: Paths) -> None:
+    """Stage entry point: validate the inputs, write the fold and holdout files, print a summary."""
+    comp = config.competition
+    train = check_inputs(config, paths)
     has_solution = (paths.data / comp.solution_file).is_file()
     folds, holdout = make_folds(train, config, with_holdout=not has_solution)
     write_csv(holdout, paths.folds / "holdout.csv")

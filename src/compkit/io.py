@@ -1,11 +1,13 @@
 """Artefact files: every write goes to a temporary file in the same folder, then is renamed into place,
-so a reader (or a rerun after a crash) never sees half a file."""
+so a reader (or a rerun after a crash) never sees half a file. Lock files let several processes share
+the folds of one run: a lock holds its creator's pid, so a dead creator's lock can be taken over."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -79,3 +81,59 @@ def read_proba(path: Path, id_column: str, classes: list) -> tuple[np.ndarray, n
     if list(frame.columns) != columns:
         raise CompkitError(f"{path}: columns {list(frame.columns)} are not {columns}; delete it and rerun its stage")
     return frame[id_column].to_numpy(), frame[columns[1:]].to_numpy(dtype=np.float64)
+
+
+def _alive(pid: int) -> bool:
+    """True when process ``pid`` exists and is not a zombie (a killed process its parent has not reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): os.kill said it exists
+
+
+def lock_owner(lock: Path) -> int | None:
+    """The live pid holding ``lock``, or None when the lock is free or its holder died."""
+    try:
+        text = Path(lock).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not text:  # its creator is between os.open and write; live unless that was long ago
+        return -1 if time.time() - Path(lock).stat().st_mtime < 30 else None
+    return int(text) if _alive(int(text)) else None
+
+
+def claim(lock: Path) -> bool:
+    """Take ``lock`` for this process: create it with ``O_CREAT | O_EXCL`` and write our pid.
+
+    A lock whose pid is dead (a killed `make train`) is taken over. Returns False when a live
+    process holds it.
+    """
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if lock_owner(lock) is not None:
+                return False
+            lock.unlink(missing_ok=True)  # a dead holder's lock; re-checked just above, so the race window is tiny
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release(lock: Path) -> None:
+    """Remove ``lock`` if this process holds it."""
+    try:
+        if Path(lock).read_text().strip() == str(os.getpid()):
+            Path(lock).unlink()
+    except FileNotFoundError:
+        pass

@@ -19,10 +19,11 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Competition, Config, Paths
-from compkit.data import class_indices, has_test, load_sample_submission, load_solution, load_train
+from compkit.data import check_sample_ids, class_indices, has_test, load_sample_submission, load_solution, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.folds import load_folds
 from compkit.io import read_json, read_proba, write_csv
+from compkit.lineage import ids_digest
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.tracking import tracked
 
@@ -82,13 +83,13 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame) -> tuple[np
     if not has_test(paths.data, comp):
         ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
         return ids, proba, pd.DataFrame({id_column: ids, target: comp.classes[0]})
+    test_ids = load_test(paths.data, comp).ids
+    check_sample_ids(sample, test_ids, paths.data, comp)
     ids, proba = read_proba(paths.runs / "ensemble" / "test.csv", comp.id_key, comp.classes)
-    unknown = ~sample[id_column].isin(ids).to_numpy()
-    if unknown.any():
-        row = int(np.flatnonzero(unknown)[0])
+    if ids_digest(ids) != ids_digest(test_ids):
         raise SubmissionError(
-            f"{paths.data / comp.sample_submission}: row {row + 1}: {id_column} {shown(sample[id_column].iloc[row])} "
-            "is not a test id; use the sample submission that ships with this test set"
+            f"{paths.runs / 'ensemble' / 'test.csv'}: its ids are not those of the test set in {paths.data}; "
+            "rerun `make train ensemble` on this test set"
         )
     proba = proba[pd.Series(np.arange(len(ids)), index=ids).loc[sample[id_column]].to_numpy()]
     return sample[id_column].to_numpy(), proba, sample

@@ -9,15 +9,22 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
     oof.csv        id, p_<class>...  for fold k's rows
     holdout.csv    id, p_<class>...  for every holdout row
     test.csv       id, p_<class>...  for every test row (only with a test file)
-    fold.json      scores, epochs, seconds, hyperparameters; written last: its presence marks the fold done
+    fold.json      scores, epochs, seconds, peak memory, hyperparameters, lineage; written last:
+                   its presence marks the fold done
 
-A finished fold is skipped on rerun, so a crash loses at most the fold in progress. Each fold
-runs in a fresh process by default (``train.process_per_fold``), which keeps memory flat
-fold after fold.
+A finished fold is skipped on rerun, so a crash loses at most the fold in progress. Its lineage
+(digests of the config parts and fold files it was made from, and of the ids it was fit on and
+validated on; see lineage.py) must match the current ones, else the run stops instead of mixing
+stale folds with new ones. A fold in progress is claimed by a lock file (``fold<k>/.lock``,
+holding the pid), so two `make train` at once share the folds, and a killed run's locks are
+taken over. Each fold runs in a fresh process by default (``train.process_per_fold``), which
+keeps memory flat fold after fold.
 """
 
 from __future__ import annotations
 
+import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +34,11 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Config, Hyper, Paths
-from compkit.data import Images, load_test, load_train
+from compkit.data import Images, check_test_ids, load_test, load_train
 from compkit.errors import CompkitError
-from compkit.folds import load_folds
-from compkit.io import atomic_path, read_json, read_proba, write_csv, write_json, write_proba
+from compkit.folds import check_folds, load_folds
+from compkit.io import atomic_path, claim, lock_owner, read_json, read_proba, release, write_csv, write_json, write_proba
+from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, read_lineage, stale_reason
 from compkit.metrics import score_table
 from compkit.process import in_fresh_process
 from compkit.tracking import tracked
@@ -44,6 +52,11 @@ def fold_dir(paths: Paths, backbone: str, fold: int) -> Path:
 def is_done(paths: Paths, backbone: str, fold: int) -> bool:
     """True when the fold's last artefact, ``fold.json``, exists."""
     return (fold_dir(paths, backbone, fold) / "fold.json").is_file()
+
+
+def lock_path(paths: Paths, backbone: str, fold: int) -> Path:
+    """``fold<k>/.lock``: exists while a process trains the fold; holds that process's pid."""
+    return fold_dir(paths, backbone, fold) / ".lock"
 
 
 def _optimizer(hyper: Hyper, steps_per_epoch: int):
@@ -114,6 +127,9 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
     comp = config.competition
     train, test = load_train(paths.data, comp), load_test(paths.data, comp)
     folds, holdout = load_folds(config, paths)
+    check_folds(folds, holdout, train.ids, config, paths)
+    if test is not None:
+        check_test_ids(train, test, paths.data, comp)
     fold_of = dict(zip(folds[comp.id_key], folds["fold"]))
     row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
     return FoldData(
@@ -221,15 +237,21 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
 
     Returns:
         The contents of ``fold.json``: ``oof_accuracy``, ``oof_macro_f1``, ``oof_log_loss``, ``epochs``, ``best_epoch``,
-        ``seconds``, ``hyper``.
+        ``seconds``, ``peak_rss_mb`` (this process's peak resident memory), ``hyper``, and ``lineage``:
+        ``config`` and ``folds`` digests (:mod:`compkit.lineage`), ``fit_ids`` / ``val_ids`` (digests of
+        the sorted ids the model was fit on / early-stopped on and predicted OOF) and their counts.
     """
     import keras
+    import tensorflow as tf
 
     comp = config.competition
     hyper = tuned_hyper(config, paths, backbone)
     start = time.perf_counter()
     seed = config.train.seed + fold
     keras.utils.set_random_seed(seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    lineage = {"config": config_digest(config, hyper), "folds": folds_digest(paths)}
     data = fold_data(config, paths, fold)
     label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
     extra = {"backbone": backbone, "fold": fold, "hyper": hyper.model_dump()}
@@ -261,11 +283,25 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
             "epochs": len(hist),
             "best_epoch": int(hist["val_loss"].idxmin()) + 1,
             "seconds": round(time.perf_counter() - start, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
             "hyper": hyper.model_dump(),
+            "lineage": {
+                **lineage,
+                "fit_ids": ids_digest(train.ids[data.fit]),
+                "val_ids": ids_digest(train.ids[data.val]),
+                "n_fit": len(data.fit),
+                "n_val": len(data.val),
+            },
         }
-        tracker.summarize({k: v for k, v in result.items() if k != "hyper"})
+        tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "lineage")})
         write_json(result, out / "fold.json")
     return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def load_oof(config: Config, paths: Paths, backbone: str) -> tuple[np.ndarray, np.ndarray]:
@@ -293,27 +329,73 @@ def load_fold_mean(config: Config, paths: Paths, backbone: str, name: str) -> tu
     return parts[0][0], np.mean([p[1] for p in parts], axis=0)
 
 
-def run(config: Config, paths: Paths) -> None:
-    """Stage entry point: train every unfinished backbone x fold, then print each backbone's OOF score."""
-    load_folds(config, paths)  # fail fast, before any process starts, when `make folds` has not run
-    start, trained, skipped = time.perf_counter(), 0, 0
+def check_done_folds(config: Config, paths: Paths) -> None:
+    """Refuse to go on when a finished fold was made from another config or other fold files than now.
+
+    Raises:
+        CompkitError: names the fold's ``fold.json``, what changed, and how to clean.
+    """
+    folds = folds_digest(paths)
     for backbone in config.train.backbones:
+        expected = {"config": config_digest(config, tuned_hyper(config, paths, backbone)), "folds": folds}
         for fold in range(config.folds.n_splits):
+            path = fold_dir(paths, backbone, fold) / "fold.json"
+            reason = path.is_file() and stale_reason(read_lineage(path), expected, clean_hint(config, paths, backbone))
+            if reason:
+                raise CompkitError(f"{path}: {reason}")
+
+
+def _train_claimed(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
+    """Train a fold this process holds the lock of, after deleting a killed run's half-written files."""
+    for tmp in fold_dir(paths, backbone, fold).glob(".tmp-*"):
+        tmp.unlink(missing_ok=True)
+    if config.train.process_per_fold:
+        return in_fresh_process(f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
+    return train_fold(config, paths, backbone, fold)
+
+
+def run(config: Config, paths: Paths) -> None:
+    """Stage entry point: train every unfinished backbone x fold, then print each backbone's OOF score.
+
+    Folds locked by another live process are left to it; this run waits until they are done (or takes
+    them over if that process dies), so every fold is trained once and the summary covers all of them.
+
+    Raises:
+        CompkitError: missing or stale fold files, a finished fold made from another config, a fold that failed.
+    """
+    folds, holdout = load_folds(config, paths)  # fail fast, before any process starts
+    check_folds(folds, holdout, load_train(paths.data, config.competition).ids, config, paths)
+    check_done_folds(config, paths)
+    start, trained, skipped = time.perf_counter(), 0, 0
+    pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
+    waiting: set = set()
+    while pending:
+        for backbone, fold in list(pending):
             label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
-            if is_done(paths, backbone, fold):
-                skipped += 1
-                console.info(f"{label} done earlier, skipped")
+            lock = lock_path(paths, backbone, fold)
+            if not is_done(paths, backbone, fold) and not claim(lock):
+                if (backbone, fold) not in waiting:
+                    console.info(f"{label} being trained by process {lock_owner(lock)}, left to it")
+                    waiting.add((backbone, fold))
                 continue
-            if config.train.process_per_fold:
-                result = in_fresh_process(f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
-            else:
-                result = train_fold(config, paths, backbone, fold)
+            pending.remove((backbone, fold))
+            try:
+                if is_done(paths, backbone, fold):  # checked again: another process may have just finished it
+                    skipped += 1
+                    console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
+                    continue
+                result = _train_claimed(config, paths, backbone, fold)
+            finally:
+                release(lock)
             trained += 1
             console.info(
                 f"{label} OOF accuracy {result['oof_accuracy']:.4f} macro-F1 {result['oof_macro_f1']:.4f} "
                 f"log loss {result['oof_log_loss']:.4f} "
                 f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
             )
+        if pending:
+            time.sleep(1)
+    check_done_folds(config, paths)  # folds another process finished must be from this config too
     scores, metric = [], config.competition.metric
     for backbone in config.train.backbones:
         folds = [read_json(fold_dir(paths, backbone, k) / "fold.json") for k in range(config.folds.n_splits)]

@@ -1,0 +1,61 @@
+"""What an artefact was made from: sha256 digests of config parts, fold files and id sets.
+
+``fold.json`` and ``ensemble.json`` record these digests, so a rerun can tell a finished artefact made
+from the current config and folds from a stale one, and tests can check what each model was fit on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable
+
+from compkit.config import Config, Hyper, Paths
+
+FOLD_FILES = ("folds.csv", "holdout.csv")
+
+
+def digest(obj) -> str:
+    """sha256 hex of ``obj`` as canonical JSON (sorted keys, no spaces); ``obj`` must be JSON-serialisable."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def ids_digest(ids: Iterable) -> str:
+    """sha256 hex of a set of ids, independent of their order and of int/str spelling (``3`` == ``"3"``)."""
+    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()
+
+
+def folds_digest(paths: Paths) -> str:
+    """sha256 hex of the bytes of ``folds.csv`` then ``holdout.csv`` in ``paths.folds``."""
+    sha = hashlib.sha256()
+    for name in FOLD_FILES:
+        sha.update((paths.folds / name).read_bytes())
+    return sha.hexdigest()
+
+
+def config_digest(config: Config, hyper: Hyper) -> str:
+    """sha256 hex of what a fold's model depends on: the competition, the fold scheme, the resolved hyperparameters."""
+    return digest({"competition": config.competition.model_dump(), "folds": config.folds.model_dump(), "hyper": hyper.model_dump()})
+
+
+def stale_reason(recorded: dict, expected: dict, clean: str) -> str | None:
+    """Why an artefact whose ``lineage`` is ``recorded`` is stale against ``expected``; None when it is current.
+
+    ``recorded`` and ``expected`` map ``config`` and ``folds`` to digests; ``clean`` says how to start over.
+    """
+    names = {"config": "the config (competition, folds or hyperparameters)", "folds": "the fold files (folds.csv, holdout.csv)"}
+    changed = [names[what] for what in names if recorded.get(what) != expected[what]]
+    if not changed:
+        return None
+    return f"{' and '.join(changed)} changed since it was made; {clean}, or restore the old ones"
+
+
+def clean_hint(config: Config, paths: Paths, backbone: str) -> str:
+    """The one-line fix for stale artefacts of ``backbone``."""
+    return f"delete {paths.runs / backbone} (or `make clean COMPETITION={config.competition.name}`) to retrain"
+
+
+def read_lineage(path: Path) -> dict:
+    """The ``lineage`` dict of a JSON artefact; ``{}`` for artefacts written before lineage was recorded."""
+    return json.loads(Path(path).read_text()).get("lineage", {})
