@@ -44,6 +44,8 @@ def test_study_completes_exports_best_and_train_applies_it(tmp_path, dacon_dir, 
     assert main(["tune", *argv, "--trials", "3"]) == 0
     trials = _trials(tmp_path)
     assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert trials[0].params["learning_rate"] == 0.002 and trials[0].params["optimizer"] == "adam"  # the config's own point
+    assert trials[0].params["weight_decay"] == 1e-6  # 0 clipped into the log range
     best = json.loads((tmp_path / "runs/dacon-cv-2020/best/cnn_small.json").read_text())
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert best["value"] == max(t.value for t in complete)

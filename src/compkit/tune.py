@@ -11,7 +11,9 @@ postgresql://...``, several machines as workers of one study), or an Optuna jour
 whose worker died is marked failed by the next run, and failed trials are run again (up to
 ``tune.max_retry`` times) before new ones. Finished trials are never re-run.
 
-The best trial of each backbone is exported to ``runs/<competition>/best/<backbone>.json``
+The first trial of a new study is the config's own hyperparameters (:func:`config_point`), so
+the best trial is never worse than the untuned defaults on the scored folds. The best trial of
+each backbone is exported to ``runs/<competition>/best/<backbone>.json``
 (value, params, trial number, study name), which ``make train`` applies (``--no-tuned``: not).
 """
 
@@ -116,6 +118,26 @@ def suggest(trial: optuna.Trial, space: dict[str, ParamSpec], min_size: int) -> 
     return params
 
 
+def config_point(config: Config, backbone: str) -> dict:
+    """The config's own hyperparameters as a point of the search space: the first trial of a new study.
+
+    So the best trial is never worse than the untuned defaults on the tuned folds. Range values are
+    clipped into the range (a weight decay of 0 becomes the range's low end); a value that is not
+    among a dimension's choices is left for the sampler.
+    """
+    hyper = config.hyper(backbone).model_dump()
+    point = {}
+    for key, spec in config.tune.space_for(backbone).items():
+        section, _, field = key.rpartition(".")
+        value = (hyper[section] if section else hyper)[field]
+        if spec.choices is not None:
+            if value in spec.choices:
+                point[key] = value
+        elif value is not None:
+            point[key] = type(spec.low)(min(max(value, spec.low), spec.high))
+    return point
+
+
 def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: int) -> float:
     """Train and score one trial (runs in the trial's own process by default).
 
@@ -196,6 +218,8 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)  # trials whose worker died: failed, then retried below
     requeued = _retry_failed(study, config.tune.max_retry)
+    if worker == 0 and not study.trials:  # one worker seeds a new study, so two never run the same point
+        study.enqueue_trial(config_point(config, backbone))
     # A fresh seed per resume and per worker: the seeded TPE would otherwise repeat its first samples.
     study.sampler = optuna.samplers.TPESampler(seed=config.tune.seed + len(study.trials) + 1000 * worker)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
