@@ -7,7 +7,7 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Config, Paths
-from compkit.data import load_sample_submission, load_solution, load_test
+from compkit.data import load_sample_submission, load_solution
 from compkit.folds import check_inputs, make_folds
 
 
@@ -19,8 +19,8 @@ def run(config: Config, paths: Paths) -> None:
             sample submission, or a class is too rare for the folds (the one-line message names it).
     """
     comp = config.competition
-    train = check_inputs(config, paths)  # train, and test against train and the sample submission
-    test, sample, solution = load_test(paths.data, comp), load_sample_submission(paths.data, comp), load_solution(paths.data, comp)
+    train, test = check_inputs(config, paths)  # test checked against train and the sample submission
+    sample, solution = load_sample_submission(paths.data, comp), load_solution(paths.data, comp)
     folds, holdout = make_folds(train, config, with_holdout=solution is None)  # feasibility only: nothing is written
 
     counts = pd.Series(np.bincount(train.labels, minlength=len(comp.classes)), index=[str(c) for c in comp.classes])

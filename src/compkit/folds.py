@@ -138,9 +138,9 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
         )
 
 
-def check_inputs(config: Config, paths: Paths) -> Images:
+def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     """Read and validate every competition file before anything is written: train, and with a test file,
-    test (no id shared with train) and the sample submission (exactly the test ids). Returns train.
+    test (no id shared with train) and the sample submission (exactly the test ids). Returns (train, test).
 
     Raises:
         DataError: the first problem found (see :func:`compkit.data.read_images`).
@@ -150,13 +150,13 @@ def check_inputs(config: Config, paths: Paths) -> Images:
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
         check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
-    return train
+    return train, test
 
 
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: validate the inputs, write the fold and holdout files, print a summary."""
     comp = config.competition
-    train = check_inputs(config, paths)
+    train, _ = check_inputs(config, paths)
     has_solution = (paths.data / comp.solution_file).is_file()
     folds, holdout = make_folds(train, config, with_holdout=not has_solution)
     write_csv(holdout, paths.folds / "holdout.csv")
