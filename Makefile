@@ -20,7 +20,7 @@ PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup data check folds train ensemble submit all tune tune-status report sync test clean bench bench-memory
+.PHONY: help setup data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -30,6 +30,7 @@ help:
 	@echo "make all                   data (when missing), then the four stages in order"
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
+	@echo "make pseudo                folds/<competition>/pseudo.csv: confident test predictions, fold by fold (then retrain)"
 	@echo "make sync                  upload offline W&B runs (after wandb login)"
 	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
 	@echo "make test                  the test suite"
@@ -49,7 +50,7 @@ setup:
 
 comma := ,
 
-data check folds ensemble all tune-status report:
+data check folds ensemble all tune-status report pseudo:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 train:

@@ -1,12 +1,14 @@
-"""Backbone registry and the model builder: input -> augmentation -> resize -> backbone -> softmax.
+"""Backbone registry and the model builder: image (+ mask channels) -> resize -> backbone (+ embedded columns) -> softmax.
 
-Two small CNNs are made for 28x28 inputs; the keras.applications backbones are built with
+Augmentation is not part of the model: it is mapped over the input pipeline (see augment.py).
+Two small CNNs are made for 28x28 inputs, their widths scaled by ``Hyper.width``; the keras.applications backbones are built with
 ``weights=None`` (competition rules forbid pretrained weights) at or above their minimum input
 size. Keras is imported inside the builders so that reading the registry stays cheap.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -18,7 +20,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Backbone:
-    """A feature extractor: ``body(x)`` maps a (B, S, S, C) float tensor to pooled (B, F) features.
+    """A feature extractor: ``body(x, width)`` maps a (B, S, S, C) float tensor to pooled (B, F) features.
+
+    ``width`` multiplies the filter counts of the small CNNs; keras.applications ignore it.
 
     ``channels`` is what the body expects (grayscale is repeated to 3 for keras.applications);
     ``rescales_itself`` is True when the body maps 0-255 pixels to its own range.
@@ -28,7 +32,7 @@ class Backbone:
     min_size: int
     channels: int | None  # None: take the image's channels as they are
     rescales_itself: bool
-    body: Callable[[keras.KerasTensor], keras.KerasTensor]
+    body: Callable[[keras.KerasTensor, float], keras.KerasTensor]
 
 
 def _conv_bn(x, filters: int, strides: int = 1):
@@ -39,14 +43,15 @@ def _conv_bn(x, filters: int, strides: int = 1):
     return layers.Activation("relu")(x)
 
 
-def _cnn_small(x):
-    """VGG-style: three blocks of two 3x3 conv-BN-ReLU, max-pooling between them, global average pool."""
+def _cnn_small(x, width: float):
+    """VGG-style: three blocks of two 3x3 conv-BN-ReLU (32-64-128 filters x width), max-pooling between them, global average pool."""
     from keras import layers
 
-    for filters in (32, 64):
+    small, medium, large = (round(f * width) for f in (32, 64, 128))
+    for filters in (small, medium):
         x = _conv_bn(_conv_bn(x, filters), filters)
         x = layers.MaxPooling2D()(x)
-    x = _conv_bn(_conv_bn(x, 128), 128)
+    x = _conv_bn(_conv_bn(x, large), large)
     return layers.GlobalAveragePooling2D()(x)
 
 
@@ -63,19 +68,20 @@ def _residual_block(x, filters: int, strides: int):
     return layers.Activation("relu")(layers.Add()([shortcut, y]))
 
 
-def _resnet_small(x):
-    """A ResNet-18-like net for small images (He et al., 2016): 3 stages of 2 basic blocks, 32-64-128 filters."""
+def _resnet_small(x, width: float):
+    """A ResNet-18-like net for small images (He et al., 2016): 3 stages of 2 basic blocks, 32-64-128 filters x width."""
     from keras import layers
 
-    x = _conv_bn(x, 32)
+    x = _conv_bn(x, round(32 * width))
     for filters, strides in ((32, 1), (64, 2), (128, 2)):
+        filters = round(filters * width)
         x = _residual_block(x, filters, strides)
         x = _residual_block(x, filters, 1)
     return layers.GlobalAveragePooling2D()(x)
 
 
 def _application(constructor: str) -> Callable:
-    def body(x):
+    def body(x, width: float):
         import keras
 
         model = getattr(keras.applications, constructor)(
@@ -100,38 +106,66 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
-def build_model(backbone: str, image_shape: list[int], num_classes: int, hyper: Hyper) -> keras.Model:
+@functools.cache  # one class per process: Keras registers it by name for loading saved models
+def _mask_layer():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="compkit")
+    class ThresholdMasks(keras.layers.Layer):
+        """(B, H, W, C) pixels 0-255 -> the same with one binary channel (pixel > t) of the first channel per threshold."""
+
+        def __init__(self, thresholds: list[int], **kwargs):
+            super().__init__(**kwargs)
+            self.thresholds = list(thresholds)
+
+        def call(self, x):
+            ops = keras.ops
+            masks = [ops.cast(x[..., :1] > t, x.dtype) * 255.0 for t in self.thresholds]
+            return ops.concatenate([x, *masks], axis=-1)
+
+        def get_config(self):
+            return {**super().get_config(), "thresholds": self.thresholds}
+
+    return ThresholdMasks
+
+
+def build_model(
+    backbone: str, image_shape: list[int], num_classes: int, hyper: Hyper, vocabularies: dict[str, list[str]] | None = None
+) -> keras.Model:
     """The classifier for one backbone, read top to bottom.
 
     Args:
         backbone: a key of :data:`BACKBONES`.
         image_shape: (H, W, C) of the input images, pixels 0-255 (any numeric dtype).
         num_classes: size of the softmax output.
-        hyper: augmentation strengths, ``input_size`` (square side the backbone sees; None keeps
-            H x W) and ``dropout`` before the classifier head.
+        hyper: ``masks`` (thresholds, one binary channel each: e.g. the DACON letter's strokes are the
+            pixels > 4), ``input_size`` (square side the backbone sees; None keeps H x W), ``width``,
+            ``embed`` (extra columns joined to the pooled features through an 8-d embedding each) and
+            ``dropout`` before the classifier head.
+        vocabularies: the values of each ``embed`` column (unseen values share one out-of-vocabulary slot).
 
     Returns:
-        An uncompiled ``keras.Model`` mapping (B, H, W, C) pixels to (B, num_classes) float32
-        probabilities. Augmentation layers act only in training.
+        An uncompiled ``keras.Model`` with dict inputs ``"image"`` (B, H, W, C) and one (B,) string input per
+        embedded column, mapping them to (B, num_classes) float32 probabilities.
     """
     import keras
     from keras import layers
 
     spec = BACKBONES[backbone]
-    inputs = keras.Input(shape=tuple(image_shape), name="image")
-    x = inputs if spec.rescales_itself else layers.Rescaling(1 / 255)(inputs)
-    aug = hyper.augment
-    if aug.shift:
-        x = layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant")(x)
-    if aug.rotation:
-        x = layers.RandomRotation(aug.rotation / 360, fill_mode="constant")(x)
-    if aug.zoom:
-        x = layers.RandomZoom(aug.zoom, fill_mode="constant")(x)
+    inputs = {"image": keras.Input(shape=tuple(image_shape), name="image")}
+    x = _mask_layer()(hyper.masks)(inputs["image"]) if hyper.masks else inputs["image"]
+    x = x if spec.rescales_itself else layers.Rescaling(1 / 255)(x)
     if hyper.input_size and hyper.input_size != image_shape[0]:
         x = layers.Resizing(hyper.input_size, hyper.input_size)(x)
-    if spec.channels and spec.channels != image_shape[2]:
-        x = layers.Concatenate()([x] * spec.channels)  # grayscale -> RGB
-    x = spec.body(x)
+    if spec.channels and spec.channels != x.shape[-1]:
+        x = layers.Concatenate()([x] * spec.channels) if x.shape[-1] == 1 else layers.Conv2D(spec.channels, 1)(x)
+    features = [spec.body(x, hyper.width)]
+    for column in hyper.embed:
+        vocabulary = (vocabularies or {})[column]
+        inputs[column] = keras.Input(shape=(), dtype="string", name=column)
+        index = layers.StringLookup(vocabulary=vocabulary)(inputs[column])
+        features.append(layers.Embedding(len(vocabulary) + 1, 8)(index))
+    x = layers.Concatenate()(features) if len(features) > 1 else features[0]
     x = layers.Dropout(hyper.dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="proba")(x)
     return keras.Model(inputs, outputs, name=backbone)

@@ -1,7 +1,7 @@
 """Command line: ``python -m compkit <stage> --competition NAME --preset NAME --set key=value ...``.
 
 Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes an HTML report of
-the runs. The Makefile targets call this. A :class:`CompkitError` ends the run with its one-line
+the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows. The Makefile targets call this. A :class:`CompkitError` ends the run with its one-line
 message and exit status 2.
 """
 
@@ -27,6 +27,7 @@ EXTRA = {
     "check": ("check", "run"),
     "tune": ("tune", "run"),
     "tune-status": ("tune", "status"),
+    "pseudo": ("pseudo", "run"),
     "report": ("report", "run"),
 }
 

@@ -81,11 +81,20 @@ class Folds(_Strict):
 
 
 class Augment(_Strict):
-    """Training-time augmentation, applied by Keras preprocessing layers."""
+    """Training-time augmentation: Keras preprocessing layers mapped over the tf.data batches.
+
+    The geometric ones (shift, rotation, zoom, shear, elastic) are also the test-time augmentation
+    (``tta``); erasing, mixup and cutmix act in training only.
+    """
 
     shift: float = Field(0.1, ge=0, lt=0.5)  # fraction of height and width
     rotation: float = Field(10.0, ge=0, le=180)  # degrees
     zoom: float = Field(0.0, ge=0, lt=1)  # fraction
+    shear: float = Field(0.0, ge=0, lt=1)  # shear factor, keras.layers.RandomShear
+    elastic: float = Field(0.0, ge=0, le=1)  # distortion strength of keras.layers.RandomElasticTransform, 0: off
+    erasing: float = Field(0.0, ge=0, le=1)  # probability of random erasing (Zhong et al., 2020)
+    mixup: float = Field(0.0, ge=0)  # Beta(alpha, alpha) of mixup (Zhang et al., 2018); 0: off
+    cutmix: float = Field(0.0, ge=0)  # Beta(alpha, alpha) of CutMix (Yun et al., 2019); 0: off
 
 
 class Hyper(_Strict):
@@ -101,6 +110,11 @@ class Hyper(_Strict):
     dropout: float = Field(0.3, ge=0, lt=1)
     patience: int = Field(8, ge=1)  # epochs without val_loss improvement before early stopping
     input_size: int | None = Field(None, ge=8)  # square side fed to the backbone; None: image size
+    width: float = Field(1.0, gt=0)  # filter-count multiplier of cnn_small and resnet_small
+    masks: list[int] = []  # pixel thresholds t, each adds a binary channel (pixel > t): e.g. DACON's letter mask
+    embed: list[str] = []  # extra columns fed to the head through an embedding (e.g. DACON's letter)
+    ema: float = Field(0.0, ge=0, lt=1)  # momentum of an exponential moving average of the weights; 0: off
+    tta: int = Field(1, ge=1)  # predictions averaged per image: the image, then tta - 1 augmented views
     augment: Augment = Augment()
 
 
@@ -136,6 +150,11 @@ class HyperOverride(_Strict):
     dropout: float | None = Field(None, ge=0, lt=1)
     patience: int | None = Field(None, ge=1)
     input_size: int | None = Field(None, ge=8)
+    width: float | None = Field(None, gt=0)
+    masks: list[int] | None = None
+    embed: list[str] | None = None
+    ema: float | None = Field(None, ge=0, lt=1)
+    tta: int | None = Field(None, ge=1)
     augment: Augment | None = None
 
 
@@ -153,6 +172,7 @@ class Train(Hyper):
     class_weight: Literal["none", "balanced"] = "none"  # balanced: n / (k * count), sklearn's formula
     loss: Literal["crossentropy", "focal"] = "crossentropy"  # focal: Lin et al. 2017, gamma 2
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism(): same seed, same predictions
+    seeds: int = Field(1, ge=1)  # models per fold, each from its own seed; their predictions are averaged
 
 
 class ParamSpec(_Strict):
@@ -220,6 +240,12 @@ class Ensemble(_Strict):
     select: Literal["best", "equal", "fitted", "hard"] = "best"
 
 
+class Pseudo(_Strict):
+    """`make pseudo`: which test predictions become pseudo-labels (see pseudo.py)."""
+
+    threshold: float = Field(0.95, gt=0, le=1)  # minimum mean top probability of the fold's backbones
+
+
 class Tracking(_Strict):
     """Weights & Biases naming; the mode comes from WANDB_MODE (see tracking.py)."""
 
@@ -236,6 +262,7 @@ class Config(_Strict):
     backbones: dict[str, HyperOverride] = {}
     tune: Tune = Tune()
     ensemble: Ensemble = Ensemble()
+    pseudo: Pseudo = Pseudo()
     tracking: Tracking = Tracking()
 
     def hyper(self, backbone: str) -> Hyper:
@@ -358,7 +385,16 @@ def load_config(
         raise ConfigError(_describe(exc, " + ".join(sources))) from exc
     _check_backbones(config, " + ".join(sources))
     _check_space(config, " + ".join(sources))
+    _check_embed(config, " + ".join(sources))
     return config
+
+
+def _check_embed(config: Config, source: str) -> None:
+    extras = config.competition.extra_columns
+    for backbone in config.train.backbones:
+        for column in config.hyper(backbone).embed:
+            if column not in extras:
+                raise ConfigError(f"{source}: embed column {column!r} is not an extra column; use one of {extras} or add it to competition.extra_columns")
 
 
 def _check_space(config: Config, source: str) -> None:

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from compkit.config import Config, Hyper, Paths
 
-FOLD_FILES = ("folds.csv", "holdout.csv")
+FOLD_FILES = ("folds.csv", "holdout.csv", "pseudo.csv")  # pseudo.csv: only when `make pseudo` wrote it
 
 
 def digest(obj) -> str:
@@ -27,10 +27,11 @@ def ids_digest(ids: Iterable) -> str:
 
 
 def folds_digest(paths: Paths) -> str:
-    """sha256 hex of the bytes of ``folds.csv`` then ``holdout.csv`` in ``paths.folds``."""
+    """sha256 hex of the bytes of ``folds.csv``, ``holdout.csv`` and, when it exists, ``pseudo.csv`` in ``paths.folds``."""
     sha = hashlib.sha256()
     for name in FOLD_FILES:
-        sha.update((paths.folds / name).read_bytes())
+        if name != "pseudo.csv" or (paths.folds / name).is_file():
+            sha.update((paths.folds / name).read_bytes())
     return sha.hexdigest()
 
 
@@ -44,7 +45,7 @@ def stale_reason(recorded: dict, expected: dict, clean: str) -> str | None:
 
     ``recorded`` and ``expected`` map ``config`` and ``folds`` to digests; ``clean`` says how to start over.
     """
-    names = {"config": "the config (competition, folds or hyperparameters)", "folds": "the fold files (folds.csv, holdout.csv)"}
+    names = {"config": "the config (competition, folds or hyperparameters)", "folds": "the fold files (folds.csv, holdout.csv, pseudo.csv)"}
     changed = [names[what] for what in names if recorded.get(what) != expected[what]]
     if not changed:
         return None

@@ -687,7 +687,8 @@ def _curves_section(page: _Page, config: Config, paths: Paths, backbones: list[s
             path = fold_dir(paths, backbone, k) / "history.csv"
             if not path.is_file():
                 raise CompkitError(f"{path}: not found; rerun `make train`")
-            histories.append(pd.read_csv(path))
+            history = pd.read_csv(path)
+            histories.append(history[history["seed"] == 0] if "seed" in history else history)  # seed averaging: the first
         page.add(page.figure(f"learning_curves_{backbone}.png", learning_curves_figure(histories, backbone),
                              f"{backbone}: loss and accuracy per epoch, every fold"))
 

@@ -4,9 +4,10 @@ For fold k a model trains on the other folds, early-stops on fold k and predicts
 the holdout and, when the competition's test file exists, test. Each fold's artefacts land in
 ``runs/<competition>/<backbone>/fold<k>/``::
 
-    model.keras    the weights restored from the best epoch (lowest val_loss)
-    history.csv    epoch, loss, accuracy, val_loss, val_accuracy, learning_rate
-    oof.csv        id, p_<class>...  for fold k's rows
+    model.keras    the weights restored from the best epoch (lowest val_loss); with ``train.seeds`` = n > 1
+                   also model-seed1.keras .. model-seed<n-1>.keras, one per extra seed
+    history.csv    epoch, loss, accuracy, val_loss, val_accuracy, learning_rate, seed
+    oof.csv        id, p_<class>...  for fold k's rows (the mean over seeds, each with ``tta`` views)
     holdout.csv    id, p_<class>...  for every holdout row
     test.csv       id, p_<class>...  for every test row (only with a test file)
     fold.json      scores, epochs, seconds, peak memory, hyperparameters, lineage; written last:
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from compkit import console
+from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids, load_test, load_train
 from compkit.errors import CompkitError
@@ -41,6 +43,7 @@ from compkit.io import atomic_path, claim, lock_owner, read_json, read_proba, re
 from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, read_lineage, stale_reason
 from compkit.metrics import score_table
 from compkit.process import in_fresh_process
+from compkit.pseudo import load_pseudo
 from compkit.tracking import tracked
 
 
@@ -66,23 +69,44 @@ def _optimizer(hyper: Hyper, steps_per_epoch: int):
     if hyper.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=hyper.epochs * steps_per_epoch)
     wd = hyper.weight_decay or None
+    ema = {"use_ema": hyper.ema > 0, "ema_momentum": hyper.ema or 0.99}
     if hyper.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=wd)
+        return keras.optimizers.Adam(lr, weight_decay=wd, **ema)
     if hyper.optimizer == "nadam":
-        return keras.optimizers.Nadam(lr, weight_decay=wd)
+        return keras.optimizers.Nadam(lr, weight_decay=wd, **ema)
     if hyper.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=hyper.weight_decay)
-    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd)
+        return keras.optimizers.AdamW(lr, weight_decay=hyper.weight_decay, **ema)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd, **ema)
 
 
-def _dataset(images: np.ndarray, onehot: np.ndarray, batch_size: int, seed: int):
-    """Shuffled, batched, prefetched tf.data pipeline of (float32 image, one-hot) pairs."""
+def model_inputs(split: Images, rows: np.ndarray, hyper: Hyper) -> dict[str, np.ndarray]:
+    """The model's inputs for ``rows`` of ``split``: ``"image"`` (n, H, W, C) float32 0-255 and each embedded column (n,) str."""
+    inputs = {"image": split.images[rows].astype(np.float32)}
+    for column in hyper.embed:
+        inputs[column] = split.extras[column].astype(str).to_numpy()[rows]
+    return inputs
+
+
+def vocabularies(train: Images, hyper: Hyper) -> dict[str, list[str]]:
+    """The sorted train values of each embedded column (test-only values fall in the out-of-vocabulary slot)."""
+    return {column: sorted(train.extras[column].astype(str).unique()) for column in hyper.embed}
+
+
+def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, seed: int):
+    """The training pipeline: cached, shuffled, batched, augmented by a parallel map, prefetched.
+
+    Yields (inputs dict, (B, K) float32 one-hot) batches; the augmentation is :func:`compkit.augment.training`.
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((images.astype(np.float32), onehot))
-    return ds.cache().shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(
-        tf.data.AUTOTUNE
-    )
+    from compkit.augment import training
+
+    ds = tf.data.Dataset.from_tensor_slices((inputs, onehot)).cache()
+    ds = ds.shuffle(len(onehot), seed=seed, reshuffle_each_iteration=True).batch(hyper.batch_size)
+    transform = training(hyper.augment, seed)
+    if transform:
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _epoch_logger(label: str, epochs: int):
@@ -112,6 +136,8 @@ class FoldData:
     """The rows of one fold: ``fit`` trains, ``val`` early-stops and is predicted OOF, ``held`` is the holdout.
 
     ``fit``, ``val`` and ``held`` are (n,) int row indices into ``train``; ``onehot`` is (N, K) float32.
+    ``pseudo`` are (p,) int row indices into ``test`` trained on too, with (p,) int class indices
+    ``pseudo_labels`` (see pseudo.py; empty without ``pseudo.csv``).
     """
 
     train: Images
@@ -120,10 +146,21 @@ class FoldData:
     val: np.ndarray
     held: np.ndarray
     onehot: np.ndarray
+    pseudo: np.ndarray
+    pseudo_labels: np.ndarray
+
+    def fit_set(self, hyper: Hyper) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The training rows' model inputs and (n + p, K) float32 one-hot labels: ``fit`` then ``pseudo``."""
+        inputs, onehot = model_inputs(self.train, self.fit, hyper), self.onehot[self.fit]
+        if len(self.pseudo) == 0:
+            return inputs, onehot
+        extra = model_inputs(self.test, self.pseudo, hyper)
+        inputs = {key: np.concatenate([inputs[key], extra[key]]) for key in inputs}
+        return inputs, np.concatenate([onehot, np.eye(onehot.shape[1], dtype=np.float32)[self.pseudo_labels]])
 
 
 def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
-    """Read train, test and the fold files, and split train's rows for ``fold``."""
+    """Read train, test and the fold files, and split train's rows (and pseudo-labelled test rows) for ``fold``."""
     comp = config.competition
     train, test = load_train(paths.data, comp), load_test(paths.data, comp)
     folds, holdout = load_folds(config, paths)
@@ -132,9 +169,12 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
         check_test_ids(train, test, paths.data, comp)
     fold_of = dict(zip(folds[comp.id_key], folds["fold"]))
     row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
+    pseudo, pseudo_labels = load_pseudo(config, paths, train, test, fold)
     return FoldData(
         train=train,
         test=test,
+        pseudo=pseudo,
+        pseudo_labels=pseudo_labels,
         fit=np.flatnonzero((row_fold >= 0) & (row_fold != fold)),
         val=np.flatnonzero(row_fold == fold),
         held=np.flatnonzero(np.isin(train.ids, holdout[comp.id_key].to_numpy())),
@@ -189,7 +229,7 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     if config.train.mixed_precision and tf.config.list_physical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     with _strategy().scope():
-        model = build_model(backbone, comp.image_shape, len(comp.classes), hyper)
+        model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
         model.compile(
             optimizer=_optimizer(hyper, int(np.ceil(len(data.fit) / hyper.batch_size))),
             loss=_loss(config, hyper),
@@ -197,6 +237,8 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         )
     callbacks = [
         _epoch_logger(label, hyper.epochs),
+        # validate, early-stop and keep the best epoch on the averaged weights
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if hyper.ema else []),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True),
         *callbacks,
     ]
@@ -204,10 +246,9 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, hyper.patience // 3))
         )
-    images = data.train.images
     history = model.fit(
-        _dataset(images[data.fit], data.onehot[data.fit], hyper.batch_size, seed),
-        validation_data=(images[data.val].astype(np.float32), data.onehot[data.val]),
+        _dataset(*data.fit_set(hyper), hyper, seed),
+        validation_data=(model_inputs(data.train, data.val, hyper), data.onehot[data.val]),
         epochs=hyper.epochs,
         callbacks=callbacks,
         class_weight=_class_weight(config, data),
@@ -248,7 +289,6 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     hyper = tuned_hyper(config, paths, backbone)
     start = time.perf_counter()
     seed = config.train.seed + fold
-    keras.utils.set_random_seed(seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     lineage = {"config": config_digest(config, hyper), "folds": folds_digest(paths)}
@@ -256,32 +296,35 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
     extra = {"backbone": backbone, "fold": fold, "hyper": hyper.model_dump()}
     with tracked(config, paths, "train", f"{backbone}-fold{fold}", extra) as tracker:
-        model, hist = fit(config, hyper, backbone, data, seed, label, tracker.keras_callback())
-
-        out = fold_dir(paths, backbone, fold)
-        with atomic_path(out / "model.keras") as tmp:
-            model.save(tmp)
-        write_csv(hist, out / "history.csv")
-
-        def predict(rows: np.ndarray, ids: np.ndarray, images: np.ndarray, name: str) -> np.ndarray:
-            if len(rows) == 0:  # no holdout when the competition ships its test labels
-                proba = np.zeros((0, len(comp.classes)), dtype=np.float32)
-            else:
-                proba = model.predict(images[rows].astype(np.float32), batch_size=256, verbose=0)
-            write_proba(out / name, comp.id_key, ids[rows], proba, comp.classes)
-            return proba
-
-        train = data.train
-        predict(data.held, train.ids, train.images, "holdout.csv")
+        out, train, seeds = fold_dir(paths, backbone, fold), data.train, config.train.seeds
+        sets = {"oof.csv": (train, data.val), "holdout.csv": (train, data.held)}
         if data.test is not None:
-            predict(np.arange(len(data.test.ids)), data.test.ids, data.test.images, "test.csv")
-        scores = score_table(train.labels[data.val], predict(data.val, train.ids, train.images, "oof.csv"))
+            sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
+        probas = {name: np.zeros((len(rows), len(comp.classes)), np.float32) for name, (_, rows) in sets.items()}
+        histories = []
+        for s in range(seeds):  # seed averaging: each model's probabilities weigh 1 / seeds
+            model_seed = seed + 1000 * s
+            keras.utils.set_random_seed(model_seed)
+            model, hist = fit(config, hyper, backbone, data, model_seed,
+                              label if seeds == 1 else f"{label[:-1]} seed {s + 1}/{seeds}]", tracker.keras_callback())
+            with atomic_path(out / ("model.keras" if s == 0 else f"model-seed{s}.keras")) as tmp:
+                model.save(tmp)
+            histories.append(hist.assign(seed=s))
+            for name, (split, rows) in sets.items():
+                if len(rows):  # no holdout when the competition ships its test labels
+                    probas[name] += predict_tta(model, model_inputs(split, rows, hyper), hyper.augment, hyper.tta, model_seed) / seeds
+        hist = pd.concat(histories, ignore_index=True)
+        write_csv(hist, out / "history.csv")
+        for name, (split, rows) in sets.items():
+            write_proba(out / name, comp.id_key, split.ids[rows], probas[name], comp.classes)
+        scores = score_table(train.labels[data.val], probas["oof.csv"])
         result = {
             "backbone": backbone,
             "fold": fold,
             **{f"oof_{k}": v for k, v in scores.items()},
-            "epochs": len(hist),
-            "best_epoch": int(hist["val_loss"].idxmin()) + 1,
+            "epochs": len(hist),  # over all seeds
+            "best_epoch": int(histories[0]["val_loss"].idxmin()) + 1,  # the first seed's
+            "seeds": seeds,
             "seconds": round(time.perf_counter() - start, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "hyper": hyper.model_dump(),
@@ -290,6 +333,8 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
                 "fit_ids": ids_digest(train.ids[data.fit]),
                 "val_ids": ids_digest(train.ids[data.val]),
                 "n_fit": len(data.fit),
+                "pseudo_ids": ids_digest(data.test.ids[data.pseudo] if len(data.pseudo) else []),
+                "n_pseudo": len(data.pseudo),
                 "n_val": len(data.val),
             },
         }

@@ -1,0 +1,93 @@
+"""Augmentation as Keras preprocessing layers mapped over tf.data batches, and test-time augmentation (TTA).
+
+Augmenting in the input pipeline (``Dataset.map`` with parallel calls) rather than inside the model keeps
+the saved model a plain inference model and lets TTA reuse the very same geometric transforms.
+Pixels stay 0-255 here; the model rescales them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import keras
+
+    from compkit.config import Augment
+
+
+def geometric(aug: Augment, seed: int) -> keras.Sequential | None:
+    """Random shift, rotation, zoom, shear and elastic distortion, filled with 0 (the background); None when all are off.
+
+    Input and output: (B, H, W, C) float32 pixels 0-255.
+    """
+    import keras
+    from keras import layers
+
+    steps = []
+    if aug.shift:
+        steps.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed))
+    if aug.rotation:
+        steps.append(layers.RandomRotation(aug.rotation / 360, fill_mode="constant", seed=seed + 1))
+    if aug.zoom:
+        steps.append(layers.RandomZoom(aug.zoom, fill_mode="constant", seed=seed + 2))
+    if aug.shear:
+        steps.append(layers.RandomShear(aug.shear, aug.shear, fill_mode="constant", seed=seed + 3))
+    if aug.elastic:
+        steps.append(layers.RandomElasticTransform(factor=aug.elastic, fill_mode="constant", seed=seed + 4))
+    return keras.Sequential(steps) if steps else None
+
+
+def training(aug: Augment, seed: int) -> Callable | None:
+    """The training batch transform ``(inputs, onehot) -> (inputs, onehot)`` for ``Dataset.map``; None when off.
+
+    ``inputs`` is a dict whose ``"image"`` entry is (B, H, W, C) float32 0-255 (other entries, the
+    embedded columns, pass through: mixup and cutmix keep each row's own); ``onehot`` is (B, K) float32.
+    Order: geometric transforms, random erasing, then mixup and cutmix on image and label together.
+    """
+    from keras import layers
+
+    shape = geometric(aug, seed)
+    erase = layers.RandomErasing(factor=aug.erasing, value_range=(0, 255), seed=seed + 5) if aug.erasing else None
+    mixers = [layers.MixUp(alpha=aug.mixup, seed=seed + 6)] if aug.mixup else []
+    mixers += [layers.CutMix(factor=aug.cutmix, seed=seed + 7)] if aug.cutmix else []
+    if not (shape or erase or mixers):
+        return None
+
+    def transform(inputs: dict, onehot):
+        image = inputs["image"]
+        if shape:
+            image = shape(image, training=True)
+        if erase:
+            image = erase(image, training=True)
+        for mix in mixers:
+            mixed = mix({"images": image, "labels": onehot}, training=True)
+            image, onehot = mixed["images"], mixed["labels"]
+        return {**inputs, "image": image}, onehot
+
+    return transform
+
+
+def predict_tta(model: keras.Model, inputs: dict, aug: Augment, n: int, seed: int, batch_size: int = 256):
+    """Mean of ``model``'s probabilities over the images and ``n - 1`` geometrically augmented views of them.
+
+    Args:
+        inputs: the model's inputs; ``"image"`` is (N, H, W, C) float32 pixels 0-255.
+        aug: the training augmentation; its geometric part makes the views (without one, ``n`` is ignored).
+        n: views per image, the original included (1: no TTA).
+
+    Returns:
+        (N, K) float32 probabilities.
+    """
+    import numpy as np
+
+    proba = model.predict(inputs, batch_size=batch_size, verbose=0)
+    shape = geometric(aug, seed) if n > 1 else None
+    if shape is None:
+        return proba
+    for _ in range(n - 1):
+        views = np.concatenate([
+            np.asarray(shape(inputs["image"][i:i + batch_size], training=True))
+            for i in range(0, len(inputs["image"]), batch_size)
+        ])
+        proba = proba + model.predict({**inputs, "image": views}, batch_size=batch_size, verbose=0)
+    return proba / n
