@@ -20,7 +20,8 @@ PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory
+.PHONY: help setup data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
+        bench-throughput bench-pipeline
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -34,7 +35,10 @@ help:
 	@echo "make sync                  upload offline W&B runs (after wandb login)"
 	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
 	@echo "make test                  the test suite"
-	@echo "make bench                 every benchmark in bench/ (bench-memory: peak RSS over 10 folds)"
+	@echo "make bench                 bench-throughput, bench-pipeline, bench-memory in turn (DATA_DIR=...)"
+	@echo "make bench-throughput      img/s of compkit's training loop vs a bare model.fit, and of predict (DACON)"
+	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
+	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON)"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
 setup:
@@ -68,11 +72,24 @@ sync:
 test:
 	$(PYTHON) -m pytest
 
+# Benchmarks run on the DACON data (default ../shared/data/dacon-cv-2020, or DATA_DIR) in temporary roots.
+BENCH_ARGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(PRESET),--preset $(PRESET)) \
+             $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
+
 bench-memory:
 	$(PYTHON) bench/memory.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
+bench-throughput:
+	$(PYTHON) bench/throughput.py $(BENCH_ARGS)
+
+bench-pipeline:
+	$(PYTHON) bench/pipeline.py $(BENCH_ARGS)
+
+# One after another (never in parallel: they time each other's CPU otherwise).
 bench:
-	@for script in bench/*.py; do echo "== $$script"; $(PYTHON) $$script || exit 1; done
+	@echo "== bench/throughput.py"; $(MAKE) --no-print-directory bench-throughput
+	@echo "== bench/pipeline.py"; $(MAKE) --no-print-directory bench-pipeline
+	@echo "== bench/memory.py"; $(MAKE) --no-print-directory bench-memory
 
 clean:
 	rm -rf runs/$(COMPETITION) folds/$(COMPETITION)
