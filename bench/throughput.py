@@ -13,7 +13,7 @@ root), for each backbone of the preset (or ``--backbones``) it prints one row:
 - ratio = compkit / bare, verdict ``ok`` when >= 0.9 else ``SLOW``.
 - whole-epoch img/s and ratio: compkit's epochs including validation and the callbacks, with the
   seconds per epoch of validation and of the rest (callbacks, Keras bookkeeping), to see what costs.
-- predict img/s: ``model.predict`` of the holdout + test rows with train_fold's prediction batch size.
+- predict img/s: train_fold's prediction (``predict_tta``: ``tta`` views per image) of the holdout + test rows.
 
 Warm-up rule (both loops): the first epoch (tracing, tf.data cache filling) is run but not timed;
 epochs are timed by a Keras callback with epoch hooks only (no per-batch hook, so Keras keeps
@@ -41,10 +41,11 @@ os.environ.setdefault("WANDB_MODE", "disabled")  # measure training, not W&B's o
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from compkit import folds, train  # noqa: E402
+from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import build_model  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
 
-PREDICT_BATCH = 256  # train_fold's model.predict(..., batch_size=256)
+PREDICT_BATCH = 256  # predict_tta's default batch, as train_fold predicts
 WARMUP_EPOCHS = 1  # run, not timed: graph tracing and the tf.data cache
 OK_RATIO = 0.9
 
@@ -105,42 +106,43 @@ def time_bare(config, data, backbone: str, seed: int, compile_config: dict):
 
     comp, hyper = config.competition, config.hyper(backbone)
     keras.utils.set_random_seed(seed)
-    model = build_model(backbone, comp.image_shape, len(comp.classes), hyper)
+    model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, train.vocabularies(data.train, hyper))
     model.compile_from_config(compile_config)
-    x = data.train.images[data.fit].astype(np.float32)
-    y = data.onehot[data.fit]
+    x, y = data.fit_set(hyper)  # the same rows and inputs compkit trains on, without its augmentation map
     timer = epoch_timer()
     model.fit(x, y, batch_size=hyper.batch_size, epochs=hyper.epochs, verbose=0, callbacks=[timer])
     return timer
 
 
-def predict_images(data) -> np.ndarray:
-    """The rows train_fold predicts besides OOF: the holdout, and test when the competition ships it."""
-    parts = [data.train.images[data.held]] + ([data.test.images] if data.test is not None else [])
-    return np.concatenate(parts).astype(np.float32)
+def predict_inputs(data, hyper) -> dict[str, np.ndarray]:
+    """The model inputs train_fold predicts besides OOF: the holdout, and test when the competition ships it."""
+    parts = [train.model_inputs(data.train, data.held, hyper)]
+    if data.test is not None:
+        parts.append(train.model_inputs(data.test, np.arange(len(data.test.ids)), hyper))
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
-def time_predict(model, images: np.ndarray, repeats: int) -> float:
-    """Median seconds of model.predict(images) after one untimed call."""
-    model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
+def time_predict(model, inputs: dict, hyper, repeats: int) -> float:
+    """Median seconds of train_fold's prediction (``predict_tta`` with the config's ``tta`` views) after one untimed call."""
+    predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0, batch_size=PREDICT_BATCH)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
+        predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0, batch_size=PREDICT_BATCH)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
 
 def measure(config, data, backbone: str, repeats: int) -> dict:
     """One table row: compkit's and the bare loop's img/s, their ratios, the epoch breakdown, predict img/s."""
-    hyper, n_fit = config.hyper(backbone), len(data.fit)
+    hyper, n_fit = config.hyper(backbone), len(data.fit) + len(data.pseudo)
     model, ck_timer = time_compkit(config, data, backbone, config.train.seed)
     if len(ck_timer.epochs) != hyper.epochs:
         raise SystemExit(f"{backbone}: compkit ran {len(ck_timer.epochs)} of {hyper.epochs} epochs; raise train.patience")
     bare = steady_seconds(time_bare(config, data, backbone, config.train.seed, ck_timer.compile_config))
     ck = steady_seconds(ck_timer)
     trained = n_fit * ck["epochs"]  # images through the timed epochs, the same for both loops
-    images = predict_images(data)
+    inputs = predict_inputs(data, hyper)
     row = {
         "backbone": backbone,
         "fit_rows": n_fit,
@@ -151,8 +153,8 @@ def measure(config, data, backbone: str, repeats: int) -> dict:
         "epoch": trained / ck["wall"],
         "val_s": ck["val"] / ck["epochs"],
         "other_s": (ck["wall"] - ck["train"] - ck["val"]) / ck["epochs"],
-        "predict_rows": len(images),
-        "predict": len(images) / time_predict(model, images, repeats),
+        "predict_rows": len(inputs["image"]),
+        "predict": len(inputs["image"]) / time_predict(model, inputs, hyper, repeats),
     }
     row["ratio"], row["epoch_ratio"] = row["compkit"] / row["bare"], row["epoch"] / row["bare"]
     row["verdict"] = "ok" if row["ratio"] >= OK_RATIO else "SLOW"

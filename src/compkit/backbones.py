@@ -123,6 +123,9 @@ def _mask_layer():
             masks = [ops.cast(x[..., :1] > t, x.dtype) * 255.0 for t in self.thresholds]
             return ops.concatenate([x, *masks], axis=-1)
 
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:-1], input_shape[-1] + len(self.thresholds))
+
         def get_config(self):
             return {**super().get_config(), "thresholds": self.thresholds}
 

@@ -87,8 +87,8 @@ def load_pseudo(config: Config, paths: Paths, train: Images, test: Images | None
     if test is None:
         raise DataError(f"{path}: pseudo-labels but no {comp.test_file} in {paths.data}; delete {path}")
     ids = table[comp.id_key].astype(str).to_numpy()
-    for bad, what in ((~np.isin(ids, test.ids.astype(str)), f"not in {comp.test_file}"),
-                      (np.isin(ids, train.ids.astype(str)) & bool(comp.id_column), f"a {comp.train_file} id: holdout and train rows are never pseudo-labelled"),
+    for bad, what in ((np.isin(ids, train.ids.astype(str)) & bool(comp.id_column), f"a {comp.train_file} id: holdout and train rows are never pseudo-labelled"),
+                      (~np.isin(ids, test.ids.astype(str)), f"not in {comp.test_file}"),
                       (~table["label"].astype(str).isin([str(c) for c in comp.classes]).to_numpy(), "labelled outside the classes")):
         if bad.any():
             row = int(np.flatnonzero(bad)[0])

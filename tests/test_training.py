@@ -1,0 +1,150 @@
+"""Training recipes on the real DACON data: seed averaging, TTA, mask channels, the letter embedding,
+EMA of the weights, augmentation in the tf.data map, and fold-safe pseudo-labelling."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from compkit import augment, train
+from compkit.cli import main
+from compkit.config import Augment, ConfigError, Paths, load_config
+from compkit.io import read_proba
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+# Two folds, two epochs, a quarter-width cnn_small, in this process: seconds per fold on 2 cores.
+SMALL = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=2",
+         "--set", "train.epochs=2", "--set", "train.width=0.25", "--set", "train.process_per_fold=false",
+         "--config-dir", str(REPO / "configs")]
+CLASSES = list(range(10))
+
+
+def _config(*overrides):
+    return load_config("dacon-cv-2020", "smoke", ["folds.n_splits=2", "train.epochs=2", "train.width=0.25", *overrides], REPO / "configs")
+
+
+def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_dir):
+    """seeds=2, tta=3, two mask channels and the letter embedding: each saved model reloads, and oof.csv is
+    the mean of both models' TTA predictions, each recomputed from the saved model."""
+    extra = ["--set", "train.seeds=2", "--set", "train.tta=3", "--set", "train.masks=[4, 140]", "--set", 'train.embed=["letter"]']
+    argv = [*SMALL, *extra, "--data-dir", str(dacon_dir), "--root", str(tmp_path)]
+    assert main(["folds", *argv]) == 0 and main(["train", *argv]) == 0
+    config = _config("train.seeds=2", "train.tta=3", "train.masks=[4, 140]", 'train.embed=["letter"]')
+    paths = Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)
+    hyper, data = config.hyper("cnn_small"), train.fold_data(config, paths, 1)
+    out = train.fold_dir(paths, "cnn_small", 1)
+    inputs = train.model_inputs(data.train, data.val, hyper)
+    views = []
+    for s, name in enumerate(["model.keras", "model-seed1.keras"]):
+        model = keras.saving.load_model(out / name)
+        assert set(model.input) == {"image", "letter"}
+        assert model.get_layer(index=1).compute_output_shape((None, 28, 28, 1))[-1] == 3  # image + 2 masks
+        views.append(augment.predict_tta(model, inputs, hyper.augment, 3, config.train.seed + 1 + 1000 * s))
+        assert not np.allclose(views[-1], model.predict(inputs, verbose=0), atol=1e-4)  # the views are not the image
+    ids, oof = read_proba(out / "oof.csv", "id", CLASSES)
+    assert ids.tolist() == data.train.ids[data.val].tolist()
+    np.testing.assert_allclose(oof, np.mean(views, axis=0), atol=1e-5)
+    history = pd.read_csv(out / "history.csv")
+    fold = json.loads((out / "fold.json").read_text())
+    assert history.groupby("seed").size().to_dict() == {0: 2, 1: 2} and fold["epochs"] == 4 and fold["seeds"] == 2
+
+
+def test_training_map_augments_images_and_mixes_labels(dacon_dir):
+    config = _config()
+    paths = Paths.for_competition("dacon-cv-2020", REPO, dacon_dir)
+    train_ = train.load_train(paths.data, config.competition)
+    hyper = config.hyper("cnn_small").model_copy(update={"embed": ["letter"]})
+    rows = np.arange(64)
+    inputs, onehot = train.model_inputs(train_, rows, hyper), np.eye(10, dtype=np.float32)[train_.labels[rows]]
+    transform = augment.training(Augment(shift=0.1, rotation=10, erasing=1.0, mixup=0.4), seed=0)
+    out, mixed = transform({k: v for k, v in inputs.items()}, onehot)
+    out, mixed = {k: np.asarray(v) for k, v in out.items()}, np.asarray(mixed)
+    assert out["image"].shape == inputs["image"].shape and not np.allclose(out["image"], inputs["image"])
+    assert out["letter"].astype(str).tolist() == inputs["letter"].tolist()  # columns pass through
+    np.testing.assert_allclose(mixed.sum(axis=1), 1, atol=1e-5)
+    assert (mixed.max(axis=1) < 1 - 1e-3).mean() > 0.5  # most labels are mixtures
+    assert augment.training(Augment(shift=0, rotation=0), seed=0) is None
+    assert augment.geometric(Augment(shift=0, rotation=0), seed=0) is None
+
+
+def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, dacon_dir):
+    """The raw weights' training is the same with or without EMA (same train loss); validation sees the
+    averaged weights (other val loss), and the kept model is the best validated one."""
+    paths = Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)
+    assert main(["folds", *SMALL, "--data-dir", str(dacon_dir), "--root", str(tmp_path)]) == 0
+    tf.config.experimental.enable_op_determinism()  # as --deterministic does: same seed, same training
+    runs = {}
+    for ema in (0.0, 0.9):
+        config = _config("train.epochs=3", f"train.ema={ema}", "train.patience=3", "train.lr_schedule='constant'")
+        hyper, data = config.hyper("cnn_small"), train.fold_data(config, paths, 0)
+        keras.utils.set_random_seed(7)
+        model, history = train.fit(config, hyper, "cnn_small", data, 7, "[ema test]")
+        loss = model.evaluate(train.model_inputs(data.train, data.val, hyper), data.onehot[data.val], verbose=0)[0]
+        runs[ema] = (history, loss)
+    (plain, _), (averaged, kept) = runs[0.0], runs[0.9]
+    np.testing.assert_allclose(plain["loss"], averaged["loss"], rtol=1e-4)
+    assert not np.allclose(plain["val_loss"], averaged["val_loss"], rtol=1e-3)
+    assert kept == pytest.approx(averaged["val_loss"].min(), rel=1e-4)
+
+
+def _with_test_file(dacon_dir, folder):
+    """DACON with a test file: rows 1-1600 of train.csv stay train, rows 1601-2048 become test (no digit)."""
+    folder.mkdir()
+    frame = pd.read_csv(dacon_dir / "train.csv")
+    frame.iloc[:1600].to_csv(folder / "train.csv", index=False)
+    frame.iloc[1600:].drop(columns="digit").to_csv(folder / "test.csv", index=False)
+    frame.iloc[1600:][["id"]].assign(digit=0).to_csv(folder / "submission.csv", index=False)
+    return frame.iloc[1600:]["id"].to_numpy()
+
+
+def _clear_runs(root):
+    for path in (root / "runs/dacon-cv-2020/cnn_small").glob("fold*/*"):
+        path.unlink()
+
+
+def test_pseudo_labels_are_fold_safe_test_rows_only(tmp_path, dacon_dir, capsys):
+    data = tmp_path / "data"
+    test_ids = _with_test_file(dacon_dir, data)
+    argv = [*SMALL, "--data-dir", str(data), "--root", str(tmp_path), "--set", "pseudo.threshold=0.1"]
+    for stage in ("folds", "train", "pseudo"):
+        assert main([stage, *argv]) == 0
+    pseudo = pd.read_csv(tmp_path / "folds/dacon-cv-2020/pseudo.csv")
+    holdout = pd.read_csv(tmp_path / "folds/dacon-cv-2020/holdout.csv")["id"]
+    assert set(pseudo["id"]) == set(test_ids) and not pseudo["id"].isin(holdout).any()
+    for k in range(2):  # fold k's labels come from fold k's model alone
+        ids, proba = read_proba(tmp_path / f"runs/dacon-cv-2020/cnn_small/fold{k}/test.csv", "id", CLASSES)
+        mine = pseudo[pseudo["fold"] == k].set_index("id").loc[ids]
+        assert mine["label"].tolist() == proba.argmax(axis=1).tolist()
+        np.testing.assert_allclose(mine["confidence"], proba.max(axis=1), atol=1e-6)
+
+    assert main(["train", *argv]) == 2  # models made before pseudo.csv are stale
+    assert "pseudo.csv) changed since it was made" in capsys.readouterr().err
+    _clear_runs(tmp_path)
+    assert main(["train", *argv]) == 0
+    lineage = json.loads((tmp_path / "runs/dacon-cv-2020/cnn_small/fold0/fold.json").read_text())["lineage"]
+    assert lineage["n_pseudo"] == len(test_ids) and lineage["n_fit"] == 640  # 1280 CV rows in 2 folds
+
+    pseudo.loc[3, "id"] = holdout.iloc[0]  # a holdout row must never become a pseudo-labelled row
+    pseudo.to_csv(tmp_path / "folds/dacon-cv-2020/pseudo.csv", index=False)
+    _clear_runs(tmp_path)
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "pseudo.csv: row 4: id" in err and "holdout and train rows are never pseudo-labelled" in err
+    assert not (tmp_path / "runs/dacon-cv-2020/cnn_small/fold0/fold.json").exists()
+
+
+def test_pseudo_needs_a_test_file(tmp_path, dacon_dir, capsys):
+    assert main(["pseudo", *SMALL, "--data-dir", str(dacon_dir), "--root", str(tmp_path)]) == 2
+    assert "test.csv: not found; pseudo-labelling needs the unlabelled test data" in capsys.readouterr().err
+
+
+def test_embedding_an_unknown_column_is_a_config_error():
+    with pytest.raises(ConfigError, match="embed column 'font' is not an extra column; use one of \\['letter'\\]"):
+        _config('train.embed=["font"]')
