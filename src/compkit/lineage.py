@@ -36,8 +36,9 @@ def folds_digest(paths: Paths) -> str:
 
 
 def config_digest(config: Config, hyper: Hyper) -> str:
-    """sha256 hex of what a fold's model depends on: the competition, the fold scheme, the resolved hyperparameters."""
-    return digest({"competition": config.competition.model_dump(), "folds": config.folds.model_dump(), "hyper": hyper.model_dump()})
+    """sha256 hex of what a fold's model depends on: the competition, the fold scheme, the resolved hyperparameters, the seeds per fold."""
+    return digest({"competition": config.competition.model_dump(), "folds": config.folds.model_dump(), "hyper": hyper.model_dump(),
+                   "seeds": config.train.seeds})
 
 
 def stale_reason(recorded: dict, expected: dict, clean: str) -> str | None:

@@ -231,7 +231,7 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     with _strategy().scope():
         model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
         model.compile(
-            optimizer=_optimizer(hyper, int(np.ceil(len(data.fit) / hyper.batch_size))),
+            optimizer=_optimizer(hyper, int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))),
             loss=_loss(config, hyper),
             metrics=["accuracy"],
         )
