@@ -1,13 +1,26 @@
-"""Blend weights on the simplex, no worse than equal weights on OOF; hard voting with soft tie-break."""
+"""Blend weights on the simplex, no worse than equal weights on OOF; hard voting with soft tie-break;
+the stacked meta-model, cross-validated on the competition's folds (on the TINY job's real OOF predictions)."""
+
+import json
+import re
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from compkit.config import load_config
+from compkit.cli import main
+from compkit.config import ConfigError, Paths, load_config
 from compkit.data import load_train
+from compkit.errors import CompkitError
 from conftest import REPO
-from compkit.ensemble import fit_weights, hard_vote, soft_vote
+from compkit.ensemble import fit_weights, hard_vote, meta_model, oof_folds, soft_vote, stacked_oof
+from compkit.metrics import score_table
+from compkit.train import load_oof
+
+COMP = "dacon-cv-2020"
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +66,158 @@ def test_hard_vote_majority_and_soft_tie_break():
     assert votes[0].argmax() == 0  # two votes of three for class 0
     assert votes[1].argmax() == 2  # one vote each: class 2 has the largest mean probability (1.25 / 3)
     assert votes[0, 0] == pytest.approx(2 / 3, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stacking: a logistic regression on the OOF probabilities, scored out of fold
+# ---------------------------------------------------------------------------------------------
+
+
+def _tiny_config(*overrides):
+    """The TINY job's config (conftest.TINY): cnn_small, 3 folds."""
+    return load_config(COMP, "smoke", ['train.backbones=["cnn_small"]', "folds.n_splits=3", *overrides], REPO / "configs")
+
+
+def _read(folder):
+    """ensemble.json and the (ids, probabilities) of oof.csv and holdout.csv of an ensemble folder."""
+    csv = {name: pd.read_csv(folder / f"{name}.csv") for name in ("oof", "holdout")}
+    return json.loads((folder / "ensemble.json").read_text()), {n: (f["id"].to_numpy(), f.iloc[:, 1:].to_numpy()) for n, f in csv.items()}
+
+
+@pytest.fixture(scope="module")
+def stacking_runs(tiny_run, tmp_path_factory, dacon_dir):
+    """`make ensemble` on a copy of the TINY run: as configured, with stacking on, then with stacking selected.
+
+    Returns the copy's root, its CLI options, its Paths, and the (ensemble.json, csv files) of each
+    run by name: ``off``, ``best``, ``on``.
+    """
+    root, argv = tiny_run
+    copy = tmp_path_factory.mktemp("stacking") / "run"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("wandb"))
+    argv = [*argv[: argv.index("--root")], "--root", str(copy), *argv[argv.index("--root") + 2 :]]
+    folder, results = copy / "runs" / COMP / "ensemble", {}
+    assert main(["ensemble", *argv]) == 0
+    results["off"] = _read(folder)
+    assert main(["ensemble", *argv, "--set", "ensemble.stacking=true"]) == 0
+    results["best"] = _read(folder)
+    assert main(["ensemble", *argv, "--set", "ensemble.stacking=true", "--set", "ensemble.select=stacked"]) == 0
+    results["on"] = _read(folder)
+    return copy, argv, Paths.for_competition(COMP, copy, dacon_dir), results
+
+
+@pytest.fixture(scope="module")
+def tiny_oof(stacking_runs, dacon_dir):
+    """The TINY run's OOF: (N,) sorted ids, (N, 10) cnn_small probabilities, (N,) labels, (N,) folds read from folds.csv."""
+    _, _, paths, _ = stacking_runs
+    config = _tiny_config()
+    ids, proba = load_oof(config, paths, "cnn_small")
+    train = load_train(dacon_dir, config.competition)
+    labels = pd.Series(train.labels, index=train.ids).loc[ids].to_numpy()
+    fold = pd.read_csv(paths.folds / "folds.csv").set_index("id")["fold"].loc[ids].to_numpy()
+    return ids, proba, labels, fold
+
+
+@pytest.mark.slow
+def test_stacked_oof_equals_a_manual_loop_over_the_competition_folds(stacking_runs, tiny_oof):
+    _, _, paths, _ = stacking_runs
+    ids, real, labels, fold = tiny_oof
+    assert np.array_equal(oof_folds(_tiny_config(), paths, ids), fold) and sorted(set(fold)) == [0, 1, 2]
+    other = _model(labels, 1.5, np.random.default_rng(3))  # a second, synthetic backbone
+    got = stacked_oof(np.stack([real, other]), labels, fold, 1.0)
+
+    features = np.concatenate([real, other], axis=1)  # (N, 2 * 10)
+    expected = np.full_like(got, np.nan)
+    for k in range(3):
+        model = meta_model(1.0).fit(features[fold != k], labels[fold != k])  # never sees fold k's labels
+        expected[fold == k] = model.predict_proba(features[fold == k])
+    np.testing.assert_allclose(got, expected, atol=1e-10)
+    in_sample = meta_model(1.0).fit(features, labels).predict_proba(features)
+    assert np.abs(got - in_sample).max() > 1e-3  # what a leaky implementation would return instead
+
+
+@pytest.mark.slow
+def test_stacked_oof_on_random_labels_stays_at_chance_where_an_in_sample_fit_does_not(tiny_oof):
+    """Labels shuffled: no feature can predict them, so an honest OOF score is chance and an in-sample one is not."""
+    _, real, labels, fold = tiny_oof
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(labels)
+    probas = np.stack([real, *rng.dirichlet(np.ones(10), size=(2, len(labels)))])  # the real backbone and two of pure noise
+    prior = np.bincount(shuffled, minlength=10) / len(shuffled)
+    chance_loss = -np.sum(prior * np.log(prior))  # the log loss of always predicting the class shares
+
+    stacked = score_table(shuffled, stacked_oof(probas, shuffled, fold, 1.0))
+    features = np.concatenate(list(probas), axis=1)
+    in_sample = score_table(shuffled, meta_model(1.0).fit(features, shuffled).predict_proba(features))
+    # 0.1 + 0.03: four standard errors of chance accuracy on these 1,638 rows (0.0074); in-sample it is about 0.16
+    assert stacked["accuracy"] <= 0.1 + 0.03 < in_sample["accuracy"]
+    assert stacked["log_loss"] > chance_loss > in_sample["log_loss"]
+
+
+@pytest.mark.slow
+def test_stacking_off_keeps_ensemble_json_as_before(stacking_runs):
+    _, _, _, results = stacking_runs
+    blend, _ = results["off"]
+    assert set(blend) == {"backbones", "scores", "blends", "selected", "metric", "cv", "lineage"}
+    assert list(blend["blends"]) == ["equal", "fitted", "hard"]
+    assert all(set(spec) == {"accuracy", "macro_f1", "log_loss", "weights"} for spec in blend["blends"].values())
+    assert blend["selected"] == max(blend["blends"], key=lambda n: blend["blends"][n]["accuracy"])
+
+
+@pytest.mark.slow
+def test_stacking_on_joins_the_selection_on_oof(stacking_runs):
+    _, _, _, results = stacking_runs
+    (off, _), (blend, _) = results["off"], results["best"]
+    assert list(blend["blends"]) == ["equal", "fitted", "hard", "stacked"] and set(blend["blends"]["stacked"]) == {"accuracy", "macro_f1", "log_loss"}
+    assert blend["selected"] == max(blend["blends"], key=lambda n: blend["blends"][n]["accuracy"])  # ties: the first
+    assert {n: s for n, s in blend["blends"].items() if n != "stacked"} == off["blends"]
+
+
+@pytest.mark.slow
+def test_selected_stacked_blend_writes_its_oof_and_the_refitted_model_on_the_holdout(stacking_runs, tiny_oof):
+    root, _, _, results = stacking_runs
+    (off, _), (on, files) = results["off"], results["on"]
+    ids, real, labels, fold = tiny_oof
+    assert on["selected"] == "stacked" and list(on["blends"]) == ["equal", "fitted", "hard", "stacked"]
+    assert {n: s for n, s in on["blends"].items() if n != "stacked"} == off["blends"] and on["lineage"] == off["lineage"]
+
+    # OOF: the cross-validated predictions, scored like the other blends (no weights: one backbone, 100 coefficients)
+    oof_ids, oof = files["oof"]
+    assert np.array_equal(oof_ids, ids)
+    np.testing.assert_allclose(oof, stacked_oof(real[None], labels, fold, 1.0), atol=1e-12)
+    assert on["blends"]["stacked"] == pytest.approx(score_table(labels, oof)) and on["cv"] == on["blends"]["stacked"]["accuracy"]
+
+    # holdout: LogisticRegression(C=1) refitted on every OOF row, applied to the mean of the 3 fold models' holdout predictions
+    folds_dir = root / "runs" / COMP / "cnn_small"
+    mean = np.mean([pd.read_csv(folds_dir / f"fold{k}/holdout.csv").iloc[:, 1:].to_numpy() for k in range(3)], axis=0)
+    expected = LogisticRegression(C=1.0, max_iter=1000).fit(real, labels).predict_proba(mean)
+    held_ids, held = files["holdout"]
+    assert np.array_equal(held_ids, pd.read_csv(folds_dir / "fold0/holdout.csv")["id"])
+    np.testing.assert_allclose(held, expected, atol=1e-12)
+    assert np.abs(held - mean).max() > 1e-3  # a recalibration, not the backbone's own probabilities
+
+
+@pytest.mark.slow
+def test_submit_and_report_take_the_stacked_blend(stacking_runs):
+    root, argv, _, _ = stacking_runs
+    assert main(["submit", *argv]) == 0 and main(["report", *argv]) == 0
+    board = pd.read_csv(root / "submissions" / COMP / "leaderboard.csv")
+    assert board["blend"].tolist() == ["stacked"]
+    page = (root / "runs" / COMP / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Selected blend: stacked" in page
+    assert re.search(r"<td>stacked</td>\s*<td>yes</td>\s*<td>n/a</td>", page)  # selected, no weight per backbone
+
+
+def test_select_stacked_needs_stacking_on():
+    with pytest.raises(ConfigError, match="stacking = true"):
+        _tiny_config("ensemble.select=stacked")
+    assert _tiny_config().ensemble.stacking is False and _tiny_config().ensemble.stacking_c == 1.0
+
+
+def test_an_oof_id_in_no_fold_names_folds_csv_and_the_fix(tmp_path, dacon_dir):
+    paths = Paths.for_competition(COMP, tmp_path, dacon_dir)
+    paths.folds.mkdir(parents=True)
+    pd.DataFrame({"id": [1, 2, 4], "fold": [0, 1, 0]}).to_csv(paths.folds / "folds.csv", index=False)
+    pd.DataFrame({"id": [5], "Usage": ["Public"]}).to_csv(paths.folds / "holdout.csv", index=False)
+    assert oof_folds(_tiny_config(), paths, np.array([1, 2, 4])).tolist() == [0, 1, 0]
+    with pytest.raises(CompkitError, match=r"folds\.csv: OOF id 3 is in no fold \(1 such ids\); `make folds .*` then `make train"):
+        oof_folds(_tiny_config(), paths, np.array([1, 2, 3]))

@@ -237,7 +237,15 @@ class Tune(_Strict):
 class Ensemble(_Strict):
     """How the backbones' OOF probabilities are blended."""
 
-    select: Literal["best", "equal", "fitted", "hard"] = "best"
+    select: Literal["best", "equal", "fitted", "hard", "stacked"] = "best"
+    stacking: bool = False  # also blend by a logistic-regression meta-model on the OOF probabilities ("stacked")
+    stacking_c: float = Field(1.0, gt=0)  # the meta-model's C: inverse L2 regularisation strength
+
+    @model_validator(mode="after")
+    def _stacked_needs_stacking(self) -> Ensemble:
+        if self.select == "stacked" and not self.stacking:
+            raise ValueError('select = "stacked" needs stacking = true')
+        return self
 
 
 class Pseudo(_Strict):

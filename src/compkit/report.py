@@ -625,7 +625,7 @@ def _oof_section(page: _Page, models: list[Model], labels: dict[str, np.ndarray]
     rows = []
     for name, spec in blend["blends"].items():
         row = {"blend": name, "selected": "yes" if name == selected else ""}
-        row.update({f"w {b}": np.nan if name == "hard" else spec["weights"][b] for b in backbones})
+        row.update({f"w {b}": np.nan if name == "hard" or "weights" not in spec else spec["weights"][b] for b in backbones})
         row.update({"accuracy": spec["accuracy"], "log loss": spec["log_loss"],
                     f"{metric} gain": spec[metric] - blend["scores"][best][metric],
                     "log loss gain": blend["scores"][best]["log_loss"] - spec["log_loss"]})
@@ -633,9 +633,11 @@ def _oof_section(page: _Page, models: list[Model], labels: dict[str, np.ndarray]
     page.add("<h3>Blends</h3>")
     page.para(f"Gains are over the best single backbone, {best} (OOF {metric} {blend['scores'][best][metric]:.4f}, "
               f"log loss {blend['scores'][best]['log_loss']:.4f}); a positive log-loss gain is a lower log loss. "
-              "Hard voting gives each backbone one vote: it has no weights (n/a).")
+              "Hard voting gives each backbone one vote: it has no weights (n/a)."
+              + (" The stacked blend is a logistic regression on all backbones' probabilities, scored out of fold: "
+                 "it has no weight per backbone (n/a)." if "stacked" in blend["blends"] else ""))
     page.add(_table(pd.DataFrame(rows), "blends"))
-    weights = pd.DataFrame({n: s["weights"] for n, s in blend["blends"].items() if n != "hard"}).T[backbones]
+    weights = pd.DataFrame({n: s["weights"] for n, s in blend["blends"].items() if n != "hard" and "weights" in s}).T[backbones]
     scores = pd.Series({**{b: blend["scores"][b][metric] for b in backbones},
                         **{f"blend {n}": s[metric] for n, s in blend["blends"].items()}})
     page.add(page.figure("blends.png", blends_figure(weights, scores, blend["scores"][best][metric], selected, metric),
