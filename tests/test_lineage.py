@@ -53,7 +53,7 @@ def test_train_after_new_folds_refuses_the_stale_folds(copy, capsys):
     assert main(["folds", *argv, "--set", "folds.seed=7"]) == 0
     before = snapshot(root)
     err = _one_line_error(capsys, main(["train", *argv]))
-    assert "fold0/fold.json: the fold files (folds.csv, holdout.csv) changed since it was made" in err
+    assert "fold0/fold.json: the fold files (folds.csv, holdout.csv, pseudo.csv) changed since it was made" in err
     assert snapshot(root) == before
 
 

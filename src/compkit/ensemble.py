@@ -181,7 +181,7 @@ def input_lineage(config: Config, paths: Paths) -> dict:
             path = fold_dir(paths, backbone, k) / "fold.json"
             lineage = read_json(path).get("lineage", {})
             if lineage.get("folds") != current:
-                what = "other fold files (folds.csv, holdout.csv) than now"
+                what = "other fold files (folds.csv, holdout.csv, pseudo.csv) than now"
             elif lineages and lineage.get("config") != lineages[0]["config"]:
                 what = f"another config than {fold_dir(paths, backbone, 0) / 'fold.json'}"
             else:
