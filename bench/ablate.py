@@ -4,7 +4,8 @@ Every variant is a list of ``--set`` overrides on top of a base (competition, pr
 variants share one set of fold files, so they differ only by their overrides. For each variant, fold
 ``--fold`` is trained as `make train` trains it (``train_fold`` in a fresh process) and scored on its
 validation rows (OOF) and on the holdout's public and private parts, with the seconds it took. Rows are
-appended to ``<root>/ablation.csv`` as they finish, so a long ablation can be read while it runs and
+appended to ``<root>/ablation.csv`` as they finish, with the same scores under ``--tta`` views per
+image (``*_tta`` columns, computed from the saved models, so TTA's effect on every variant costs no retraining), so a long ablation can be read while it runs and
 resumed (finished variants are skipped). A benchmark that prints figures, not a test.
 
 One fold is noisy: on DACON's fold 0 (328 rows) one standard error of an accuracy near 0.8 is about
@@ -31,7 +32,8 @@ import pandas as pd  # noqa: E402
 
 from compkit import folds, train  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
-from compkit.data import load_train  # noqa: E402
+from compkit.augment import predict_tta  # noqa: E402
+from compkit.backbones import load_model  # noqa: E402
 from compkit.io import read_proba  # noqa: E402
 from compkit.process import in_fresh_process  # noqa: E402
 
@@ -53,22 +55,46 @@ VARIANTS: dict[str, list[str]] = {
     "ema": ["train.ema=0.99"],
     "tta8": ["train.tta=8"],
     "seeds3": ["train.seeds=3"],
+    "nearest": ["train.augment.interpolation='nearest'"],
+    "wide3": ["train.width=3.0"],
+    "wide2_ema_cosine": ["train.width=2.0", "train.ema=0.99", "train.lr_schedule='cosine'"],
+    "wide2_ema_cosine_mixup": ["train.width=2.0", "train.ema=0.99", "train.lr_schedule='cosine'", "train.augment.mixup=0.2"],
 }
 
 
-def score(paths: Paths, config, variant_dir: Path, holdout: pd.DataFrame, labels: pd.Series) -> dict:
-    """Accuracy of the fold's OOF rows and of the holdout's public and private rows."""
-    comp = config.competition
-    out = {}
-    ids, proba = read_proba(variant_dir / "oof.csv", comp.id_key, comp.classes)
-    out["oof"] = float(np.mean(proba.argmax(1) == labels.loc[ids].to_numpy()))
-    ids, proba = read_proba(variant_dir / "holdout.csv", comp.id_key, comp.classes)
-    usage = holdout.set_index(comp.id_key).loc[ids, "Usage"].to_numpy()
-    correct = proba.argmax(1) == labels.loc[ids].to_numpy()
-    out["holdout"] = float(correct.mean())
+def accuracies(oof: tuple, held: tuple, holdout: pd.DataFrame, labels: pd.Series, id_key: str, suffix: str = "") -> dict:
+    """Accuracy of the fold's OOF rows and of the holdout, all and its public and private rows; ``oof`` and
+    ``held`` are (ids, (n, K) probabilities)."""
+    out = {f"oof{suffix}": float(np.mean(oof[1].argmax(1) == labels.loc[oof[0]].to_numpy()))}
+    usage = holdout.set_index(id_key).loc[held[0], "Usage"].to_numpy()
+    correct = held[1].argmax(1) == labels.loc[held[0]].to_numpy()
+    out[f"holdout{suffix}"] = float(correct.mean())
     for part in ("Public", "Private"):
-        out[part.lower()] = float(correct[usage == part].mean())
+        out[f"{part.lower()}{suffix}"] = float(correct[usage == part].mean())
     return out
+
+
+def tta_probas(config, data, variant_dir: Path, backbone: str, n: int) -> tuple[tuple, tuple]:
+    """OOF and holdout (ids, probabilities) of the fold's saved models (every seed) with ``n`` TTA views each."""
+    hyper = config.hyper(backbone)
+    models = sorted(variant_dir.glob("model*.keras"))
+    parts = []
+    for rows in (data.val, data.held):
+        inputs = train.model_inputs(data.train, rows, hyper)
+        proba = np.mean([predict_tta(load_model(m), inputs, hyper.augment, n, seed=i) for i, m in enumerate(models)], axis=0)
+        parts.append((data.train.ids[rows], proba))
+    return parts[0], parts[1]
+
+
+def score(config, paths: Paths, args) -> dict:
+    """The variant's accuracies as trained and with ``args.tta`` TTA views (``*_tta``)."""
+    comp, out = config.competition, train.fold_dir(paths, args.backbone, args.fold)
+    data = train.fold_data(config, paths, args.fold)
+    labels = pd.Series(data.train.labels, index=data.train.ids)
+    holdout = pd.read_csv(paths.folds / "holdout.csv")
+    oof, held = (read_proba(out / f, comp.id_key, comp.classes) for f in ("oof.csv", "holdout.csv"))
+    return {**accuracies(oof, held, holdout, labels, comp.id_key),
+            **accuracies(*tta_probas(config, data, out, args.backbone, args.tta), holdout, labels, comp.id_key, "_tta")}
 
 
 def main() -> int:
@@ -79,32 +105,34 @@ def main() -> int:
     p.add_argument("--backbone", default="cnn_small")
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    p.add_argument("--tta", type=int, default=8, help="views per image of the *_tta scores")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra override for every variant")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("COMPKIT_DACON_DIR", REPO.parent / "shared/data/dacon-cv-2020")))
     args = p.parse_args()
     results = args.root / "ablation.csv"
-    done = set(pd.read_csv(results)["variant"]) if results.is_file() else set()
+    table = pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=["variant"])
     base = [*args.overrides, f'train.backbones=["{args.backbone}"]', "train.use_tuned=false"]
     for name in args.variants.split(","):
-        if name in done:
-            continue
         config = load_config(args.competition, args.preset, [*base, *VARIANTS[name]], REPO / "configs")
         paths = Paths.for_competition(config.competition.name, args.root, args.data_dir)
         paths = Paths(paths.root, paths.data, paths.folds, paths.runs / name, paths.submissions)
+        done = table["variant"].eq(name)
+        if done.any() and "oof_tta" in table and table.loc[done, "oof_tta"].notna().all():
+            continue
         if not (paths.folds / "folds.csv").is_file():
             folds.run(config, paths)
-        start = time.perf_counter()
-        result = in_fresh_process(f"{name}", train.train_fold, config, paths, args.backbone, args.fold)
-        train_ = load_train(paths.data, config.competition)
-        labels = pd.Series(train_.labels, index=train_.ids)
-        holdout = pd.read_csv(paths.folds / "holdout.csv")
-        row = {"variant": name, "overrides": " ".join(VARIANTS[name]),
-               **score(paths, config, train.fold_dir(paths, args.backbone, args.fold), holdout, labels),
-               "epochs": result["epochs"], "seconds": round(time.perf_counter() - start)}
-        pd.DataFrame([row]).to_csv(results, mode="a", header=not results.is_file(), index=False)
+        if not done.any():
+            start = time.perf_counter()
+            result = in_fresh_process(f"{name}", train.train_fold, config, paths, args.backbone, args.fold)
+            extra = {"epochs": result["epochs"], "seconds": round(time.perf_counter() - start)}
+        else:  # trained before the *_tta columns existed: score its saved models
+            extra = table.loc[done, ["epochs", "seconds"]].iloc[0].to_dict()
+        row = {"variant": name, "overrides": " ".join(VARIANTS[name]), **score(config, paths, args), **extra}
+        table = pd.concat([table[~done], pd.DataFrame([row])], ignore_index=True)
+        table.to_csv(results, index=False)
         print(f"== {name}: " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "variant"), flush=True)
     table = pd.read_csv(results)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(table.drop(columns="overrides").to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 

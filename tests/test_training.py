@@ -4,6 +4,8 @@ EMA of the weights, augmentation in the tf.data map, and fold-safe pseudo-labell
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from compkit import augment, train
+from compkit.backbones import load_model
 from compkit.cli import main
 from compkit.config import Augment, ConfigError, Paths, load_config
 from compkit.io import read_proba
@@ -24,6 +27,16 @@ SMALL = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--backbones", "
          "--set", "train.epochs=2", "--set", "train.width=0.25", "--set", "train.process_per_fold=false",
          "--config-dir", str(REPO / "configs")]
 CLASSES = list(range(10))
+
+
+# Loads a saved model in a fresh interpreter (no custom layer registered yet) and predicts 5 images.
+FRESH_LOAD = """
+import sys, numpy as np
+from compkit.backbones import load_model
+model, folder = load_model(sys.argv[1]), sys.argv[2]
+inputs = {"image": np.load(folder + "/images.npy"), "letter": np.load(folder + "/letters.npy", allow_pickle=True)}
+np.save(folder + "/fresh.npy", model.predict(inputs, verbose=0))
+"""
 
 
 def _config(*overrides):
@@ -43,11 +56,17 @@ def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_d
     inputs = train.model_inputs(data.train, data.val, hyper)
     views = []
     for s, name in enumerate(["model.keras", "model-seed1.keras"]):
-        model = keras.saving.load_model(out / name)
+        model = load_model(out / name)  # in a fresh process: the custom layer registers itself first
         assert set(model.input) == {"image", "letter"}
         assert model.get_layer(index=1).compute_output_shape((None, 28, 28, 1))[-1] == 3  # image + 2 masks
         views.append(augment.predict_tta(model, inputs, hyper.augment, 3, config.train.seed + 1 + 1000 * s))
         assert not np.allclose(views[-1], model.predict(inputs, verbose=0), atol=1e-4)  # the views are not the image
+    np.save(tmp_path / "images.npy", inputs["image"][:5])
+    np.save(tmp_path / "letters.npy", inputs["letter"][:5])
+    fresh = subprocess.run([sys.executable, "-c", FRESH_LOAD, str(out / "model.keras"), str(tmp_path)], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), load_model(out / "model.keras").predict(
+        {"image": inputs["image"][:5], "letter": inputs["letter"][:5]}, verbose=0), atol=1e-6)
     ids, oof = read_proba(out / "oof.csv", "id", CLASSES)
     assert ids.tolist() == data.train.ids[data.val].tolist()
     np.testing.assert_allclose(oof, np.mean(views, axis=0), atol=1e-5)

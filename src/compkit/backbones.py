@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -172,3 +173,11 @@ def build_model(
     x = layers.Dropout(hyper.dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="proba")(x)
     return keras.Model(inputs, outputs, name=backbone)
+
+
+def load_model(path: Path) -> keras.Model:
+    """A saved ``model.keras`` (from :func:`build_model`), with compkit's custom layers registered first."""
+    import keras
+
+    _mask_layer()
+    return keras.saving.load_model(path)
