@@ -40,7 +40,7 @@ from compkit.process import in_fresh_process  # noqa: E402
 # name -> overrides; each is measured against `base` (the preset as it is)
 VARIANTS: dict[str, list[str]] = {
     "base": [],
-    "masks": ["train.masks=[4]"],
+    "bilinear": ["train.augment.interpolation='bilinear'"],
     "masks2": ["train.masks=[4, 140]"],
     "letter": ['train.embed=["letter"]'],
     "upscale56": ["train.input_size=56"],
@@ -53,12 +53,7 @@ VARIANTS: dict[str, list[str]] = {
     "smooth": ["train.label_smoothing=0.1"],
     "cosine": ["train.lr_schedule='cosine'"],
     "ema": ["train.ema=0.99"],
-    "tta8": ["train.tta=8"],
     "seeds3": ["train.seeds=3"],
-    "nearest": ["train.augment.interpolation='nearest'"],
-    "wide3": ["train.width=3.0"],
-    "wide2_ema_cosine": ["train.width=2.0", "train.ema=0.99", "train.lr_schedule='cosine'"],
-    "wide2_ema_cosine_mixup": ["train.width=2.0", "train.ema=0.99", "train.lr_schedule='cosine'", "train.augment.mixup=0.2"],
 }
 
 

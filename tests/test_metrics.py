@@ -30,7 +30,8 @@ def test_balanced_class_weights_follow_sklearns_formula(dacon_dir):
     config = load_config("dacon-cv-2020", "smoke", ["train.class_weight='balanced'"], REPO / "configs")
     train = load_train(dacon_dir, config.competition)
     fit = np.flatnonzero((train.labels != 0) | (np.arange(len(train.labels)) % 10 == 0))  # digit 0 made rare
-    data = FoldData(train, None, fit, np.array([], dtype=int), np.array([], dtype=int), np.eye(10)[train.labels])
+    none = np.array([], dtype=int)
+    data = FoldData(train, None, fit, none, none, np.eye(10)[train.labels], none, none)
     weights = _class_weight(config, data)
     counts = np.bincount(train.labels[fit], minlength=10)
     assert weights[0] == pytest.approx(len(fit) / (10 * counts[0])) and weights[0] > 5 * weights[1]

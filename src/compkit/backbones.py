@@ -160,7 +160,7 @@ def build_model(
     x = _mask_layer()(hyper.masks)(inputs["image"]) if hyper.masks else inputs["image"]
     x = x if spec.rescales_itself else layers.Rescaling(1 / 255)(x)
     if hyper.input_size and hyper.input_size != image_shape[0]:
-        x = layers.Resizing(hyper.input_size, hyper.input_size)(x)
+        x = layers.Resizing(hyper.input_size, hyper.input_size, interpolation=hyper.augment.interpolation)(x)
     if spec.channels and spec.channels != x.shape[-1]:
         x = layers.Concatenate()([x] * spec.channels) if x.shape[-1] == 1 else layers.Conv2D(spec.channels, 1)(x)
     features = [spec.body(x, hyper.width)]

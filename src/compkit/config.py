@@ -91,7 +91,7 @@ class Augment(_Strict):
     rotation: float = Field(10.0, ge=0, le=180)  # degrees
     zoom: float = Field(0.0, ge=0, lt=1)  # fraction
     shear: float = Field(0.0, ge=0, lt=1)  # shear factor, keras.layers.RandomShear
-    interpolation: Literal["bilinear", "nearest"] = "bilinear"  # of the geometric transforms; nearest keeps pixel values
+    interpolation: Literal["bilinear", "nearest"] = "bilinear"  # of the geometric transforms and the resize; nearest keeps pixel values
     elastic: float = Field(0.0, ge=0, le=1)  # distortion strength of keras.layers.RandomElasticTransform, 0: off
     erasing: float = Field(0.0, ge=0, le=1)  # probability of random erasing (Zhong et al., 2020)
     mixup: float = Field(0.0, ge=0)  # Beta(alpha, alpha) of mixup (Zhang et al., 2018); 0: off
