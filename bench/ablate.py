@@ -54,6 +54,7 @@ VARIANTS: dict[str, list[str]] = {
     "cosine": ["train.lr_schedule='cosine'"],
     "ema": ["train.ema=0.99"],
     "seeds3": ["train.seeds=3"],
+    "folds10": ["folds.n_splits=10"],
 }
 
 
@@ -110,7 +111,9 @@ def main() -> int:
     for name in args.variants.split(","):
         config = load_config(args.competition, args.preset, [*base, *VARIANTS[name]], REPO / "configs")
         paths = Paths.for_competition(config.competition.name, args.root, args.data_dir)
-        paths = Paths(paths.root, paths.data, paths.folds, paths.runs / name, paths.submissions)
+        # fold files per fold count (the holdout is carved first, so it is the same for every count)
+        folds_dir = args.root / f"folds-k{config.folds.n_splits}" / config.competition.name
+        paths = Paths(paths.root, paths.data, folds_dir, paths.runs / name, paths.submissions)
         done = table["variant"].eq(name)
         if done.any() and "oof_tta" in table and table.loc[done, "oof_tta"].notna().all():
             continue

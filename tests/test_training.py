@@ -89,6 +89,10 @@ def test_training_map_augments_images_and_mixes_labels(dacon_dir):
     assert out["letter"].astype(str).tolist() == inputs["letter"].tolist()  # columns pass through
     np.testing.assert_allclose(mixed.sum(axis=1), 1, atol=1e-5)
     assert (mixed.max(axis=1) < 1 - 1e-3).mean() > 0.5  # most labels are mixtures
+    nearest = np.asarray(augment.geometric(Augment(interpolation="nearest"), seed=0)(inputs["image"], training=True))
+    assert set(np.unique(nearest)) <= set(np.unique(inputs["image"])) | {0.0}  # moved, never blended
+    blended = np.asarray(augment.geometric(Augment(interpolation="bilinear"), seed=0)(inputs["image"], training=True))
+    assert len(set(np.unique(blended)) - set(np.unique(inputs["image"]))) > 100
     assert augment.training(Augment(shift=0, rotation=0), seed=0) is None
     assert augment.geometric(Augment(shift=0, rotation=0), seed=0) is None
 

@@ -31,6 +31,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from compkit import console
+from compkit.augment import predict_tta
 from compkit.backbones import BACKBONES
 from compkit.config import Config, ParamSpec, Paths
 from compkit.errors import CompkitError
@@ -39,7 +40,7 @@ from compkit.io import write_json
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.process import in_fresh_process
 from compkit.tracking import tracked
-from compkit.train import best_params_path, fit, fold_data
+from compkit.train import best_params_path, fit, fold_data, model_inputs
 
 # Heartbeats and fail_stale_trials are marked experimental, and have been stable since Optuna 2.9.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -169,7 +170,7 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
                     callbacks.append(KerasPruningCallback(trial, _monitor(config)))
                 label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
                 model, _ = fit(config, hyper, backbone, data, seed, label, callbacks)
-                proba = model.predict(data.train.images[data.val].astype(np.float32), batch_size=256, verbose=0)
+                proba = predict_tta(model, model_inputs(data.train, data.val, hyper), hyper.augment, hyper.tta, seed)
                 scores.append(score(config.competition.metric, data.train.labels[data.val], proba))
             state, value = "COMPLETE", float(np.mean(scores))
             return value
