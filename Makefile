@@ -12,6 +12,7 @@ TRIALS ?=
 WORKER ?=
 NO_TUNED ?=
 GPU ?=
+VARIANTS ?=
 VENV ?= .venv
 # One W&B group per make invocation: `make folds train ensemble submit` is one experiment.
 GROUP ?= $(shell date -u +%Y%m%dT%H%M%SZ)
@@ -21,7 +22,7 @@ ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DA
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
 .PHONY: help setup data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
-        bench-throughput bench-pipeline
+        bench-throughput bench-pipeline bench-ablation
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -39,6 +40,7 @@ help:
 	@echo "make bench-throughput      img/s of compkit's training loop vs a bare model.fit, and of predict (DACON)"
 	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
 	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON)"
+	@echo "make bench-ablation        one fold per recipe variant (bench/ablate.py), TTA scores too (DACON, VARIANTS=a,b)"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
 
 setup:
@@ -84,6 +86,9 @@ bench-throughput:
 
 bench-pipeline:
 	$(PYTHON) bench/pipeline.py $(BENCH_ARGS)
+
+bench-ablation:
+	$(PYTHON) bench/ablate.py --root runs/ablation $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(VARIANTS),--variants $(VARIANTS))
 
 # One after another (never in parallel: they time each other's CPU otherwise).
 bench:

@@ -95,7 +95,7 @@ class Augment(_Strict):
     elastic: float = Field(0.0, ge=0, le=1)  # distortion strength of keras.layers.RandomElasticTransform, 0: off
     erasing: float = Field(0.0, ge=0, le=1)  # probability of random erasing (Zhong et al., 2020)
     mixup: float = Field(0.0, ge=0)  # Beta(alpha, alpha) of mixup (Zhang et al., 2018); 0: off
-    cutmix: float = Field(0.0, ge=0)  # Beta(alpha, alpha) of CutMix (Yun et al., 2019); 0: off
+    cutmix: float = Field(0.0, ge=0, le=1)  # CutMix (Yun et al., 2019): each batch alpha ~ U(0, cutmix), ratio ~ Beta(alpha, alpha); 0: off
 
 
 class Hyper(_Strict):
