@@ -301,6 +301,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
         if data.test is not None:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
         probas = {name: np.zeros((len(rows), len(comp.classes)), np.float32) for name, (_, rows) in sets.items()}
+        inputs = {name: model_inputs(split, rows, hyper) for name, (split, rows) in sets.items()}  # once, for every seed
         histories = []
         for s in range(seeds):  # seed averaging: each model's probabilities weigh 1 / seeds
             model_seed = seed + 1000 * s
@@ -310,9 +311,9 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
             with atomic_path(out / ("model.keras" if s == 0 else f"model-seed{s}.keras")) as tmp:
                 model.save(tmp)
             histories.append(hist.assign(seed=s))
-            for name, (split, rows) in sets.items():
+            for name, (_, rows) in sets.items():
                 if len(rows):  # no holdout when the competition ships its test labels
-                    probas[name] += predict_tta(model, model_inputs(split, rows, hyper), hyper.augment, hyper.tta, model_seed) / seeds
+                    probas[name] += predict_tta(model, inputs[name], hyper.augment, hyper.tta, model_seed) / seeds
         hist = pd.concat(histories, ignore_index=True)
         write_csv(hist, out / "history.csv")
         for name, (split, rows) in sets.items():
