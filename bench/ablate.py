@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from compkit import folds, train  # noqa: E402
+from compkit.artifacts import Layout  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
 from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import load_model  # noqa: E402
@@ -84,7 +85,7 @@ def tta_probas(config, data, variant_dir: Path, backbone: str, n: int) -> tuple[
 
 def score(config, paths: Paths, args) -> dict:
     """The variant's accuracies as trained and with ``args.tta`` TTA views (``*_tta``)."""
-    comp, out = config.competition, train.fold_dir(paths, args.backbone, args.fold)
+    comp, out = config.competition, Layout(config, paths).fold_dir(args.backbone, args.fold)
     data = train.fold_data(config, paths, args.fold)
     labels = pd.Series(data.train.labels, index=data.train.ids)
     holdout = pd.read_csv(paths.folds / "holdout.csv")

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from compkit import folds, train  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
-from compkit.io import read_json  # noqa: E402
+from compkit.artifacts import Layout  # noqa: E402
 from compkit.process import in_fresh_process  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main() -> int:
         for k in range(args.folds):
             start = time.perf_counter()
             in_fresh_process(f"cnn_small fold {k}", train.train_fold, config, paths, "cnn_small", k)
-            peaks.append(read_json(train.fold_dir(paths, "cnn_small", k) / "fold.json")["peak_rss_mb"])
+            peaks.append(Layout(config, paths).read_fold("cnn_small", k)["peak_rss_mb"])
             print(f"{k:>4} {peaks[-1]:>26.1f} {current_rss_mb():>15.1f} {time.perf_counter() - start:>8.1f}", flush=True)
     second, last = peaks[1], peaks[-1]
     verdict = "flat: last within 10% of second" if abs(last - second) <= 0.1 * second else "GROWING"

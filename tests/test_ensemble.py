@@ -11,6 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
+from compkit.artifacts import Layout
 from compkit.cli import main
 from compkit.config import ConfigError, Paths, load_config
 from compkit.data import load_train
@@ -18,7 +19,6 @@ from compkit.errors import CompkitError
 from conftest import REPO
 from compkit.ensemble import fit_weights, hard_vote, meta_model, oof_folds, soft_vote, stacked_oof
 from compkit.metrics import score_table
-from compkit.train import load_oof
 
 COMP = "dacon-cv-2020"
 
@@ -110,7 +110,7 @@ def tiny_oof(stacking_runs, dacon_dir):
     """The TINY run's OOF: (N,) sorted ids, (N, 10) cnn_small probabilities, (N,) labels, (N,) folds read from folds.csv."""
     _, _, paths, _ = stacking_runs
     config = _tiny_config()
-    ids, proba = load_oof(config, paths, "cnn_small")
+    ids, proba, _ = Layout(config, paths).load_oof("cnn_small")
     train = load_train(dacon_dir, config.competition)
     labels = pd.Series(train.labels, index=train.ids).loc[ids].to_numpy()
     fold = pd.read_csv(paths.folds / "folds.csv").set_index("id")["fold"].loc[ids].to_numpy()

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from compkit.artifacts import Layout
 from compkit.cli import main
+from compkit.config import Paths
 from compkit.io import write_json, write_proba
 from conftest import REPO
 
@@ -97,13 +99,14 @@ def test_submit_refuses_a_sample_for_other_test_ids(tmp_path, data, capsys, daco
         (lambda f, h: (pd.concat([f, h[["id"]].head(1).assign(fold=0)]), h), "is also in holdout.csv: holdout rows must be in no fold"),
     ],
 )
-def test_train_refuses_folds_for_other_data(tmp_path, dacon_dir, capsys, breakage, fragment):
+def test_train_refuses_folds_for_other_data(tmp_path, dacon_dir, capsys, breakage, fragment, dacon):
     root = tmp_path / "root"
     argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
     assert main(["folds", *argv]) == 0
     folder = root / "folds/dacon-cv-2020"
     folds, holdout = breakage(pd.read_csv(folder / "folds.csv"), pd.read_csv(folder / "holdout.csv"))
-    folds.to_csv(folder / "folds.csv", index=False)
+    # recorded in folds.json as `make folds` would: the pair verifies, its ids are what is wrong
+    Layout(dacon(), Paths.for_competition("dacon-cv-2020", root, dacon_dir)).write_folds(folds, holdout)
     before = snapshot(root)
     err = _run("train", root, dacon_dir, capsys)
     assert fragment in err and "`make clean COMPETITION=dacon-cv-2020` then `make folds COMPETITION=dacon-cv-2020`" in err

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from compkit import augment, train
+from compkit.artifacts import Layout
 from compkit.backbones import load_model
 from compkit.cli import main
 from compkit.config import Augment, ConfigError, Paths, load_config
@@ -52,7 +53,7 @@ def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_d
     config = _config("train.seeds=2", "train.tta=3", "train.masks=[4, 140]", 'train.embed=["letter"]')
     paths = Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)
     hyper, data = config.hyper("cnn_small"), train.fold_data(config, paths, 1)
-    out = train.fold_dir(paths, "cnn_small", 1)
+    out = Layout(config, paths).fold_dir("cnn_small", 1)
     inputs = train.model_inputs(data.train, data.val, hyper)
     views = []
     for s, name in enumerate(["model.keras", "model-seed1.keras"]):

@@ -14,6 +14,7 @@ import pandas as pd
 
 from compkit.config import Competition
 from compkit.errors import CompkitError, shown
+from compkit.io import read_id_csv
 
 
 class DataError(CompkitError):
@@ -48,9 +49,9 @@ def locate(data_dir: Path, filename: str, comp: Competition) -> Path:
     return path
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, id_column: str = "") -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path)
+        frame = read_id_csv(path, id_column) if id_column else pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; download it again") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -140,7 +141,7 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
         DataError: empty file, missing id/target/extra/pixel column, any other column, empty or duplicate id,
             pixel missing, non-numeric or outside 0-255, label outside the classes.
     """
-    frame = _read_csv(path)
+    frame = _read_csv(path, comp.id_column)
     id_columns = [comp.id_column] if comp.id_column else []
     columns = [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns]
     _require_columns(frame, path, columns)
@@ -179,7 +180,7 @@ def read_image_files(folder: Path, names: list[str], comp: Competition) -> np.nd
 
 def _image_folder_train(data_dir: Path, comp: Competition) -> Images:
     path = locate(data_dir, comp.train_file, comp)
-    frame = _read_csv(path)
+    frame = _read_csv(path, comp.id_column)
     _require_columns(frame, path, [comp.id_column, comp.target_column, *comp.extra_columns])
     ids = _check_ids(frame, path, comp.id_column)
     labels = class_indices(frame[comp.target_column], path, comp, comp.target_column)
@@ -219,7 +220,7 @@ def has_test(data_dir: Path, comp: Competition) -> bool:
 def load_sample_submission(data_dir: Path, comp: Competition) -> pd.DataFrame:
     """The sample submission, checked to have exactly ``comp.submission_columns``."""
     path = locate(data_dir, comp.sample_submission, comp)
-    frame = _read_csv(path)
+    frame = _read_csv(path, comp.submission_columns[0])
     if list(frame.columns) != comp.submission_columns:
         raise DataError(
             f"{path}: columns {list(frame.columns)} differ from competition.submission_columns "
@@ -241,7 +242,7 @@ def load_solution(data_dir: Path, comp: Competition) -> pd.DataFrame | None:
     path = Path(data_dir) / comp.solution_file
     if not path.is_file():
         return None
-    frame = _read_csv(path)
+    frame = _read_csv(path, comp.submission_columns[0])
     id_column, target = comp.submission_columns
     _require_columns(frame, path, [id_column, target, "Usage"])
     bad = ~frame["Usage"].isin(["Public", "Private"]).to_numpy()

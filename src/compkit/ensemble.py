@@ -7,11 +7,12 @@ fitted on OOF only. Every fold must have been made from the current fold files, 
 folds from one config: stale or mixed fold artefacts are refused. The stacked blend is scored on
 its own out-of-fold predictions over the competition's folds (``folds.csv``), and refitted on all OOF
 rows for holdout and test. Writes ``runs/<competition>/ensemble/``:
-``ensemble.json`` (per-backbone and per-blend scores, weights, the selected blend, and its lineage:
+``ensemble.json`` (per-backbone and per-blend scores, weights, the selected blend, its lineage:
 the fold-file digest, a digest per backbone of its folds' lineages, and the digest and count of the
-OOF ids the weights were fitted on; the stacked blend, having no weight per backbone, has no ``weights``)
-and the selected blend's ``oof.csv``,
-``holdout.csv`` and, with a test file, ``test.csv``.
+OOF ids the weights were fitted on; the stacked blend, having no weight per backbone, has no ``weights``;
+and ``files``, the sha256 of each file below) and the selected blend's ``oof.csv``,
+``holdout.csv`` and, with a test file, ``test.csv``. The set is committed as a whole (artifacts.py):
+a kill leaves the old set or the new one, and readers check each file against ensemble.json.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
 from compkit import console
+from compkit.artifacts import Layout
 from compkit.config import Config, Paths
 from compkit.data import has_test, load_train
 from compkit.errors import CompkitError, shown
-from compkit.folds import load_folds
-from compkit.io import read_json, write_json, write_proba
-from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
+from compkit.lineage import folds_digest, ids_digest
 from compkit.metrics import best, score_table
 from compkit.tracking import tracked
-from compkit.train import fold_dir, load_fold_mean, load_oof
 
 BLENDS = ("equal", "fitted", "hard")  # always made; "stacked" joins them with ensemble.stacking
 
@@ -147,7 +146,7 @@ def oof_folds(config: Config, paths: Paths, oof_ids: np.ndarray) -> np.ndarray:
     Raises:
         CompkitError: an OOF id is in no fold of folds.csv; names the file and the fix.
     """
-    folds, _ = load_folds(config, paths)
+    folds, _ = Layout(config, paths).read_folds()
     fold = pd.Series(folds["fold"].to_numpy(), index=folds[config.competition.id_key].to_numpy()).reindex(oof_ids)
     missing = oof_ids[fold.isna().to_numpy()]
     if len(missing):
@@ -167,38 +166,14 @@ def _stack(parts: list[tuple[np.ndarray, np.ndarray]], what: str) -> tuple[np.nd
     return ids, np.stack([p for _, p in parts])
 
 
-def input_lineage(config: Config, paths: Paths) -> dict:
-    """The digest of each backbone's fold lineages, after checking the folds are current and unmixed.
-
-    Raises:
-        CompkitError: a fold is missing, was made from other fold files than ``folds/`` holds now, or was
-            made from another config than the backbone's fold 0; names its ``fold.json`` and how to clean.
-    """
-    current, inputs = folds_digest(paths), {}
-    for backbone in config.train.backbones:
-        lineages = []
-        for k in range(config.folds.n_splits):
-            path = fold_dir(paths, backbone, k) / "fold.json"
-            lineage = read_json(path).get("lineage", {})
-            if lineage.get("folds") != current:
-                what = "other fold files (folds.csv, holdout.csv, pseudo.csv) than now"
-            elif lineages and lineage.get("config") != lineages[0]["config"]:
-                what = f"another config than {fold_dir(paths, backbone, 0) / 'fold.json'}"
-            else:
-                lineages.append(lineage)
-                continue
-            raise CompkitError(f"{path}: made from {what}; {clean_hint(config, paths, backbone)}")
-        inputs[backbone] = digest(lineages)
-    return inputs
-
-
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: score each backbone and blend on OOF, write the selected blend's files."""
-    comp, backbones, spec = config.competition, config.train.backbones, config.ensemble
-    inputs = input_lineage(config, paths)
+    comp, backbones, spec, layout = config.competition, config.train.backbones, config.ensemble, Layout(config, paths)
+    layout.read_folds()  # the fold files are a verified pair
+    inputs = layout.fold_inputs(backbones)
     train = load_train(paths.data, comp)
     label_of = pd.Series(train.labels, index=train.ids)
-    oof_ids, oof = _stack([load_oof(config, paths, b) for b in backbones], "OOF")
+    oof_ids, oof = _stack([layout.load_oof(b)[:2] for b in backbones], "OOF")
     labels = label_of.loc[oof_ids].to_numpy()
 
     scores = {b: score_table(labels, p) for b, p in zip(backbones, oof)}
@@ -217,18 +192,16 @@ def run(config: Config, paths: Paths) -> None:
     else:
         selected = spec.select
 
-    out = paths.runs / "ensemble"
-    sets = {"holdout.csv": _stack([load_fold_mean(config, paths, b, "holdout.csv") for b in backbones], "holdout")}
+    out = layout.ensemble_dir
+    sets = {"holdout.csv": _stack([layout.load_fold_mean(b, "holdout.csv") for b in backbones], "holdout")}
     if has_test(paths.data, comp):
-        sets["test.csv"] = _stack([load_fold_mean(config, paths, b, "test.csv") for b in backbones], "test")
-    write_proba(out / "oof.csv", comp.id_key, oof_ids, oof_blend[selected], comp.classes)
-    for name, (ids, probas) in sets.items():
-        write_proba(out / name, comp.id_key, ids, combine[selected](probas), comp.classes)
-    write_json(
+        sets["test.csv"] = _stack([layout.load_fold_mean(b, "test.csv") for b in backbones], "test")
+    layout.write_ensemble(
         {"backbones": backbones, "scores": scores, "blends": blends, "selected": selected, "metric": comp.metric,
          "cv": blends[selected][comp.metric],
          "lineage": {"folds": folds_digest(paths), "inputs": inputs, "fit_ids": ids_digest(oof_ids), "n_fit": len(oof_ids)}},
-        out / "ensemble.json",
+        {"oof.csv": (oof_ids, oof_blend[selected]),
+         **{name: (ids, combine[selected](probas)) for name, (ids, probas) in sets.items()}},
     )
 
     rows = [{"model": b, "kind": "backbone", **scores[b]} for b in backbones]

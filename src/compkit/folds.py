@@ -1,7 +1,8 @@
 """Stage 1: a stratified public/private holdout carved from train, and stratified K folds of the rest.
 
 Writes ``folds/<competition>/holdout.csv`` (id, Usage: Public|Private) and
-``folds/<competition>/folds.csv`` (id, fold: 0..K-1), both sorted by id. The same seed gives
+``folds/<competition>/folds.csv`` (id, fold: 0..K-1), both sorted by id, then ``folds.json``, the
+sha256 of both: readers refuse a pair it does not describe (artifacts.py). The same seed gives
 byte-identical files. Holdout rows are in no fold, so no model ever trains on them.
 """
 
@@ -12,10 +13,10 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from compkit import console
+from compkit.artifacts import Layout
 from compkit.config import Config, Paths
 from compkit.data import DataError, Images, check_sample_ids, check_test_ids, load_sample_submission, load_test, load_train
 from compkit.errors import shown
-from compkit.io import write_csv
 
 
 def strata(train: Images, config: Config) -> np.ndarray:
@@ -102,14 +103,12 @@ def make_folds(train: Images, config: Config, with_holdout: bool = True) -> tupl
 
 
 def load_folds(config: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read ``folds.csv`` and ``holdout.csv``; raises :class:`DataError` telling to run ``make folds``."""
-    tables = []
-    for name in ("folds.csv", "holdout.csv"):
-        path = paths.folds / name
-        if not path.is_file():
-            raise DataError(f"{path}: not found; run `make folds COMPETITION={config.competition.name}` first")
-        tables.append(pd.read_csv(path))
-    return tables[0], tables[1]
+    """Read ``folds.csv`` and ``holdout.csv``, verified against ``folds.json`` (:meth:`compkit.artifacts.Layout.read_folds`).
+
+    Raises:
+        DataError: a file is missing or the pair is not the one ``folds.json`` records; says to run ``make folds``.
+    """
+    return Layout(config, paths).read_folds()
 
 
 def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarray, config: Config, paths: Paths) -> None:
@@ -159,8 +158,7 @@ def run(config: Config, paths: Paths) -> None:
     train, _ = check_inputs(config, paths)
     has_solution = (paths.data / comp.solution_file).is_file()
     folds, holdout = make_folds(train, config, with_holdout=not has_solution)
-    write_csv(holdout, paths.folds / "holdout.csv")
-    write_csv(folds, paths.folds / "folds.csv")
+    Layout(config, paths).write_folds(folds, holdout)
     sizes = folds["fold"].value_counts()
     public = int((holdout["Usage"] == "Public").sum())
     if has_solution:

@@ -56,6 +56,27 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def as_ids(values) -> np.ndarray:
+    """Ids read as text, kept as text unless every one is a plain integer: (N,) int64, else (N,) object str.
+
+    ``"001801"`` or ``"a.png"`` stay text (the leading zeros are part of the id); ``"1801"`` becomes 1801.
+    Empty cells (NaN) are left as they are, for the caller to report.
+    """
+    values = pd.Series(values, dtype=object)
+    text = values.dropna().astype(str)
+    if len(text) and text.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").all():
+        return values.astype("int64").to_numpy() if len(text) == len(values) else values.to_numpy()
+    return values.to_numpy()
+
+
+def read_id_csv(path: Path, id_column: str) -> pd.DataFrame:
+    """``pd.read_csv`` with the ``id_column`` read as text and then made ids by :func:`as_ids`."""
+    frame = pd.read_csv(path, dtype={id_column: str})
+    if id_column in frame.columns:
+        frame[id_column] = as_ids(frame[id_column])
+    return frame
+
+
 def proba_columns(classes: list) -> list[str]:
     """Column names of a probability file: ``p_<class>`` per class, in class order."""
     return [f"p_{c}" for c in classes]
@@ -76,7 +97,7 @@ def read_proba(path: Path, id_column: str, classes: list) -> tuple[np.ndarray, n
     """
     if not Path(path).is_file():
         raise CompkitError(f"{path}: not found; run the stage that writes it first (see `make help`)")
-    frame = pd.read_csv(path)
+    frame = read_id_csv(path, id_column)
     columns = [id_column, *proba_columns(classes)]
     if list(frame.columns) != columns:
         raise CompkitError(f"{path}: columns {list(frame.columns)} are not {columns}; delete it and rerun its stage")

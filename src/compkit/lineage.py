@@ -35,10 +35,31 @@ def folds_digest(paths: Paths) -> str:
     return sha.hexdigest()
 
 
+# Config keys that do not change a fold's model: every other key of the resolved config counts.
+# backbones / train.backbones / train.use_tuned are resolved into the backbone's hyperparameters.
+# (pseudo.threshold acts through pseudo.csv, which the fold-file digest covers.)
+IRRELEVANT = ("tune", "ensemble", "pseudo", "tracking", "backbones", "competition.url", "competition.builder",
+              "competition.metric", "competition.sample_submission", "competition.solution_file",
+              "competition.submission_columns", "train.backbones", "train.use_tuned", "train.process_per_fold")
+
+
+def training_config(config: Config, hyper: Hyper) -> dict:
+    """The resolved config a fold's model is made from: ``config`` with ``hyper`` (the backbone's resolved
+    hyperparameters) in ``train``, less the keys in :data:`IRRELEVANT`."""
+    resolved = config.model_dump(mode="json")
+    resolved["train"].update(hyper.model_dump(mode="json"))
+    for key in IRRELEVANT:
+        *parents, leaf = key.split(".")
+        node = resolved
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return resolved
+
+
 def config_digest(config: Config, hyper: Hyper) -> str:
-    """sha256 hex of what a fold's model depends on: the competition, the fold scheme, the resolved hyperparameters, the seeds per fold."""
-    return digest({"competition": config.competition.model_dump(), "folds": config.folds.model_dump(), "hyper": hyper.model_dump(),
-                   "seeds": config.train.seeds})
+    """sha256 hex of :func:`training_config`: every config key but :data:`IRRELEVANT` (loss, class weights and seeds too)."""
+    return digest(training_config(config, hyper))
 
 
 def stale_reason(recorded: dict, expected: dict, clean: str) -> str | None:

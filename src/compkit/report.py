@@ -1,6 +1,6 @@
 """Report (``make report``): one self-contained HTML page on a competition's runs, after ensemble/submit.
 
-Reads only what the stages wrote: ``folds/<competition>/{folds,holdout}.csv``, every backbone's
+Reads only what the stages wrote, each file verified against its record (artifacts.py): ``folds/<competition>/{folds,holdout}.csv``, every backbone's
 ``runs/<competition>/<backbone>/fold<k>/{oof,holdout,history}.csv``, ``runs/<competition>/ensemble/``
 (``ensemble.json``, ``oof.csv``, ``holdout.csv``), ``submissions/<competition>/leaderboard.csv`` and the
 submission files it lists, and the labels and images of the training file. Writes
@@ -33,13 +33,12 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
 from compkit import console
+from compkit.artifacts import Layout
 from compkit.config import Competition, Config, Paths
 from compkit.data import Images, class_indices, load_train
 from compkit.errors import CompkitError
-from compkit.folds import load_folds
-from compkit.io import atomic_path, read_json, read_proba
+from compkit.io import atomic_path, read_id_csv
 from compkit.metrics import score_table
-from compkit.train import fold_dir, load_fold_mean
 
 N_WRONG = 24  # images in the grid of confidently wrong OOF predictions
 MAX_EXTRA_VALUES = 40  # values of an extra column shown (the most frequent ones)
@@ -179,23 +178,15 @@ class Candidate:
 
 
 def _backbone_oof(config: Config, paths: Paths, backbone: str) -> Model:
-    """A backbone's OOF rows from each fold's ``oof.csv``, sorted by id."""
-    comp = config.competition
-    parts = [
-        read_proba(fold_dir(paths, backbone, k) / "oof.csv", comp.id_key, comp.classes)
-        for k in range(config.folds.n_splits)
-    ]
-    ids = np.concatenate([p[0] for p in parts])
-    fold = np.concatenate([np.full(len(p[0]), k) for k, p in enumerate(parts)])
-    order = np.argsort(ids, kind="stable")
-    return Model(backbone, backbone, ids[order], np.concatenate([p[1] for p in parts])[order], fold[order])
+    """A backbone's OOF rows from each fold's verified ``oof.csv``, sorted by id."""
+    return Model(backbone, backbone, *Layout(config, paths).load_oof(backbone))
 
 
-def _blend_oof(config: Config, paths: Paths, selected: str, folds: pd.DataFrame) -> Model:
-    """The selected blend's ``ensemble/oof.csv``, each row's fold from ``folds.csv``."""
-    comp = config.competition
-    path = paths.runs / "ensemble" / "oof.csv"
-    ids, proba = read_proba(path, comp.id_key, comp.classes)
+def _blend_oof(config: Config, paths: Paths, blend: dict, folds: pd.DataFrame) -> Model:
+    """The selected blend's verified ``ensemble/oof.csv`` (``blend``: ensemble.json), each row's fold from ``folds.csv``."""
+    comp, layout, selected = config.competition, Layout(config, paths), blend["selected"]
+    path = layout.ensemble_dir / "oof.csv"
+    ids, proba = layout.read_ensemble_proba(blend, "oof.csv")
     fold = folds.set_index(comp.id_key)["fold"].reindex(ids)
     if fold.isna().any():
         raise CompkitError(f"{path}: id {ids[fold.isna().to_numpy()][0]!r} is in no fold of folds.csv; rerun `make ensemble`")
@@ -211,9 +202,9 @@ def _rows(ids: np.ndarray, train: Images, source: Path) -> np.ndarray:
     return rows.to_numpy(dtype=np.int64)
 
 
-def _leaderboard(paths: Paths) -> pd.DataFrame | None:
-    path = paths.submissions / "leaderboard.csv"
-    return pd.read_csv(path) if path.is_file() else None
+def _leaderboard(config: Config, paths: Paths) -> pd.DataFrame | None:
+    layout = Layout(config, paths)
+    return layout.read_leaderboard() if layout.leaderboard.is_file() else None
 
 
 def _submission_correct(path: Path, comp: Competition, held_ids: np.ndarray, truth: np.ndarray) -> np.ndarray | None:
@@ -221,8 +212,8 @@ def _submission_correct(path: Path, comp: Competition, held_ids: np.ndarray, tru
     (a missing file, or one that predicts the test file, whose labels are unknown)."""
     if not path.is_file():
         return None
-    frame = pd.read_csv(path)
     id_column, target = comp.submission_columns
+    frame = read_id_csv(path, id_column)
     if list(frame.columns) != [id_column, target] or len(frame) != len(held_ids) or set(frame[id_column]) != set(held_ids):
         return None
     pred = pd.Series(class_indices(frame[target], path, comp, target), index=frame[id_column]).loc[held_ids].to_numpy()
@@ -237,7 +228,7 @@ def holdout_candidates(config: Config, paths: Paths, blend: dict, train: Images,
     Returns:
         The candidates, and the names of the submissions left out (file missing, or it predicts test).
     """
-    comp = config.competition
+    comp, layout = config.competition, Layout(config, paths)
     held_ids = holdout[comp.id_key].to_numpy()
     truth = train.labels[_rows(held_ids, train, paths.folds / "holdout.csv")]
     out, skipped = [], []
@@ -248,11 +239,11 @@ def holdout_candidates(config: Config, paths: Paths, blend: dict, train: Images,
         else:
             out.append(Candidate(str(row.name), "submission", float(row.cv), correct))
     if not out:
-        ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
+        ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
         pred = pd.Series(proba.argmax(axis=1), index=ids).loc[held_ids].to_numpy()
         out.append(Candidate(f"ensemble ({blend['selected']}), not submitted", "ensemble", float(blend["cv"]), pred == truth))
     for backbone in blend["backbones"]:
-        ids, proba = load_fold_mean(config, paths, backbone, "holdout.csv")
+        ids, proba = layout.load_fold_mean(backbone, "holdout.csv")
         pred = pd.Series(proba.argmax(axis=1), index=ids).loc[held_ids].to_numpy()
         out.append(Candidate(backbone, "backbone", float(blend["scores"][backbone][comp.metric]), pred == truth))
     return out, skipped
@@ -686,10 +677,7 @@ def _curves_section(page: _Page, config: Config, paths: Paths, backbones: list[s
     for backbone in backbones:
         histories = []
         for k in range(config.folds.n_splits):
-            path = fold_dir(paths, backbone, k) / "history.csv"
-            if not path.is_file():
-                raise CompkitError(f"{path}: not found; rerun `make train`")
-            history = pd.read_csv(path)
+            history = pd.read_csv(Layout(config, paths).fold_file(backbone, k, "history.csv"))
             histories.append(history[history["seed"] == 0] if "seed" in history else history)  # seed averaging: the first
         page.add(page.figure(f"learning_curves_{backbone}.png", learning_curves_figure(histories, backbone),
                              f"{backbone}: loss and accuracy per epoch, every fold"))
@@ -745,13 +733,14 @@ def run(config: Config, paths: Paths) -> Path:
     """Stage entry point: write ``runs/<competition>/report/index.html`` and its PNG figures; returns the page's path."""
     start = time.perf_counter()
     comp = config.competition
-    blend = read_json(paths.runs / "ensemble" / "ensemble.json")
-    folds, holdout = load_folds(config, paths)
+    layout = Layout(config, paths)
+    blend = layout.read_ensemble()
+    folds, holdout = layout.read_folds()
     train = load_train(paths.data, comp)
-    models = [_blend_oof(config, paths, blend["selected"], folds), *(_backbone_oof(config, paths, b) for b in blend["backbones"])]
+    models = [_blend_oof(config, paths, blend, folds), *(_backbone_oof(config, paths, b) for b in blend["backbones"])]
     rows = {m.key: _rows(m.ids, train, paths.runs / (m.key if m.key != "blend" else "ensemble")) for m in models}
     labels = {key: train.labels[r] for key, r in rows.items()}
-    board = _leaderboard(paths)
+    board = _leaderboard(config, paths)
     usage = holdout["Usage"].to_numpy()
     for m in models[1:]:
         if not np.array_equal(m.ids, models[0].ids):

@@ -5,7 +5,9 @@ columns, ids and order. Without it (DACON's test set is not shipped here) the su
 the local holdout, in the same columns, sorted by id. Public and private scores come from the
 competition's solution file (test labels with a Usage column, Kaggle's convention) when it ships
 one, else from the ensemble's predictions of the Public and Private parts of the holdout. A row
-is appended to ``submissions/<competition>/leaderboard.csv``.
+is appended to ``submissions/<competition>/leaderboard.csv``. The ensemble set is verified first
+(artifacts.py), and the submission is validated and scored and the leaderboard read before anything
+is written, so a failure leaves neither an orphan submission nor a changed leaderboard.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ import numpy as np
 import pandas as pd
 
 from compkit import console
+from compkit.artifacts import Layout
 from compkit.config import Competition, Config, Paths
 from compkit.data import check_sample_ids, class_indices, has_test, load_sample_submission, load_solution, load_test, load_train
 from compkit.errors import CompkitError, shown
-from compkit.folds import load_folds
-from compkit.io import read_json, read_proba, write_csv
 from compkit.lineage import ids_digest
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.tracking import tracked
-
-LEADERBOARD_COLUMNS = ["time", "name", "file", "backbones", "blend", "cv", "public", "private"]
 
 
 class SubmissionError(CompkitError):
@@ -67,37 +66,29 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
         raise SubmissionError(str(exc)) from None
 
 
-def _submission_path(folder: Path, name: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path, n = folder / f"{stamp}_{name}.csv", 1
-    while path.exists():  # two submissions in one second keep both files
-        n += 1
-        path = folder / f"{stamp}_{name}-{n}.csv"
-    return path
+def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, blend: dict) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """(ids, (N, K) probabilities, expected frame) of what is submitted: test when shipped, else the holdout.
 
-
-def _predictions(config: Config, paths: Paths, sample: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """(ids, (N, K) probabilities, expected frame) of what is submitted: test when shipped, else the holdout."""
-    comp = config.competition
+    ``blend`` is the verified ensemble.json (:meth:`compkit.artifacts.Layout.read_ensemble`).
+    """
+    comp, layout = config.competition, Layout(config, paths)
     id_column, target = comp.submission_columns
     if not has_test(paths.data, comp):
-        ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
+        ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
         return ids, proba, pd.DataFrame({id_column: ids, target: comp.classes[0]})
-    test_ids = load_test(paths.data, comp).ids
-    check_sample_ids(sample, test_ids, paths.data, comp)
-    ids, proba = read_proba(paths.runs / "ensemble" / "test.csv", comp.id_key, comp.classes)
-    if ids_digest(ids) != ids_digest(test_ids):
+    ids, proba = layout.read_ensemble_proba(blend, "test.csv")
+    if ids_digest(ids) != ids_digest(load_test(paths.data, comp).ids):
         raise SubmissionError(
-            f"{paths.runs / 'ensemble' / 'test.csv'}: its ids are not those of the test set in {paths.data}; "
+            f"{layout.ensemble_dir / 'test.csv'}: its ids are not those of the test set in {paths.data}; "
             "rerun `make train ensemble` on this test set"
         )
     proba = proba[pd.Series(np.arange(len(ids)), index=ids).loc[sample[id_column]].to_numpy()]
     return sample[id_column].to_numpy(), proba, sample
 
 
-def _score_parts(config: Config, paths: Paths, ids: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float], str]:
+def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float], str]:
     """Public and private scores, on the solution file when the competition ships one, else on the holdout."""
-    comp = config.competition
+    comp, layout = config.competition, Layout(config, paths)
     solution = load_solution(paths.data, comp)
     if solution is not None:
         index = pd.Series(np.arange(len(ids)), index=ids)
@@ -108,8 +99,8 @@ def _score_parts(config: Config, paths: Paths, ids: np.ndarray, proba: np.ndarra
         proba = proba[index.loc[solution[comp.submission_columns[0]]].to_numpy()]
         truth, usage, where = solution["label"].to_numpy(), solution["Usage"].to_numpy(), comp.solution_file
     else:
-        _, holdout = load_folds(config, paths)
-        ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
+        _, holdout = layout.read_folds()
+        ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
         train = load_train(paths.data, comp)
         truth = pd.Series(train.labels, index=train.ids).loc[ids].to_numpy()
         usage, where = holdout.set_index(comp.id_key)["Usage"].loc[ids].to_numpy(), "the holdout"
@@ -119,19 +110,22 @@ def _score_parts(config: Config, paths: Paths, ids: np.ndarray, proba: np.ndarra
 
 
 def run(config: Config, paths: Paths, name: str | None = None) -> Path:
-    """Stage entry point: write, validate and score the ensemble's submission; returns its path."""
-    comp = config.competition
-    blend = read_json(paths.runs / "ensemble" / "ensemble.json")
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
+    """Stage entry point: validate, score and rank the ensemble's submission, then write it and its
+    leaderboard row; returns its path. Every check runs before the first write, so a failure leaves
+    no submission file and the leaderboard as it was.
+    """
+    comp, layout = config.competition, Layout(config, paths)
     sample = load_sample_submission(paths.data, comp)
+    if has_test(paths.data, comp):
+        check_sample_ids(sample, load_test(paths.data, comp).ids, paths.data, comp)
+    blend = layout.read_ensemble()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
     id_column, target = comp.submission_columns
-    ids, proba, expected = _predictions(config, paths, sample)
+    ids, proba, expected = _predictions(config, paths, sample, blend)
     submission = pd.DataFrame({id_column: ids, target: np.asarray(comp.classes, dtype=object)[proba.argmax(axis=1)]})
-    path = _submission_path(paths.submissions, name)
+    path = layout.submission_path(name)
     validate_submission(submission, expected, comp, str(path))
-    write_csv(submission, path)
-
-    parts, counts = _score_parts(config, paths, ids, proba)
+    parts, counts = _score_parts(config, paths, blend, ids, proba)
     row = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "name": name,
@@ -141,10 +135,8 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
         "cv": round(blend["cv"], 6),
         **{k: round(v, 6) for k, v in parts.items()},
     }
-    board_path = paths.submissions / "leaderboard.csv"
-    board = pd.read_csv(board_path) if board_path.is_file() else pd.DataFrame(columns=LEADERBOARD_COLUMNS)
-    board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
-    write_csv(board, board_path)
+    board = pd.concat([layout.read_leaderboard(), pd.DataFrame([row])], ignore_index=True)
+    layout.write_submission(path, submission, board)
     shown_board = board.drop(columns=["file"]).sort_values("cv", ascending=not GREATER_IS_BETTER[comp.metric], kind="stable")
     console.table(shown_board, title=f"{comp.name} local leaderboard ({comp.metric}, best CV first)")
     with tracked(config, paths, "submit", f"submit-{name}", {"submission": path.name}) as tracker:

@@ -10,8 +10,8 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
     oof.csv        id, p_<class>...  for fold k's rows (the mean over seeds, each with ``tta`` views)
     holdout.csv    id, p_<class>...  for every holdout row
     test.csv       id, p_<class>...  for every test row (only with a test file)
-    fold.json      scores, epochs, seconds, peak memory, hyperparameters, lineage; written last:
-                   its presence marks the fold done
+    fold.json      scores, epochs, seconds, peak memory, hyperparameters, lineage, and the sha256 of each
+                   CSV above; written last: its presence marks the fold done (see artifacts.py)
 
 A finished fold is skipped on rerun, so a crash loses at most the fold in progress. Its lineage
 (digests of the config parts and fold files it was made from, and of the ids it was fit on and
@@ -28,38 +28,22 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from compkit import console
+from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids, load_test, load_train
 from compkit.errors import CompkitError
-from compkit.folds import check_folds, load_folds
-from compkit.io import atomic_path, claim, lock_owner, read_json, read_proba, release, write_csv, write_json, write_proba
-from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, read_lineage, stale_reason
+from compkit.folds import check_folds
+from compkit.io import atomic_path, claim, lock_owner, release
+from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, stale_reason
 from compkit.metrics import score_table
 from compkit.process import in_fresh_process
-from compkit.pseudo import load_pseudo
 from compkit.tracking import tracked
-
-
-def fold_dir(paths: Paths, backbone: str, fold: int) -> Path:
-    """``runs/<competition>/<backbone>/fold<fold>/``."""
-    return paths.runs / backbone / f"fold{fold}"
-
-
-def is_done(paths: Paths, backbone: str, fold: int) -> bool:
-    """True when the fold's last artefact, ``fold.json``, exists."""
-    return (fold_dir(paths, backbone, fold) / "fold.json").is_file()
-
-
-def lock_path(paths: Paths, backbone: str, fold: int) -> Path:
-    """``fold<k>/.lock``: exists while a process trains the fold; holds that process's pid."""
-    return fold_dir(paths, backbone, fold) / ".lock"
 
 
 def _optimizer(hyper: Hyper, steps_per_epoch: int):
@@ -163,13 +147,14 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
     """Read train, test and the fold files, and split train's rows (and pseudo-labelled test rows) for ``fold``."""
     comp = config.competition
     train, test = load_train(paths.data, comp), load_test(paths.data, comp)
-    folds, holdout = load_folds(config, paths)
+    layout = Layout(config, paths)
+    folds, holdout = layout.read_folds()
     check_folds(folds, holdout, train.ids, config, paths)
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
     fold_of = dict(zip(folds[comp.id_key], folds["fold"]))
     row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
-    pseudo, pseudo_labels = load_pseudo(config, paths, train, test, fold)
+    pseudo, pseudo_labels = layout.read_pseudo(train, test, fold)
     return FoldData(
         train=train,
         test=test,
@@ -260,17 +245,10 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     return model, hist
 
 
-def best_params_path(paths: Paths, backbone: str) -> Path:
-    """``runs/<competition>/best/<backbone>.json``: the best Optuna trial of ``backbone`` (see tune.py)."""
-    return paths.runs / "best" / f"{backbone}.json"
-
-
 def tuned_hyper(config: Config, paths: Paths, backbone: str) -> Hyper:
     """``config.hyper(backbone)`` with the best tuned parameters on top, unless ``train.use_tuned`` is false."""
-    path = best_params_path(paths, backbone)
-    if not (config.train.use_tuned and path.is_file()):
-        return config.hyper(backbone)
-    return config.hyper(backbone).with_params(read_json(path)["params"])
+    params = Layout(config, paths).read_best_params(backbone) if config.train.use_tuned else None
+    return config.hyper(backbone) if params is None else config.hyper(backbone).with_params(params)
 
 
 def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
@@ -296,7 +274,8 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
     extra = {"backbone": backbone, "fold": fold, "hyper": hyper.model_dump()}
     with tracked(config, paths, "train", f"{backbone}-fold{fold}", extra) as tracker:
-        out, train, seeds = fold_dir(paths, backbone, fold), data.train, config.train.seeds
+        layout = Layout(config, paths)
+        out, train, seeds = layout.fold_dir(backbone, fold), data.train, config.train.seeds
         sets = {"oof.csv": (train, data.val), "holdout.csv": (train, data.held)}
         if data.test is not None:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
@@ -315,9 +294,6 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
                 if len(rows):  # no holdout when the competition ships its test labels
                     probas[name] += predict_tta(model, inputs[name], hyper.augment, hyper.tta, model_seed) / seeds
         hist = pd.concat(histories, ignore_index=True)
-        write_csv(hist, out / "history.csv")
-        for name, (split, rows) in sets.items():
-            write_proba(out / name, comp.id_key, split.ids[rows], probas[name], comp.classes)
         scores = score_table(train.labels[data.val], probas["oof.csv"])
         result = {
             "backbone": backbone,
@@ -340,7 +316,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
             },
         }
         tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "lineage")})
-        write_json(result, out / "fold.json")
+        result = layout.write_fold(backbone, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
     return result
 
 
@@ -350,50 +326,26 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def load_oof(config: Config, paths: Paths, backbone: str) -> tuple[np.ndarray, np.ndarray]:
-    """All folds' OOF predictions of ``backbone``: (N,) ids sorted ascending and (N, K) probabilities."""
-    comp = config.competition
-    parts = [
-        read_proba(fold_dir(paths, backbone, k) / "oof.csv", comp.id_key, comp.classes)
-        for k in range(config.folds.n_splits)
-    ]
-    ids = np.concatenate([p[0] for p in parts])
-    order = np.argsort(ids, kind="stable")
-    return ids[order], np.concatenate([p[1] for p in parts])[order]
-
-
-def load_fold_mean(config: Config, paths: Paths, backbone: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Fold models' mean prediction of ``name`` (``holdout.csv`` or ``test.csv``): (N,) ids, (N, K) probabilities."""
-    comp = config.competition
-    parts = [
-        read_proba(fold_dir(paths, backbone, k) / name, comp.id_key, comp.classes)
-        for k in range(config.folds.n_splits)
-    ]
-    for k, (ids, _) in enumerate(parts[1:], start=1):
-        if not np.array_equal(ids, parts[0][0]):
-            raise CompkitError(f"{fold_dir(paths, backbone, k) / name}: ids differ from fold 0's; rerun `make train`")
-    return parts[0][0], np.mean([p[1] for p in parts], axis=0)
-
-
 def check_done_folds(config: Config, paths: Paths) -> None:
     """Refuse to go on when a finished fold was made from another config or other fold files than now.
 
     Raises:
         CompkitError: names the fold's ``fold.json``, what changed, and how to clean.
     """
-    folds = folds_digest(paths)
+    folds, layout = folds_digest(paths), Layout(config, paths)
     for backbone in config.train.backbones:
         expected = {"config": config_digest(config, tuned_hyper(config, paths, backbone)), "folds": folds}
         for fold in range(config.folds.n_splits):
-            path = fold_dir(paths, backbone, fold) / "fold.json"
-            reason = path.is_file() and stale_reason(read_lineage(path), expected, clean_hint(config, paths, backbone))
+            path = layout.fold_record(backbone, fold)
+            reason = path.is_file() and stale_reason(layout.read_fold(backbone, fold).get("lineage", {}), expected,
+                                                     clean_hint(config, paths, backbone))
             if reason:
                 raise CompkitError(f"{path}: {reason}")
 
 
 def _train_claimed(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     """Train a fold this process holds the lock of, after deleting a killed run's half-written files."""
-    for tmp in fold_dir(paths, backbone, fold).glob(".tmp-*"):
+    for tmp in Layout(config, paths).fold_dir(backbone, fold).glob(".tmp-*"):
         tmp.unlink(missing_ok=True)
     if config.train.process_per_fold:
         return in_fresh_process(f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
@@ -409,7 +361,8 @@ def run(config: Config, paths: Paths) -> None:
     Raises:
         CompkitError: missing or stale fold files, a finished fold made from another config, a fold that failed.
     """
-    folds, holdout = load_folds(config, paths)  # fail fast, before any process starts
+    layout = Layout(config, paths)
+    folds, holdout = layout.read_folds()  # fail fast, before any process starts
     check_folds(folds, holdout, load_train(paths.data, config.competition).ids, config, paths)
     check_done_folds(config, paths)
     start, trained, skipped = time.perf_counter(), 0, 0
@@ -418,15 +371,15 @@ def run(config: Config, paths: Paths) -> None:
     while pending:
         for backbone, fold in list(pending):
             label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
-            lock = lock_path(paths, backbone, fold)
-            if not is_done(paths, backbone, fold) and not claim(lock):
+            lock = layout.lock(backbone, fold)
+            if not layout.is_done(backbone, fold) and not claim(lock):
                 if (backbone, fold) not in waiting:
                     console.info(f"{label} being trained by process {lock_owner(lock)}, left to it")
                     waiting.add((backbone, fold))
                 continue
             pending.remove((backbone, fold))
             try:
-                if is_done(paths, backbone, fold):  # checked again: another process may have just finished it
+                if layout.is_done(backbone, fold):  # checked again: another process may have just finished it
                     skipped += 1
                     console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
                     continue
@@ -444,7 +397,7 @@ def run(config: Config, paths: Paths) -> None:
     check_done_folds(config, paths)  # folds another process finished must be from this config too
     scores, metric = [], config.competition.metric
     for backbone in config.train.backbones:
-        folds = [read_json(fold_dir(paths, backbone, k) / "fold.json") for k in range(config.folds.n_splits)]
+        folds = [layout.read_fold(backbone, k) for k in range(config.folds.n_splits)]
         scores.append(f"{backbone} {np.mean([f[f'oof_{metric}'] for f in folds]):.4f}")
     console.summary(
         f"train: {len(config.train.backbones)} backbones x {config.folds.n_splits} folds "

@@ -31,16 +31,15 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from compkit import console
+from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.backbones import BACKBONES
 from compkit.config import Config, ParamSpec, Paths
 from compkit.errors import CompkitError
-from compkit.folds import load_folds
-from compkit.io import write_json
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.process import in_fresh_process
 from compkit.tracking import tracked
-from compkit.train import best_params_path, fit, fold_data, model_inputs
+from compkit.train import fit, fold_data, model_inputs
 
 # Heartbeats and fail_stale_trials are marked experimental, and have been stable since Optuna 2.9.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -248,16 +247,16 @@ def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return
     best = study.best_trial
-    write_json(
+    Layout(config, paths).write_best_params(
+        backbone,
         {"study": study.study_name, "trial": best.number, "value": best.value, "metric": config.competition.metric,
          "params": best.params},
-        best_params_path(paths, backbone),
     )
 
 
 def run(config: Config, paths: Paths, worker: int = 0) -> None:
     """Stage entry point: tune every backbone of ``train.backbones`` in turn."""
-    load_folds(config, paths)  # fail fast when `make folds` has not run
+    Layout(config, paths).read_folds()  # fail fast when `make folds` has not run or its files are not a pair
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial lines say it shorter
     start, lines = time.perf_counter(), []
     for backbone in config.train.backbones:

@@ -1,0 +1,459 @@
+"""The artefact layer: every file a stage writes or reads, where it lives, its writer and its verified reader.
+
+Stages ask a :class:`Layout` for their inputs and outputs, never each other. Under the project root::
+
+    folds/<c>/folds.csv, holdout.csv   id, fold / id, Usage (make folds)
+    folds/<c>/folds.json               their record: the sha256 of each file's bytes; written last
+    folds/<c>/pseudo.csv               id, fold, label, confidence (make pseudo)
+    runs/<c>/<backbone>/fold<k>/       model*.keras, history.csv, oof.csv, holdout.csv, test.csv, .lock, and
+                                       fold.json, the record: scores, lineage, sha256 of each CSV; written last
+    runs/<c>/best/<backbone>.json      the best Optuna trial (make tune)
+    runs/<c>/ensemble/                 oof.csv, holdout.csv, test.csv and ensemble.json, their record (make ensemble)
+    submissions/<c>/<time>_<name>.csv  a submission; leaderboard.csv holds a row per submission (make submit)
+
+Every reader checks what it reads against the record that made it, and fails with one line naming
+the file and the fix: folds.csv and holdout.csv against folds.json (a pair from two runs of `make
+folds` is refused); a fold's CSVs against fold.json's digests, and oof.csv's ids against the ids the
+fold validated on; each backbone's fold.json against the current fold files and its other folds; the
+ensemble's files against ensemble.json's digests, and ensemble.json against the current fold files
+and fold records; the leaderboard's columns and numbers.
+
+Multi-file outputs are committed as a whole. The record (folds.json, fold.json) is written after the
+files it describes, so a kill in between leaves files that fail verification, never a mismatched set
+that passes. The ensemble set is written into a fresh folder that replaces ``ensemble/`` by two
+renames: a kill leaves the old set or the new one (between the two renames, none: rerun `make ensemble`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from compkit.config import Config, Paths
+from compkit.data import DataError, Images
+from compkit.errors import CompkitError, shown
+from compkit.io import atomic_path, proba_columns, read_id_csv, read_proba, write_csv, write_json
+from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
+
+FOLD_PROBAS = ("oof.csv", "holdout.csv", "test.csv")  # test.csv only with a test file
+ENSEMBLE_PROBAS = FOLD_PROBAS
+LEADERBOARD_COLUMNS = ["time", "name", "file", "backbones", "blend", "cv", "public", "private"]
+LEADERBOARD_NUMBERS = ("cv", "public", "private")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """sha256 hex of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 hex of the file's bytes."""
+    return sha256_bytes(Path(path).read_bytes())
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as the CSV bytes compkit writes (no index)."""
+    return frame.to_csv(index=False).encode()
+
+
+def proba_frame(id_column: str, ids: np.ndarray, proba: np.ndarray, classes: list) -> pd.DataFrame:
+    """A probability file's table: ``<id_column>, p_<class>...`` from (N,) ids and (N, K) probabilities."""
+    frame = pd.DataFrame(np.asarray(proba), columns=proba_columns(classes))
+    frame.insert(0, id_column, ids)
+    return frame
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def read_record(path: Path, fix: str) -> dict:
+    """A JSON record (folds.json, fold.json, ensemble.json); missing, empty or corrupt raises one line ending in ``fix``."""
+    if not Path(path).is_file():
+        raise CompkitError(f"{path}: not found; {fix}")
+    try:
+        record = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict):
+        raise CompkitError(f"{path}: empty or not valid JSON (cut short?); {fix}")
+    return record
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every artefact of one competition's run, from its config and :class:`~compkit.config.Paths`."""
+
+    config: Config
+    paths: Paths
+
+    def _make(self, stages: str) -> str:
+        return f"`make {stages} COMPETITION={self.config.competition.name}`"
+
+    # ----------------------------------------------------------------------------------------- fold files
+
+    @property
+    def folds_csv(self) -> Path:
+        """``folds/<c>/folds.csv``: id, fold (0..K-1), sorted by id."""
+        return self.paths.folds / "folds.csv"
+
+    @property
+    def holdout_csv(self) -> Path:
+        """``folds/<c>/holdout.csv``: id, Usage (Public|Private), sorted by id."""
+        return self.paths.folds / "holdout.csv"
+
+    @property
+    def folds_record(self) -> Path:
+        """``folds/<c>/folds.json``: sha256 of folds.csv and holdout.csv, written after them."""
+        return self.paths.folds / "folds.json"
+
+    def write_folds(self, folds: pd.DataFrame, holdout: pd.DataFrame) -> None:
+        """Write folds.csv and holdout.csv, then their record folds.json (the pair is only valid with it)."""
+        files = {self.holdout_csv: csv_bytes(holdout), self.folds_csv: csv_bytes(folds)}
+        for path, data in files.items():
+            _write_bytes(path, data)
+        write_json({"files": {p.name: sha256_bytes(d) for p, d in files.items()}, "n_folds": len(folds),
+                    "n_holdout": len(holdout)}, self.folds_record)
+
+    def read_folds(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """folds.csv and holdout.csv, checked against folds.json; ids keep their text (:func:`compkit.io.as_ids`).
+
+        Raises:
+            DataError: a file is missing, or differs from its digest in folds.json (from two runs of
+                `make folds`, one cut short, or edited): names the file and says to rerun `make folds`.
+        """
+        remake = f"run {self._make('folds')}"
+        for path in (self.folds_csv, self.holdout_csv):
+            if not path.is_file():
+                raise DataError(f"{path}: not found; {remake} first")
+        record = read_record(self.folds_record, f"{remake} again")
+        for path in (self.folds_csv, self.holdout_csv):
+            if record.get("files", {}).get(path.name) != sha256_file(path):
+                raise DataError(f"{path}: differs from its digest in {self.folds_record.name} (written by another or an "
+                                f"interrupted `make folds`, or edited); {remake} again")
+        id_column = self.config.competition.id_key
+        return read_id_csv(self.folds_csv, id_column), read_id_csv(self.holdout_csv, id_column)
+
+    def folds_digest(self) -> str:
+        """The current fold files' digest (:func:`compkit.lineage.folds_digest`)."""
+        return folds_digest(self.paths)
+
+    # -------------------------------------------------------------------------------------- pseudo-labels
+
+    @property
+    def pseudo_csv(self) -> Path:
+        """``folds/<c>/pseudo.csv``: id, fold, label, confidence (see pseudo.py)."""
+        return self.paths.folds / "pseudo.csv"
+
+    def write_pseudo(self, table: pd.DataFrame) -> None:
+        """Write pseudo.csv (one file, atomically; it joins the fold files' digest)."""
+        write_csv(table, self.pseudo_csv)
+
+    def read_pseudo(self, train: Images, test: Images | None, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fold ``fold``'s pseudo-labelled rows: (n,) int row indices into ``test`` and (n,) int class indices.
+
+        Empty when ``pseudo.csv`` does not exist.
+
+        Raises:
+            DataError: names ``pseudo.csv``'s row and the fix when an id is not a test id, is a train or holdout
+                id, or a label is not a class.
+        """
+        path, comp = self.pseudo_csv, self.config.competition
+        if not path.is_file():
+            return np.zeros(0, int), np.zeros(0, int)
+        table = read_id_csv(path, comp.id_key)
+        remake = f"rerun `make pseudo COMPETITION={comp.name}` or delete {path}"
+        if test is None:
+            raise DataError(f"{path}: pseudo-labels but no {comp.test_file} in {self.paths.data}; delete {path}")
+        ids = table[comp.id_key].astype(str).to_numpy()
+        for bad, what in ((np.isin(ids, train.ids.astype(str)) & bool(comp.id_column), f"a {comp.train_file} id: holdout and train rows are never pseudo-labelled"),
+                          (~np.isin(ids, test.ids.astype(str)), f"not in {comp.test_file}"),
+                          (~table["label"].astype(str).isin([str(c) for c in comp.classes]).to_numpy(), "labelled outside the classes")):
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise DataError(f"{path}: row {row + 1}: {comp.id_key} {ids[row]} is {what}; {remake}")
+        mine = table[table["fold"] == fold]
+        row_of = {i: r for r, i in enumerate(test.ids.astype(str))}
+        class_of = {str(c): k for k, c in enumerate(comp.classes)}
+        rows = np.array([row_of[i] for i in mine[comp.id_key].astype(str)], dtype=int)
+        return rows, np.array([class_of[str(c)] for c in mine["label"]], dtype=int)
+
+    # ------------------------------------------------------------------------------------------ fold runs
+
+    def fold_dir(self, backbone: str, fold: int) -> Path:
+        """``runs/<c>/<backbone>/fold<fold>/``."""
+        return self.paths.runs / backbone / f"fold{fold}"
+
+    def fold_record(self, backbone: str, fold: int) -> Path:
+        """``fold<k>/fold.json``: the fold's record; its presence marks the fold done."""
+        return self.fold_dir(backbone, fold) / "fold.json"
+
+    def lock(self, backbone: str, fold: int) -> Path:
+        """``fold<k>/.lock``: exists while a process trains the fold; holds that process's pid."""
+        return self.fold_dir(backbone, fold) / ".lock"
+
+    def is_done(self, backbone: str, fold: int) -> bool:
+        """True when the fold's last artefact, ``fold.json``, exists."""
+        return self.fold_record(backbone, fold).is_file()
+
+    def _retrain(self, backbone: str, fold: int) -> str:
+        return f"delete {self.fold_dir(backbone, fold)} and rerun {self._make('train')}"
+
+    def write_fold(self, backbone: str, fold: int, history: pd.DataFrame,
+                   probas: dict[str, tuple[np.ndarray, np.ndarray]], result: dict) -> dict:
+        """Write a fold's history.csv and probability files (``name -> ((N,) ids, (N, K) probabilities)``),
+        then fold.json: ``result`` plus ``files``, the sha256 of each CSV. Returns the record written."""
+        comp = self.config.competition
+        files = {"history.csv": csv_bytes(history)}
+        files |= {name: csv_bytes(proba_frame(comp.id_key, ids, p, comp.classes)) for name, (ids, p) in probas.items()}
+        for name, data in files.items():
+            _write_bytes(self.fold_dir(backbone, fold) / name, data)
+        record = {**result, "files": {name: sha256_bytes(data) for name, data in files.items()}}
+        write_json(record, self.fold_record(backbone, fold))
+        return record
+
+    def read_fold(self, backbone: str, fold: int) -> dict:
+        """The fold's fold.json; missing, empty or corrupt raises :class:`CompkitError` saying to retrain it."""
+        return read_record(self.fold_record(backbone, fold), self._retrain(backbone, fold))
+
+    def fold_file(self, backbone: str, fold: int, name: str) -> Path:
+        """A fold file (``history.csv``, ``oof.csv``, ...), checked against its digest in fold.json.
+
+        Raises:
+            CompkitError: the fold is not done, the file is missing, fold.json records no digest of it,
+                or its bytes differ from the digest (changed or cut short after training).
+        """
+        record, path, fix = self.read_fold(backbone, fold), self.fold_dir(backbone, fold) / name, self._retrain(backbone, fold)
+        if not path.is_file():
+            raise CompkitError(f"{path}: not found; {fix}")
+        recorded = record.get("files", {}).get(name)
+        if recorded is None:
+            raise CompkitError(f"{path}: fold.json records no digest of it (an older compkit made it); {fix}")
+        if sha256_file(path) != recorded:
+            raise CompkitError(f"{path}: differs from its digest in fold.json (changed or cut short after training); {fix}")
+        return path
+
+    def read_fold_proba(self, backbone: str, fold: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A fold's verified ``oof.csv``, ``holdout.csv`` or ``test.csv``: (N,) ids, (N, K) float64 probabilities.
+
+        Raises:
+            CompkitError: see :meth:`fold_file`; and oof.csv's ids are not the ``n_val`` ids fold.json's
+                lineage says the fold validated on.
+        """
+        comp = self.config.competition
+        path = self.fold_file(backbone, fold, name)
+        ids, proba = read_proba(path, comp.id_key, comp.classes)
+        lineage = self.read_fold(backbone, fold).get("lineage", {})
+        if name == "oof.csv" and (len(ids) != lineage.get("n_val") or ids_digest(ids) != lineage.get("val_ids")):
+            raise CompkitError(f"{path}: its {len(ids)} ids are not the {lineage.get('n_val')} ids fold {fold} validated on "
+                               f"(fold.json); {self._retrain(backbone, fold)}")
+        return ids, proba
+
+    def read_folds_proba(self, backbone: str, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`read_fold_proba` of every fold of ``backbone``, in fold order: the one fold-reading loop."""
+        return [self.read_fold_proba(backbone, k, name) for k in range(self.config.folds.n_splits)]
+
+    def load_oof(self, backbone: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All folds' OOF predictions of ``backbone``, sorted by id: (N,) ids, (N, K) probabilities, (N,) int fold."""
+        parts = self.read_folds_proba(backbone, "oof.csv")
+        ids = np.concatenate([p[0] for p in parts])
+        fold = np.concatenate([np.full(len(p[0]), k) for k, p in enumerate(parts)])
+        order = np.argsort(ids, kind="stable")
+        return ids[order], np.concatenate([p[1] for p in parts])[order], fold[order]
+
+    def load_fold_mean(self, backbone: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The fold models' mean prediction of ``name`` (``holdout.csv`` or ``test.csv``): (N,) ids, (N, K) probabilities.
+
+        Raises:
+            CompkitError: a fold's file fails verification, or its ids differ from fold 0's.
+        """
+        parts = self.read_folds_proba(backbone, name)
+        for k, (ids, _) in enumerate(parts[1:], start=1):
+            if not np.array_equal(ids, parts[0][0]):
+                raise CompkitError(f"{self.fold_dir(backbone, k) / name}: ids differ from fold 0's; {self._retrain(backbone, k)}")
+        return parts[0][0], np.mean([p[1] for p in parts], axis=0)
+
+    def fold_inputs(self, backbones: list[str]) -> dict[str, str]:
+        """The digest of each backbone's fold lineages, after checking the folds are done, current and unmixed.
+
+        Raises:
+            CompkitError: a fold is missing, was made from other fold files than ``folds/`` holds now, or was
+                made from another config than the backbone's fold 0; names its ``fold.json`` and how to clean.
+        """
+        current, inputs = self.folds_digest(), {}
+        for backbone in backbones:
+            lineages = []
+            for k in range(self.config.folds.n_splits):
+                lineage = self.read_fold(backbone, k).get("lineage", {})
+                if lineage.get("folds") != current:
+                    what = "other fold files (folds.csv, holdout.csv, pseudo.csv) than now"
+                elif lineages and lineage.get("config") != lineages[0]["config"]:
+                    what = f"another config than {self.fold_record(backbone, 0)}"
+                else:
+                    lineages.append(lineage)
+                    continue
+                raise CompkitError(f"{self.fold_record(backbone, k)}: made from {what}; {clean_hint(self.config, self.paths, backbone)}")
+            inputs[backbone] = digest(lineages)
+        return inputs
+
+    # ------------------------------------------------------------------------------------------- tuning
+
+    def best_params_path(self, backbone: str) -> Path:
+        """``runs/<c>/best/<backbone>.json``: the best Optuna trial of ``backbone`` (see tune.py)."""
+        return self.paths.runs / "best" / f"{backbone}.json"
+
+    def write_best_params(self, backbone: str, record: dict) -> None:
+        """Write the best trial's record (study, trial, value, metric, params)."""
+        write_json(record, self.best_params_path(backbone))
+
+    def read_best_params(self, backbone: str) -> dict | None:
+        """The tuned ``params`` of ``backbone``, or None when `make tune` has not written them.
+
+        Raises:
+            CompkitError: the file is empty, corrupt or has no ``params`` object.
+        """
+        path = self.best_params_path(backbone)
+        if not path.is_file():
+            return None
+        params = read_record(path, f"delete it or rerun {self._make('tune')}").get("params")
+        if not isinstance(params, dict):
+            raise CompkitError(f"{path}: no 'params' object; delete it or rerun {self._make('tune')}")
+        return params
+
+    # ----------------------------------------------------------------------------------------- ensemble
+
+    @property
+    def ensemble_dir(self) -> Path:
+        """``runs/<c>/ensemble/``: the selected blend's files and ensemble.json."""
+        return self.paths.runs / "ensemble"
+
+    @property
+    def ensemble_record(self) -> Path:
+        """``runs/<c>/ensemble/ensemble.json``."""
+        return self.ensemble_dir / "ensemble.json"
+
+    def write_ensemble(self, record: dict, probas: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Commit a new ensemble set as a whole: ``probas`` (``name -> ((N,) ids, (N, K) probabilities)``) and
+        ensemble.json (``record`` plus ``files``, the sha256 of each CSV) go into a fresh folder beside
+        ``ensemble/``, which then replaces it by two renames."""
+        comp, parent = self.config.competition, self.paths.runs
+        files = {name: csv_bytes(proba_frame(comp.id_key, ids, p, comp.classes)) for name, (ids, p) in probas.items()}
+        text = json.dumps({**record, "files": {n: sha256_bytes(d) for n, d in files.items()}}, indent=2, sort_keys=True) + "\n"
+        parent.mkdir(parents=True, exist_ok=True)
+        for left in parent.glob(".ensemble-*"):  # a killed run's folders
+            shutil.rmtree(left, ignore_errors=True)
+        new = Path(tempfile.mkdtemp(dir=parent, prefix=".ensemble-new-"))
+        try:
+            os.chmod(new, 0o755)  # mkdtemp makes 0700
+            for name, data in files.items():
+                (new / name).write_bytes(data)
+            (new / "ensemble.json").write_text(text)
+            old = parent / f".ensemble-old-{new.name.rsplit('-', 1)[-1]}"
+            if self.ensemble_dir.exists():
+                os.replace(self.ensemble_dir, old)
+            os.replace(new, self.ensemble_dir)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+    def read_ensemble(self) -> dict:
+        """ensemble.json, checked against the current fold files and fold records and against its files' digests.
+
+        Raises:
+            CompkitError: ensemble.json is missing or corrupt; the fold files or a backbone's folds changed
+                since it was made; or one of its files is missing or differs from its digest.
+        """
+        again = f"rerun {self._make('ensemble')}"
+        record = read_record(self.ensemble_record, f"run {self._make('ensemble')} first")
+        lineage = record.get("lineage", {})
+        if not isinstance(record.get("files"), dict) or not isinstance(record.get("backbones"), list):
+            raise CompkitError(f"{self.ensemble_record}: no file digests or backbones (an older compkit, or edited); {again}")
+        if lineage.get("folds") != self.folds_digest():
+            raise CompkitError(f"{self.ensemble_record}: made from other fold files than {self.paths.folds} holds now; "
+                               f"{self._make('train')} on them, then {again}")
+        current = self.fold_inputs(record["backbones"])
+        changed = [b for b in record["backbones"] if lineage.get("inputs", {}).get(b) != current[b]]
+        if changed:
+            raise CompkitError(f"{self.ensemble_record}: the folds of {changed[0]} changed since it was made; {again}")
+        for name, recorded in record["files"].items():
+            path = self.ensemble_dir / name
+            if not path.is_file() or sha256_file(path) != recorded:
+                state = "missing" if not path.is_file() else "differs from its digest in ensemble.json"
+                raise CompkitError(f"{path}: {state} (changed, or from an interrupted `make ensemble`); {again}")
+        return record
+
+    def read_ensemble_proba(self, record: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """One file of the ensemble set ``record`` (from :meth:`read_ensemble`), checked against its digest.
+
+        Returns (N,) ids and (N, K) float64 probabilities.
+        """
+        comp, path = self.config.competition, self.ensemble_dir / name
+        again = f"rerun {self._make('ensemble')}"
+        if name not in record["files"]:
+            raise CompkitError(f"{path}: not in {self.ensemble_record.name} (no {name} was made); {again}")
+        if not path.is_file() or sha256_file(path) != record["files"][name]:
+            raise CompkitError(f"{path}: missing or differs from its digest in ensemble.json; {again}")
+        return read_proba(path, comp.id_key, comp.classes)
+
+    # -------------------------------------------------------------------------------------- submissions
+
+    @property
+    def leaderboard(self) -> Path:
+        """``submissions/<c>/leaderboard.csv``: one row per submission (:data:`LEADERBOARD_COLUMNS`)."""
+        return self.paths.submissions / "leaderboard.csv"
+
+    def submission_path(self, name: str) -> Path:
+        """``submissions/<c>/<UTC time>_<name>.csv``, a free name (``-2``, ``-3`` ... within one second)."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path, n = self.paths.submissions / f"{stamp}_{name}.csv", 1
+        while path.exists():
+            n += 1
+            path = self.paths.submissions / f"{stamp}_{name}-{n}.csv"
+        return path
+
+    def read_leaderboard(self) -> pd.DataFrame:
+        """leaderboard.csv (an empty table with :data:`LEADERBOARD_COLUMNS` when there is none).
+
+        Raises:
+            CompkitError: unreadable, a column missing, or a cv/public/private cell that is not a number
+                (names the row); the fix is to correct the row or move the file away.
+        """
+        path = self.leaderboard
+        if not path.is_file():
+            return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+        fix = f"correct it or move it away (a new one is started; the submission files stay in {path.parent})"
+        try:
+            board = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            raise CompkitError(f"{path}: not a readable CSV; {fix}") from None
+        missing = [c for c in LEADERBOARD_COLUMNS if c not in board.columns]
+        if missing:
+            raise CompkitError(f"{path}: missing column(s) {missing}; {fix}")
+        for column in LEADERBOARD_NUMBERS:
+            number = pd.to_numeric(board[column], errors="coerce")
+            bad = (number.isna() & board[column].notna()).to_numpy()
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise CompkitError(f"{path}: row {row + 1}, column {column!r}: {shown(board[column].iloc[row])} is not a number; {fix}")
+            board[column] = number
+        return board
+
+    def write_submission(self, path: Path, submission: pd.DataFrame, board: pd.DataFrame) -> None:
+        """Write the submission CSV, then the leaderboard holding its row; a failure removes the CSV again."""
+        write_csv(submission, path)
+        try:
+            write_csv(board, self.leaderboard)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
