@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from compkit import folds, train  # noqa: E402
+from compkit import fitting, folds, train  # noqa: E402
 from compkit.artifacts import Layout  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
 from compkit.augment import predict_tta  # noqa: E402
@@ -77,7 +77,7 @@ def tta_probas(config, data, variant_dir: Path, backbone: str, n: int) -> tuple[
     models = sorted(variant_dir.glob("model*.keras"))
     parts = []
     for rows in (data.val, data.held):
-        inputs = train.model_inputs(data.train, rows, hyper)
+        inputs = fitting.model_inputs(data.train, rows, hyper)
         proba = np.mean([predict_tta(load_model(m), inputs, hyper.augment, n, seed=i) for i, m in enumerate(models)], axis=0)
         parts.append((data.train.ids[rows], proba))
     return parts[0], parts[1]
@@ -86,7 +86,7 @@ def tta_probas(config, data, variant_dir: Path, backbone: str, n: int) -> tuple[
 def score(config, paths: Paths, args) -> dict:
     """The variant's accuracies as trained and with ``args.tta`` TTA views (``*_tta``)."""
     comp, out = config.competition, Layout(config, paths).fold_dir(args.backbone, args.fold)
-    data = train.fold_data(config, paths, args.fold)
+    data = fitting.fold_data(config, paths, args.fold)
     labels = pd.Series(data.train.labels, index=data.train.ids)
     holdout = pd.read_csv(paths.folds / "holdout.csv")
     oof, held = (read_proba(out / f, comp.id_key, comp.classes) for f in ("oof.csv", "holdout.csv"))

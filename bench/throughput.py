@@ -3,7 +3,7 @@
 On the real DACON data with the cpu preset's hyperparameters, fold 0 (folds written in a temporary
 root), for each backbone of the preset (or ``--backbones``) it prints one row:
 
-- compkit img/s: ``compkit.train.fit`` (tf.data pipeline, per-epoch validation, EpochLogger,
+- compkit img/s: ``compkit.fitting.fit`` (tf.data pipeline, per-epoch validation, EpochLogger,
   EarlyStopping, ReduceLROnPlateau; no W&B: WANDB_MODE=disabled) for ``--epochs`` epochs, early
   stopping off (patience = epochs). Counted as fit rows x timed epochs / seconds of the *training
   part* of each epoch (epoch begin to validation begin), so it compares like with like.
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("WANDB_MODE", "disabled")  # measure training, not W&B's offline writer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from compkit import folds, train  # noqa: E402
+from compkit import fitting, folds  # noqa: E402
 from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import build_model  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
@@ -91,12 +91,12 @@ def steady_seconds(timer) -> dict[str, float]:
 
 
 def time_compkit(config, data, backbone: str, seed: int):
-    """compkit.train.fit with an epoch timer; returns (fitted model, timer)."""
+    """compkit.fitting.fit with an epoch timer; returns (fitted model, timer)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     timer = epoch_timer()
-    model, _ = train.fit(config, config.hyper(backbone), backbone, data, seed, f"[{backbone} bench]", [timer])
+    model, _ = fitting.fit(config, config.hyper(backbone), backbone, data, seed, f"[{backbone} bench]", [timer])
     return model, timer
 
 
@@ -106,7 +106,7 @@ def time_bare(config, data, backbone: str, seed: int, compile_config: dict):
 
     comp, hyper = config.competition, config.hyper(backbone)
     keras.utils.set_random_seed(seed)
-    model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, train.vocabularies(data.train, hyper))
+    model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, fitting.vocabularies(data.train, hyper))
     model.compile_from_config(compile_config)
     x, y = data.fit_set(hyper)  # the same rows and inputs compkit trains on, without its augmentation map
     timer = epoch_timer()
@@ -116,9 +116,9 @@ def time_bare(config, data, backbone: str, seed: int, compile_config: dict):
 
 def predict_inputs(data, hyper) -> dict[str, np.ndarray]:
     """The model inputs train_fold predicts besides OOF: the holdout, and test when the competition ships it."""
-    parts = [train.model_inputs(data.train, data.held, hyper)]
+    parts = [fitting.model_inputs(data.train, data.held, hyper)]
     if data.test is not None:
-        parts.append(train.model_inputs(data.test, np.arange(len(data.test.ids)), hyper))
+        parts.append(fitting.model_inputs(data.test, np.arange(len(data.test.ids)), hyper))
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
@@ -198,7 +198,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as root:
         paths = Paths.for_competition(config.competition.name, Path(root), args.data_dir)
         folds.run(config, paths)
-        data = train.fold_data(config, paths, 0)
+        data = fitting.fold_data(config, paths, 0)
         for backbone in config.train.backbones:
             rows.append(measure(config, data, backbone, args.repeats))
     print(f"\nthroughput, dacon-cv-2020 fold 0, preset {args.preset}, {args.epochs} epochs (epoch 1 untimed)")
@@ -206,7 +206,7 @@ def main() -> int:
     for row in rows:
         print_row(row)
     print(
-        "compkit img/s: training part of compkit.train.fit's epochs (validation excluded); bare img/s: model.fit on numpy\n"
+        "compkit img/s: training part of compkit.fitting.fit's epochs (validation excluded); bare img/s: model.fit on numpy\n"
         "arrays, no validation, no callbacks but the epoch timer; ratio = compkit / bare (ok >= 0.9). epoch img/s: compkit's whole epochs,\n"
         "validation and callbacks included; val s/ep and other s/ep (callbacks, Keras bookkeeping) split their cost.\n"
         f"predict img/s: model.predict of holdout + test rows, batch {PREDICT_BATCH}, median of {args.repeats} calls."

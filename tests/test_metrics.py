@@ -7,7 +7,7 @@ from sklearn.metrics import f1_score
 from compkit.config import load_config
 from compkit.data import load_train
 from compkit.metrics import GREATER_IS_BETTER, best, score_table
-from compkit.train import FoldData, _class_weight
+from compkit.fitting import FoldData, _class_weight
 from conftest import REPO
 
 

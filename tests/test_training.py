@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from compkit import augment, train
+from compkit import augment, fitting
 from compkit.artifacts import Layout
 from compkit.backbones import load_model
 from compkit.cli import main
 from compkit.config import Augment, ConfigError, Paths, load_config
+from compkit.data import load_train
 from compkit.io import read_proba
 from conftest import REPO
 
@@ -52,9 +53,9 @@ def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_d
     assert main(["folds", *argv]) == 0 and main(["train", *argv]) == 0
     config = _config("train.seeds=2", "train.tta=3", "train.masks=[4, 140]", 'train.embed=["letter"]')
     paths = Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)
-    hyper, data = config.hyper("cnn_small"), train.fold_data(config, paths, 1)
+    hyper, data = config.hyper("cnn_small"), fitting.fold_data(config, paths, 1)
     out = Layout(config, paths).fold_dir("cnn_small", 1)
-    inputs = train.model_inputs(data.train, data.val, hyper)
+    inputs = fitting.model_inputs(data.train, data.val, hyper)
     views = []
     for s, name in enumerate(["model.keras", "model-seed1.keras"]):
         model = load_model(out / name)  # in a fresh process: the custom layer registers itself first
@@ -79,10 +80,10 @@ def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_d
 def test_training_map_augments_images_and_mixes_labels(dacon_dir):
     config = _config()
     paths = Paths.for_competition("dacon-cv-2020", REPO, dacon_dir)
-    train_ = train.load_train(paths.data, config.competition)
+    train_ = load_train(paths.data, config.competition)
     hyper = config.hyper("cnn_small").model_copy(update={"embed": ["letter"]})
     rows = np.arange(64)
-    inputs, onehot = train.model_inputs(train_, rows, hyper), np.eye(10, dtype=np.float32)[train_.labels[rows]]
+    inputs, onehot = fitting.model_inputs(train_, rows, hyper), np.eye(10, dtype=np.float32)[train_.labels[rows]]
     transform = augment.training(Augment(shift=0.1, rotation=10, erasing=1.0, mixup=0.4), seed=0)
     out, mixed = transform({k: v for k, v in inputs.items()}, onehot)
     out, mixed = {k: np.asarray(v) for k, v in out.items()}, np.asarray(mixed)
@@ -107,10 +108,10 @@ def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, dacon_dir):
     runs = {}
     for ema in (0.0, 0.9):
         config = _config("train.epochs=3", f"train.ema={ema}", "train.patience=3", "train.lr_schedule='constant'")
-        hyper, data = config.hyper("cnn_small"), train.fold_data(config, paths, 0)
+        hyper, data = config.hyper("cnn_small"), fitting.fold_data(config, paths, 0)
         keras.utils.set_random_seed(7)
-        model, history = train.fit(config, hyper, "cnn_small", data, 7, "[ema test]")
-        loss = model.evaluate(train.model_inputs(data.train, data.val, hyper), data.onehot[data.val], verbose=0)[0]
+        model, history = fitting.fit(config, hyper, "cnn_small", data, 7, "[ema test]")
+        loss = model.evaluate(fitting.model_inputs(data.train, data.val, hyper), data.onehot[data.val], verbose=0)[0]
         runs[ema] = (history, loss)
     (plain, _), (averaged, kept) = runs[0.0], runs[0.9]
     np.testing.assert_allclose(plain["loss"], averaged["loss"], rtol=1e-4)

@@ -39,7 +39,7 @@ from compkit.errors import CompkitError
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.process import in_fresh_process
 from compkit.tracking import tracked
-from compkit.train import fit, fold_data, model_inputs
+from compkit.fitting import fit, fold_data, model_inputs
 
 # Heartbeats and fail_stale_trials are marked experimental, and have been stable since Optuna 2.9.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

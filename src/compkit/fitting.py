@@ -1,0 +1,216 @@
+"""Model fitting, shared by the train and tune stages: a fold's rows, the input pipeline, the optimiser,
+the loss, and :func:`fit`. Not a stage: it writes nothing; train.py and tune.py save what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from compkit import console
+from compkit.artifacts import Layout
+from compkit.config import Config, Hyper, Paths
+from compkit.data import Images, check_test_ids, load_test, load_train
+from compkit.folds import check_folds
+
+
+def _optimizer(hyper: Hyper, steps_per_epoch: int):
+    import keras
+
+    lr = hyper.learning_rate
+    if hyper.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=hyper.epochs * steps_per_epoch)
+    wd = hyper.weight_decay or None
+    ema = {"use_ema": hyper.ema > 0, "ema_momentum": hyper.ema or 0.99}
+    if hyper.optimizer == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=wd, **ema)
+    if hyper.optimizer == "nadam":
+        return keras.optimizers.Nadam(lr, weight_decay=wd, **ema)
+    if hyper.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=hyper.weight_decay, **ema)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd, **ema)
+
+
+def model_inputs(split: Images, rows: np.ndarray, hyper: Hyper) -> dict[str, np.ndarray]:
+    """The model's inputs for ``rows`` of ``split``: ``"image"`` (n, H, W, C) float32 0-255 and each embedded column (n,) str."""
+    inputs = {"image": split.images[rows].astype(np.float32)}
+    for column in hyper.embed:
+        inputs[column] = split.extras[column].astype(str).to_numpy()[rows]
+    return inputs
+
+
+def vocabularies(train: Images, hyper: Hyper) -> dict[str, list[str]]:
+    """The sorted train values of each embedded column (test-only values fall in the out-of-vocabulary slot)."""
+    return {column: sorted(train.extras[column].astype(str).unique()) for column in hyper.embed}
+
+
+def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, seed: int):
+    """The training pipeline: cached, shuffled, batched, augmented by a parallel map, prefetched.
+
+    Yields (inputs dict, (B, K) float32 one-hot) batches; the augmentation is :func:`compkit.augment.training`.
+    """
+    import tensorflow as tf
+
+    from compkit.augment import training
+
+    ds = tf.data.Dataset.from_tensor_slices((inputs, onehot)).cache()
+    ds = ds.shuffle(len(onehot), seed=seed, reshuffle_each_iteration=True).batch(hyper.batch_size)
+    transform = training(hyper.augment, seed)
+    if transform:
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_logger(label: str, epochs: int):
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        """One progress line per epoch: losses, accuracies, learning rate, seconds."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            console.info(
+                f"{label} epoch {epoch + 1}/{epochs}  loss {logs.get('loss', np.nan):.4f} "
+                f"acc {logs.get('accuracy', np.nan):.4f}  val_loss {logs.get('val_loss', np.nan):.4f} "
+                f"val_acc {logs.get('val_accuracy', np.nan):.4f}  lr {lr:.2e}  {time.perf_counter() - self.start:.1f}s"
+            )
+            logs["learning_rate"] = lr
+
+    return EpochLogger()
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """The rows of one fold: ``fit`` trains, ``val`` early-stops and is predicted OOF, ``held`` is the holdout.
+
+    ``fit``, ``val`` and ``held`` are (n,) int row indices into ``train``; ``onehot`` is (N, K) float32.
+    ``pseudo`` are (p,) int row indices into ``test`` trained on too, with (p,) int class indices
+    ``pseudo_labels`` (see pseudo.py; empty without ``pseudo.csv``).
+    """
+
+    train: Images
+    test: Images | None
+    fit: np.ndarray
+    val: np.ndarray
+    held: np.ndarray
+    onehot: np.ndarray
+    pseudo: np.ndarray
+    pseudo_labels: np.ndarray
+
+    def fit_set(self, hyper: Hyper) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The training rows' model inputs and (n + p, K) float32 one-hot labels: ``fit`` then ``pseudo``."""
+        inputs, onehot = model_inputs(self.train, self.fit, hyper), self.onehot[self.fit]
+        if len(self.pseudo) == 0:
+            return inputs, onehot
+        extra = model_inputs(self.test, self.pseudo, hyper)
+        inputs = {key: np.concatenate([inputs[key], extra[key]]) for key in inputs}
+        return inputs, np.concatenate([onehot, np.eye(onehot.shape[1], dtype=np.float32)[self.pseudo_labels]])
+
+
+def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
+    """Read train, test and the fold files, and split train's rows (and pseudo-labelled test rows) for ``fold``."""
+    comp = config.competition
+    train, test = load_train(paths.data, comp), load_test(paths.data, comp)
+    layout = Layout(config, paths)
+    folds, holdout = layout.read_folds()
+    check_folds(folds, holdout, train.ids, config, paths)
+    if test is not None:
+        check_test_ids(train, test, paths.data, comp)
+    fold_of = dict(zip(folds[comp.id_key], folds["fold"]))
+    row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
+    pseudo, pseudo_labels = layout.read_pseudo(train, test, fold)
+    return FoldData(
+        train=train,
+        test=test,
+        pseudo=pseudo,
+        pseudo_labels=pseudo_labels,
+        fit=np.flatnonzero((row_fold >= 0) & (row_fold != fold)),
+        val=np.flatnonzero(row_fold == fold),
+        held=np.flatnonzero(np.isin(train.ids, holdout[comp.id_key].to_numpy())),
+        onehot=np.eye(len(comp.classes), dtype=np.float32)[train.labels],
+    )
+
+
+def _loss(config: Config, hyper: Hyper):
+    """Cross-entropy, or focal loss (Lin et al., 2017, gamma 2) for imbalanced classes; both with label smoothing."""
+    import keras
+
+    if config.train.loss == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(label_smoothing=hyper.label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=hyper.label_smoothing)
+
+
+def _class_weight(config: Config, data: FoldData) -> dict[int, float] | None:
+    """``balanced`` class weights of the fitted rows (sklearn: n / (k * count)), or None."""
+    if config.train.class_weight == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = data.train.labels[data.fit]
+    classes = np.arange(len(config.competition.classes))
+    return dict(enumerate(compute_class_weight("balanced", classes=classes, y=labels).tolist()))
+
+
+def _strategy():
+    """MirroredStrategy over several GPUs, else the default (one GPU or the CPU)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, label: str, callbacks: list = ()):
+    """Build, compile and fit ``backbone`` on ``data.fit``, early-stopping on ``data.val``.
+
+    ``seed`` seeds the shuffling of the training rows; ``label`` prefixes the per-epoch progress lines;
+    ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback).
+
+    Returns:
+        (model with the best epoch's weights, history DataFrame with one row per epoch:
+        epoch, loss, accuracy, val_loss, val_accuracy, learning_rate).
+    """
+    import keras
+    import tensorflow as tf
+
+    from compkit.backbones import build_model
+
+    comp = config.competition
+    if config.train.mixed_precision and tf.config.list_physical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    with _strategy().scope():
+        model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
+        model.compile(
+            optimizer=_optimizer(hyper, int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))),
+            loss=_loss(config, hyper),
+            metrics=["accuracy"],
+        )
+    callbacks = [
+        _epoch_logger(label, hyper.epochs),
+        # validate, early-stop and keep the best epoch on the averaged weights
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if hyper.ema else []),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True),
+        *callbacks,
+    ]
+    if hyper.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, hyper.patience // 3))
+        )
+    history = model.fit(
+        _dataset(*data.fit_set(hyper), hyper, seed),
+        validation_data=(model_inputs(data.train, data.val, hyper), data.onehot[data.val]),
+        epochs=hyper.epochs,
+        callbacks=callbacks,
+        class_weight=_class_weight(config, data),
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=0,
+    )
+    hist = pd.DataFrame(history.history)
+    hist.insert(0, "epoch", np.arange(1, len(hist) + 1))
+    return model, hist
