@@ -133,7 +133,7 @@ def test_zero_padded_ids_stay_text_through_folds_runs_and_submission(tmp_path, d
     with open(data / "train.csv", "w") as f:  # ids written as text: 000001 .. 000400
         rows.assign(id=[f"{i:06d}" for i in rows["id"]]).to_csv(f, index=False)
     pd.DataFrame({"id": ["999999"], "digit": [0]}).to_csv(data / "submission.csv", index=False)
-    argv = [*TINY, "--set", "folds.n_splits=2", "--data-dir", str(data), "--root", str(tmp_path / "root"),
+    argv = [*TINY, "--set", "folds.n_splits=2", "--set", "train.process_per_fold=false", "--data-dir", str(data), "--root", str(tmp_path / "root"),
             "--config-dir", str(REPO / "configs")]
     for stage in ("folds", "train", "ensemble", "submit"):
         assert main([stage, *argv]) == 0, capsys.readouterr().err
@@ -155,13 +155,14 @@ def test_zero_padded_ids_stay_text_through_folds_runs_and_submission(tmp_path, d
 # ---------------------------------------------------------------------------------------------
 
 
-def _kill_at_replace(monkeypatch, n: int) -> None:
-    """Make the (n+1)-th os.replace of this process die, as a kill between two writes would."""
+def _kill_at_replace(monkeypatch, n: int, once: bool = False) -> None:
+    """Make the (n+1)-th os.replace of this process raise, as a kill between two writes would: with ``once``
+    only that one (Ctrl-C: clean-up code still runs), else every later one too (kill -9: nothing more moves)."""
     real, calls = os.replace, []
 
     def replace(src, dst):
         calls.append(dst)
-        if len(calls) > n:
+        if len(calls) == n + 1 or (len(calls) > n and not once):
             raise KeyboardInterrupt(f"killed before moving {src} to {dst}")
         return real(src, dst)
 
@@ -255,14 +256,14 @@ def _blend_holdout(root: Path) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_at", [0, 1, 2, 3])
-def test_ensemble_killed_between_writes_leaves_the_old_set_or_an_error(copy, capsys, monkeypatch, kill_at):
+@pytest.mark.parametrize(("kill_at", "once"), [(0, False), (1, False), (1, True), (2, False)])
+def test_ensemble_killed_between_writes_leaves_the_old_set_or_an_error(copy, capsys, monkeypatch, kill_at, once):
     """`make ensemble` (another blend) killed at each file move: submit then uses the old set, verified, or
     refuses with one line and writes nothing; never the new files under the old blend's name."""
     root, argv = copy
     old = sha256_tree(root)
     old_record = json.loads((root / RUNS / "ensemble/ensemble.json").read_text())
-    _kill_at_replace(monkeypatch, kill_at)
+    _kill_at_replace(monkeypatch, kill_at, once)
     try:
         main(["ensemble", *argv, "--set", "ensemble.select='hard'"])
         killed = False
@@ -272,7 +273,8 @@ def test_ensemble_killed_between_writes_leaves_the_old_set_or_an_error(copy, cap
     monkeypatch.setenv("WANDB_MODE", "disabled")
     after = sha256_tree(root)
     code = main(["submit", *argv])
-    if code != 0:  # the set is gone: an error, and nothing written
+    if code != 0:  # killed between the two renames: no set, an error, and nothing written
+        assert (kill_at, once) == (1, False)
         err = one_line_error(capsys, code)
         assert "ensemble" in err and "make ensemble COMPETITION=dacon-cv-2020" in err and sha256_tree(root) == after
         return
@@ -348,4 +350,17 @@ def test_train_after_a_loss_class_weight_or_seed_change_refuses_the_old_folds(co
     before = sha256_tree(root)
     err = one_line_error(capsys, main(["train", *argv, "--set", override]))
     assert "cnn_small/fold0/fold.json: the config (competition, folds or hyperparameters) changed since it was made" in err
+    assert sha256_tree(root) == before
+
+
+@pytest.mark.slow
+def test_submit_killed_between_its_two_writes_leaves_no_orphan(copy, monkeypatch):
+    """Interrupted after the submission file, before the leaderboard row: the file goes, the leaderboard stays."""
+    root, argv = copy
+    assert main(["submit", *argv]) == 0
+    before = sha256_tree(root)
+    _kill_at_replace(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        main(["submit", *argv])
+    monkeypatch.undo()
     assert sha256_tree(root) == before

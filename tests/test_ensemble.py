@@ -157,7 +157,7 @@ def test_stacked_oof_on_random_labels_stays_at_chance_where_an_in_sample_fit_doe
 def test_stacking_off_keeps_ensemble_json_as_before(stacking_runs):
     _, _, _, results = stacking_runs
     blend, _ = results["off"]
-    assert set(blend) == {"backbones", "scores", "blends", "selected", "metric", "cv", "lineage"}
+    assert set(blend) == {"backbones", "scores", "blends", "selected", "metric", "cv", "lineage", "files"}
     assert list(blend["blends"]) == ["equal", "fitted", "hard"]
     assert all(set(spec) == {"accuracy", "macro_f1", "log_loss", "weights"} for spec in blend["blends"].values())
     assert blend["selected"] == max(blend["blends"], key=lambda n: blend["blends"][n]["accuracy"])
@@ -216,8 +216,8 @@ def test_select_stacked_needs_stacking_on():
 def test_an_oof_id_in_no_fold_names_folds_csv_and_the_fix(tmp_path, dacon_dir):
     paths = Paths.for_competition(COMP, tmp_path, dacon_dir)
     paths.folds.mkdir(parents=True)
-    pd.DataFrame({"id": [1, 2, 4], "fold": [0, 1, 0]}).to_csv(paths.folds / "folds.csv", index=False)
-    pd.DataFrame({"id": [5], "Usage": ["Public"]}).to_csv(paths.folds / "holdout.csv", index=False)
+    Layout(_tiny_config(), paths).write_folds(pd.DataFrame({"id": [1, 2, 4], "fold": [0, 1, 0]}),
+                                             pd.DataFrame({"id": [5], "Usage": ["Public"]}))
     assert oof_folds(_tiny_config(), paths, np.array([1, 2, 4])).tolist() == [0, 1, 0]
     with pytest.raises(CompkitError, match=r"folds\.csv: OOF id 3 is in no fold \(1 such ids\); `make folds .*` then `make train"):
         oof_folds(_tiny_config(), paths, np.array([1, 2, 3]))

@@ -198,6 +198,10 @@ class Layout:
         """``fold<k>/fold.json``: the fold's record; its presence marks the fold done."""
         return self.fold_dir(backbone, fold) / "fold.json"
 
+    def model_path(self, backbone: str, fold: int, seed: int = 0) -> Path:
+        """``fold<k>/model.keras`` (seed 0), ``model-seed<s>.keras`` for the extra seeds of ``train.seeds``."""
+        return self.fold_dir(backbone, fold) / ("model.keras" if seed == 0 else f"model-seed{seed}.keras")
+
     def lock(self, backbone: str, fold: int) -> Path:
         """``fold<k>/.lock``: exists while a process trains the fold; holds that process's pid."""
         return self.fold_dir(backbone, fold) / ".lock"
@@ -353,17 +357,19 @@ class Layout:
         for left in parent.glob(".ensemble-*"):  # a killed run's folders
             shutil.rmtree(left, ignore_errors=True)
         new = Path(tempfile.mkdtemp(dir=parent, prefix=".ensemble-new-"))
+        old = parent / f".ensemble-old-{new.name.rsplit('-', 1)[-1]}"
         try:
             os.chmod(new, 0o755)  # mkdtemp makes 0700
             for name, data in files.items():
                 (new / name).write_bytes(data)
             (new / "ensemble.json").write_text(text)
-            old = parent / f".ensemble-old-{new.name.rsplit('-', 1)[-1]}"
             if self.ensemble_dir.exists():
                 os.replace(self.ensemble_dir, old)
             os.replace(new, self.ensemble_dir)
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
+            if old.exists() and not self.ensemble_dir.exists():  # interrupted between the renames: the old set back
+                os.replace(old, self.ensemble_dir)
             raise
         shutil.rmtree(old, ignore_errors=True)
 

@@ -1,5 +1,5 @@
 """Model fitting, shared by the train and tune stages: a fold's rows, the input pipeline, the optimiser,
-the loss, and :func:`fit`. Not a stage: it writes nothing; train.py and tune.py save what it returns.
+the loss, and :func:`fit`. Not a stage: it writes nothing; train.py saves what it returns, tune.py scores it.
 """
 
 from __future__ import annotations

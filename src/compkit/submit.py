@@ -66,18 +66,19 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
         raise SubmissionError(str(exc)) from None
 
 
-def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, blend: dict) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """(ids, (N, K) probabilities, expected frame) of what is submitted: test when shipped, else the holdout.
+def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: np.ndarray | None,
+                 blend: dict) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """(ids, (N, K) probabilities, expected frame) of what is submitted: test when shipped (``test_ids``), else the holdout.
 
     ``blend`` is the verified ensemble.json (:meth:`compkit.artifacts.Layout.read_ensemble`).
     """
     comp, layout = config.competition, Layout(config, paths)
     id_column, target = comp.submission_columns
-    if not has_test(paths.data, comp):
+    if test_ids is None:
         ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
         return ids, proba, pd.DataFrame({id_column: ids, target: comp.classes[0]})
     ids, proba = layout.read_ensemble_proba(blend, "test.csv")
-    if ids_digest(ids) != ids_digest(load_test(paths.data, comp).ids):
+    if ids_digest(ids) != ids_digest(test_ids):
         raise SubmissionError(
             f"{layout.ensemble_dir / 'test.csv'}: its ids are not those of the test set in {paths.data}; "
             "rerun `make train ensemble` on this test set"
@@ -116,12 +117,13 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     """
     comp, layout = config.competition, Layout(config, paths)
     sample = load_sample_submission(paths.data, comp)
-    if has_test(paths.data, comp):
-        check_sample_ids(sample, load_test(paths.data, comp).ids, paths.data, comp)
+    test_ids = load_test(paths.data, comp).ids if has_test(paths.data, comp) else None
+    if test_ids is not None:
+        check_sample_ids(sample, test_ids, paths.data, comp)
     blend = layout.read_ensemble()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
     id_column, target = comp.submission_columns
-    ids, proba, expected = _predictions(config, paths, sample, blend)
+    ids, proba, expected = _predictions(config, paths, sample, test_ids, blend)
     submission = pd.DataFrame({id_column: ids, target: np.asarray(comp.classes, dtype=object)[proba.argmax(axis=1)]})
     path = layout.submission_path(name)
     validate_submission(submission, expected, comp, str(path))

@@ -76,7 +76,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
     extra = {"backbone": backbone, "fold": fold, "hyper": hyper.model_dump()}
     with tracked(config, paths, "train", f"{backbone}-fold{fold}", extra) as tracker:
         layout = Layout(config, paths)
-        out, train, seeds = layout.fold_dir(backbone, fold), data.train, config.train.seeds
+        train, seeds = data.train, config.train.seeds
         sets = {"oof.csv": (train, data.val), "holdout.csv": (train, data.held)}
         if data.test is not None:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
@@ -88,7 +88,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
             keras.utils.set_random_seed(model_seed)
             model, hist = fit(config, hyper, backbone, data, model_seed,
                               label if seeds == 1 else f"{label[:-1]} seed {s + 1}/{seeds}]", tracker.keras_callback())
-            with atomic_path(out / ("model.keras" if s == 0 else f"model-seed{s}.keras")) as tmp:
+            with atomic_path(layout.model_path(backbone, fold, s)) as tmp:
                 model.save(tmp)
             histories.append(hist.assign(seed=s))
             for name, (_, rows) in sets.items():
