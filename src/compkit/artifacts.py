@@ -90,6 +90,12 @@ def read_record(path: Path, fix: str) -> dict:
     return record
 
 
+def _digests(record: dict) -> dict:
+    """A record's ``files`` (name -> sha256), or {} when it has none."""
+    files = record.get("files")
+    return files if isinstance(files, dict) else {}
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every artefact of one competition's run, from its config and :class:`~compkit.config.Paths`."""
@@ -138,7 +144,7 @@ class Layout:
                 raise DataError(f"{path}: not found; {remake} first")
         record = read_record(self.folds_record, f"{remake} again")
         for path in (self.folds_csv, self.holdout_csv):
-            if record.get("files", {}).get(path.name) != sha256_file(path):
+            if _digests(record).get(path.name) != sha256_file(path):
                 raise DataError(f"{path}: differs from its digest in {self.folds_record.name} (written by another or an "
                                 f"interrupted `make folds`, or edited); {remake} again")
         id_column = self.config.competition.id_key
@@ -240,7 +246,7 @@ class Layout:
         record, path, fix = self.read_fold(backbone, fold), self.fold_dir(backbone, fold) / name, self._retrain(backbone, fold)
         if not path.is_file():
             raise CompkitError(f"{path}: not found; {fix}")
-        recorded = record.get("files", {}).get(name)
+        recorded = _digests(record).get(name)
         if recorded is None:
             raise CompkitError(f"{path}: fold.json records no digest of it (an older compkit made it); {fix}")
         if sha256_file(path) != recorded:
