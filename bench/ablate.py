@@ -35,7 +35,6 @@ from compkit.artifacts import Layout  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
 from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import load_model  # noqa: E402
-from compkit.io import read_proba  # noqa: E402
 from compkit.process import in_fresh_process  # noqa: E402
 
 # name -> overrides; each is measured against `base` (the preset as it is)
@@ -89,7 +88,7 @@ def score(config, paths: Paths, args) -> dict:
     data = fitting.fold_data(config, paths, args.fold)
     labels = pd.Series(data.train.labels, index=data.train.ids)
     holdout = pd.read_csv(paths.folds / "holdout.csv")
-    oof, held = (read_proba(out / f, comp.id_key, comp.classes) for f in ("oof.csv", "holdout.csv"))
+    oof, held = (Layout(config, paths).read_fold_proba(args.backbone, args.fold, f) for f in ("oof.csv", "holdout.csv"))
     return {**accuracies(oof, held, holdout, labels, comp.id_key),
             **accuracies(*tta_probas(config, data, out, args.backbone, args.tta), holdout, labels, comp.id_key, "_tta")}
 
