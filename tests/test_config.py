@@ -12,7 +12,7 @@ def test_every_preset_resolves_on_dacon(dacon, preset):
 
 
 def test_preset_and_overrides_win_in_order(dacon):
-    assert dacon("smoke").train.epochs == 2
+    assert dacon("smoke").train.epochs == 3
     config = dacon("smoke", "train.epochs=7", "backbones.cnn_small.input_size=56")
     assert config.train.epochs == 7
     assert config.hyper("cnn_small").input_size == 56
