@@ -111,13 +111,34 @@ def import_zip(config: Config, paths: Paths, archive: Path) -> Path:
             absent, or ``paths.data`` already holds files; nothing local is changed.
         CompkitError: the files fail `compkit check` (the one-line message names the file); nothing is changed.
     """
-    comp, archive, target = config.competition, Path(archive), Path(paths.data)
+    archive, target = Path(archive), Path(paths.data)
     if not archive.is_file():
         raise PlatformError(f"{archive}: not found; pass FROM_ZIP=<path of the competition's zip>")
     if target.exists() and any(target.iterdir()):
         raise PlatformError(f"{target}: already holds files; delete the folder or pass DATA_DIR=<new folder> to import {archive.name}")
-    made_parent = not target.parent.exists()
+    with _parent_of(target):
+        _stage(config, paths, archive)
+    console.summary(f"data: {archive} -> {target}")
+    return target
+
+
+@contextlib.contextmanager
+def _parent_of(target: Path):
+    """Create ``target``'s parent folders for the block; remove those made here again when the block fails."""
+    made = [p for p in target.parents if not p.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _stage(config: Config, paths: Paths, archive: Path) -> None:
+    """Unpack into a temporary folder beside ``paths.data``, check, rename into place; the temporary folder never stays."""
+    comp, target = config.competition, Path(paths.data)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
     try:
         _unpack(archive, staging)
@@ -133,14 +154,8 @@ def import_zip(config: Config, paths: Paths, archive: Path) -> Path:
         if target.exists():
             target.rmdir()  # empty (checked above): rename needs the name free
         os.replace(root, target)
-    except BaseException:
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if made_parent:
-            target.parent.rmdir()
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
-    console.summary(f"data: {archive} -> {target}")
-    return target
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +171,7 @@ def _kaggle_dirs() -> list[Path]:
     return [Path.home() / ".kaggle", xdg]
 
 
-def credentials_source() -> str:
+def credentials_source(alternative: str = "") -> str:
     """Where the Kaggle credentials are (a description such as ``KAGGLE_USERNAME/KAGGLE_KEY``), never their values.
 
     Raises:
@@ -173,11 +188,11 @@ def credentials_source() -> str:
                 return str(folder / name)
     where = " or ".join(str(d / "kaggle.json") for d in _kaggle_dirs())
     raise PlatformError(f"kaggle: no credentials: put your API token in {where} (chmod 600), or set KAGGLE_USERNAME "
-                        "and KAGGLE_KEY; see README 'On a real competition'")
+                        f"and KAGGLE_KEY{alternative}; see README 'On a real competition'")
 
 
-def kaggle_api():
-    """An authenticated ``kaggle.api.kaggle_api_extended.KaggleApi``.
+def kaggle_api(alternative: str = ""):
+    """An authenticated ``kaggle.api.kaggle_api_extended.KaggleApi``; ``alternative`` ends the no-credentials message.
 
     The package prints help and exits when it cannot authenticate; both are caught here.
 
@@ -185,7 +200,7 @@ def kaggle_api():
         PlatformError: no credentials (checked before the package is imported), the package is not installed,
             or it refused the credentials.
     """
-    source = credentials_source()
+    source = credentials_source(alternative)
     quiet = io.StringIO()
     try:
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
@@ -250,10 +265,14 @@ def data(config: Config, paths: Paths, from_zip: Path | None = None) -> None:
     comp = config.competition
     if from_zip is not None:
         import_zip(config, paths, from_zip)
-    elif comp.builder or comp.platform != "kaggle":
+    elif comp.builder:
         datasets.run(config, paths)
-    else:
+    elif comp.platform == "kaggle":
         download(config, paths)
+    else:
+        where = f" from {comp.url}" if comp.url else ""
+        raise PlatformError(f"{comp.name}: compkit cannot download a {comp.platform!r} competition; download its zip{where} and "
+                            f"run `make data FROM_ZIP=<zip>`, or unpack it into {paths.data} (or pass DATA_DIR=<folder>)")
 
 
 def download(config: Config, paths: Paths) -> Path:
@@ -263,14 +282,15 @@ def download(config: Config, paths: Paths) -> Path:
     target = Path(paths.data)
     if target.exists() and any(target.iterdir()):
         raise PlatformError(f"{target}: already holds files; delete the folder or pass DATA_DIR=<new folder> to download {slug}")
-    api = kaggle_api()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".tmp-{target.name}-download-") as folder:
+    api = kaggle_api(", or pass FROM_ZIP=<the competition's zip>")
+    with _parent_of(target), tempfile.TemporaryDirectory(dir=target.parent, prefix=f".tmp-{target.name}-download-") as folder:
         _call("download the files", slug, api.competition_download_files, slug, path=folder, quiet=True)
         zips = sorted(Path(folder).glob("*.zip"))
         if not zips:
             raise PlatformError(f"kaggle: the download of {slug} holds no zip ({sorted(p.name for p in Path(folder).iterdir())})")
-        return import_zip(config, paths, zips[0])
+        _stage(config, paths, zips[0])
+    console.summary(f"data: kaggle {slug} -> {target}")
+    return target
 
 
 def read_board(paths: Paths) -> tuple[Path, pd.DataFrame]:
