@@ -61,6 +61,12 @@ def test_same_distribution_gives_auc_near_half(tmp_path, fmnist):
     assert len(like) == 50 and like["id"].isin(range(1, N + 1)).all() and like["p_test"].is_monotonic_decreasing
     assert "one distribution" in summary["verdict"]
 
+    from compkit.report import _Page
+
+    page = _Page(tmp_path / "report")
+    adversarial.report_section(page, paths)
+    assert summary["verdict"] in "\n".join(page.parts) and (tmp_path / "report/adversarial.png").is_file()
+
 
 @pytest.mark.slow
 def test_shifted_distribution_gives_auc_near_one(tmp_path, fmnist, dacon_dir):

@@ -81,6 +81,25 @@ def test_from_zip_strips_a_nested_top_folder_of_a_kaggle_image_layout(tmp_path, 
     assert (train.images[1, :, :, 0] == x[1]).all()  # a 28x28 gray PNG round-trips exactly
 
 
+def test_from_zip_unpacks_inner_zips_of_a_kaggle_download(tmp_path, fmnist_small):
+    """digit-recognizer's layout from real Fashion-MNIST rows, train.csv inside train.csv.zip as Kaggle ships some files."""
+    (x, y), _ = fmnist_small
+    pixels = [f"pixel{i}" for i in range(784)]
+    train = pd.DataFrame(x[:600].reshape(600, -1), columns=pixels)  # 10% holdout, a quarter public: 15 rows >= 10 classes
+    train.insert(0, "label", y[:600])
+    train.to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(x[600:650].reshape(50, -1), columns=pixels).to_csv(tmp_path / "test.csv", index=False)
+    pd.DataFrame({"ImageId": range(1, 51), "Label": 0}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    inner = _zip(tmp_path / "train.csv.zip", {"train.csv": tmp_path / "train.csv"})
+    archive = _zip(tmp_path / "digit-recognizer.zip", {"train.csv.zip": inner, "test.csv": tmp_path / "test.csv",
+                                                       "sample_submission.csv": tmp_path / "sample_submission.csv"})
+    root = tmp_path / "root"
+    assert main(["data", "--competition", "digit-recognizer", *CONFIGS, "--root", str(root), "--from-zip", str(archive)]) == 0
+    data = root / "data" / "digit-recognizer"
+    assert sorted(p.name for p in data.iterdir()) == ["sample_submission.csv", "test.csv", "train.csv"]
+    assert (data / "train.csv").read_bytes() == (tmp_path / "train.csv").read_bytes()
+
+
 @pytest.fixture(scope="module")
 def fmnist_small():
     from compkit.datasets import DEBIAN_FASHION_MNIST, fashion_mnist

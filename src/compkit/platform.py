@@ -136,6 +136,21 @@ def _parent_of(target: Path):
         raise
 
 
+def _unpack_inner(archive: Path, root: Path, name: str) -> None:
+    """Kaggle zips may hold ``<name>.zip`` (``train.csv.zip``, ``train.zip`` of images) instead of ``name``: unpack it."""
+    inner = root / f"{name}.zip"
+    if (root / name).exists() or not inner.is_file():
+        return
+    folder = root / f".inner-{name}"
+    _unpack(inner, folder)
+    inner.unlink()
+    entries = list(folder.iterdir())
+    # train.csv.zip -> train.csv; train.zip -> train/ (files at its top, or already inside train/)
+    source = entries[0] if len(entries) == 1 and entries[0].name == name else folder
+    os.replace(source, root / name)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _stage(config: Config, paths: Paths, archive: Path) -> None:
     """Unpack into a temporary folder beside ``paths.data``, check, rename into place; the temporary folder never stays."""
     comp, target = config.competition, Path(paths.data)
@@ -143,6 +158,8 @@ def _stage(config: Config, paths: Paths, archive: Path) -> None:
     try:
         _unpack(archive, staging)
         root = _content_root(staging, comp)
+        for name in _expected(comp):
+            _unpack_inner(archive, root, name)
         missing = [name for name in _expected(comp) if not (root / name).exists()]
         if missing:
             found = sorted(p.name for p in root.iterdir())[:8]
