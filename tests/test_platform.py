@@ -319,6 +319,17 @@ def test_merge_keeps_the_recorded_upload(tmp_path):
     assert merged.at[0, "platform_ref"] == 101 and merged.at[0, "platform_status"] == "ERROR"
 
 
+def test_upload_record_then_sync(tmp_path):
+    """What `make upload` writes after Kaggle accepted submission 101, then what `make lb-sync` adds to it."""
+    path = tmp_path / "leaderboard.csv"
+    platform.write_csv(platform.record_upload(_board(), 0, 101, datetime(2026, 1, 1, 10, 4).astimezone()), path)
+    uploaded = pd.read_csv(path)
+    assert uploaded.at[0, "platform_ref"] == 101 and uploaded["platform_ref"].isna().sum() == 3
+    assert pd.Timestamp(uploaded.at[0, "uploaded"]).tzinfo is not None and "101.0" not in path.read_text()
+    merged, _ = platform.merge_platform_scores(uploaded, _listing())
+    assert merged.at[0, "platform_status"] == "ERROR" and merged.at[0, "uploaded"] == uploaded.at[0, "uploaded"]
+
+
 def test_report_section_shows_rank_correlations(tmp_path):
     from compkit.report import _Page
 

@@ -354,11 +354,16 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
     response = _call("upload the submission", slug, api.competition_submit, str(path), upload_message(board.loc[index]), slug, quiet=True)
     if not getattr(response, "ref", 0):
         raise PlatformError(f"kaggle: the upload of {path.name} was not accepted ({getattr(response, 'message', '') or 'no reason given'})")
-    board = _with_platform_columns(board)
-    board.at[index, "uploaded"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    board.at[index, "platform_ref"] = int(response.ref)
-    write_csv(board, board_path)
+    write_csv(record_upload(board, index, int(response.ref), datetime.now(timezone.utc)), board_path)
     console.summary(f"upload: {path.name} -> kaggle {slug} (submission {response.ref}); `make lb-sync` reads its score")
+
+
+def record_upload(board: pd.DataFrame, index: int, ref: int, when: datetime) -> pd.DataFrame:
+    """A copy of ``board`` whose row ``index`` records an upload: ``uploaded`` (ISO UTC, seconds) and ``platform_ref``."""
+    board = _with_platform_columns(board)
+    board.at[index, "uploaded"] = when.astimezone(timezone.utc).isoformat(timespec="seconds")
+    board.at[index, "platform_ref"] = ref
+    return board
 
 
 def fetch_submissions(api, slug: str) -> list[ApiSubmission]:
@@ -411,6 +416,7 @@ def _with_platform_columns(board: pd.DataFrame) -> pd.DataFrame:
             board[column] = np.nan
     board["uploaded"] = board["uploaded"].astype(object)
     board["platform_status"] = board["platform_status"].astype(object)
+    board["platform_ref"] = pd.to_numeric(board["platform_ref"]).astype("Int64")  # "123", not "123.0", in the CSV
     return board
 
 
@@ -446,7 +452,6 @@ def merge_platform_scores(board: pd.DataFrame, submissions: list[ApiSubmission])
         board.at[index, "platform_public"] = _score(chosen.public_score)
         board.at[index, "platform_private"] = _score(chosen.private_score)
         matched += 1
-    board["platform_ref"] = board["platform_ref"].astype("Int64")
     return board, matched
 
 
