@@ -5,9 +5,8 @@ response objects) into leaderboard.csv."""
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
