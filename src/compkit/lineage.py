@@ -37,7 +37,8 @@ def folds_digest(paths: Paths) -> str:
 
 def config_digest(config: Config, hyper: Hyper) -> str:
     """sha256 hex of what a fold's model depends on: the competition, the fold scheme, the resolved hyperparameters, the seeds per fold."""
-    return digest({"competition": config.competition.model_dump(), "folds": config.folds.model_dump(), "hyper": hyper.model_dump(),
+    # where submissions go (platform, slug) does not change a model, nor the digests of runs made before those keys
+    return digest({"competition": config.competition.model_dump(exclude={"platform", "slug"}), "folds": config.folds.model_dump(), "hyper": hyper.model_dump(),
                    "seeds": config.train.seeds})
 
 
