@@ -5,8 +5,9 @@ response objects) into leaderboard.csv."""
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -348,3 +349,25 @@ def test_report_section_shows_rank_correlations(tmp_path):
 def test_upload_message_names_the_submission():
     row = _board().iloc[1]
     assert platform.upload_message(row) == "b | blend best | cnn_small | CV 0.93000"
+
+
+@pytest.mark.slow
+def test_report_draws_cv_against_the_synced_platform_scores(tiny_run, tmp_path):
+    """Three real submissions, a listing of them as Kaggle would return it merged in, then `make report`."""
+    root, argv = tiny_run
+    argv = [a if a != str(root) else str(tmp_path) for a in argv]
+    shutil.copytree(root / "folds", tmp_path / "folds")
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    for name in ("first", "second", "third"):
+        assert main(["submit", *argv, "--name", name]) == 0
+    board_path = tmp_path / "submissions/dacon-cv-2020/leaderboard.csv"
+    board = pd.read_csv(board_path)
+    listing = [_submission(200 + i, row.file, pd.Timestamp(row.time).tz_convert(None).to_pydatetime() + timedelta(minutes=1),
+                           "COMPLETE", f"{0.9 + i / 100:.5f}", None) for i, row in enumerate(board.itertuples())]
+    merged, matched = platform.merge_platform_scores(board, listing)
+    assert matched == 3
+    platform.write_csv(merged, board_path)
+    assert main(["report", *argv]) == 0
+    page = (tmp_path / "runs/dacon-cv-2020/report/index.html").read_text(encoding="utf-8")
+    assert "CV vs the platform" in page and 'id="platform-correlation"' in page and "platform_public" in page
+    assert (tmp_path / "runs/dacon-cv-2020/report/platform.png").is_file()
