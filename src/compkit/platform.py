@@ -374,7 +374,7 @@ def fetch_submissions(api, slug: str) -> list[ApiSubmission]:
         fresh = [s for s in batch if s is not None and s.ref not in seen]
         out.extend(fresh)
         seen.update(s.ref for s in fresh)
-        if len(batch) < LISTING_PAGE_SIZE or not fresh:
+        if not fresh:  # past the last page (the server may cap the page size, so a short page is not the end)
             break
     return out
 
@@ -467,8 +467,8 @@ def lb_sync(config: Config, paths: Paths) -> None:
     board_path, board = read_board(paths)
     api = kaggle_api()
     submissions = fetch_submissions(api, slug)
-    save_listing(submissions, paths.runs / "platform" / "submissions.json")
     merged, matched = merge_platform_scores(board, submissions)
+    save_listing(submissions, paths.runs / "platform" / "submissions.json")
     write_csv(merged, board_path)
     console.summary(f"lb-sync: {len(submissions)} submissions on kaggle {slug}, {matched} of {len(merged)} leaderboard rows "
                     f"matched -> {board_path}")
