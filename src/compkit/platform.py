@@ -230,9 +230,9 @@ def kaggle_api(alternative: str = ""):
     except SystemExit:
         raise PlatformError(f"kaggle: the credentials in {source} were not accepted; create a new API token on "
                             "kaggle.com/settings") from None
-    except Exception as exc:  # an access token is checked online: no network lands here
-        raise PlatformError(f"kaggle: could not check the credentials in {source} ({type(exc).__name__}); "
-                            "check the network") from None
+    except Exception as exc:  # an unreadable kaggle.json, or an access token checked online without network
+        raise PlatformError(f"kaggle: could not use the credentials in {source} ({type(exc).__name__}); "
+                            "check that file or variable, and the network") from None
     return api
 
 
