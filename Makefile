@@ -13,6 +13,8 @@ WORKER ?=
 NO_TUNED ?=
 GPU ?=
 VARIANTS ?=
+FROM_ZIP ?=
+FILE ?=
 VENV ?= .venv
 # One W&B group per make invocation: `make folds train ensemble submit` is one experiment.
 GROUP ?= $(shell date -u +%Y%m%dT%H%M%SZ)
@@ -22,11 +24,15 @@ ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DA
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
 .PHONY: help setup data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
-        bench-throughput bench-pipeline bench-ablation
+        bench-throughput bench-pipeline bench-ablation upload lb-sync adversarial
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
-	@echo "make data                  build the competition's files when compkit can (fashion-mnist)"
+	@echo "make data                  build (fashion-mnist) or download (platform = kaggle) the competition's files"
+	@echo "make data FROM_ZIP=x.zip   unpack and check a zip of the competition's files into data/<competition>"
+	@echo "make upload                submit the latest submission to Kaggle (FILE=name picks another)"
+	@echo "make lb-sync               read your Kaggle submissions' public/private scores into leaderboard.csv"
+	@echo "make adversarial           train-vs-test classifier: OOF ROC AUC, train rows most like test (runs/<c>/adversarial/)"
 	@echo "make check                 validate the config against the data; print rows, classes, shape, layout"
 	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=..."
 	@echo "make all                   data (when missing), then the four stages in order"
@@ -56,8 +62,14 @@ setup:
 
 comma := ,
 
-data check folds ensemble all tune-status report pseudo:
+check folds ensemble all tune-status report pseudo lb-sync adversarial:
 	$(PYTHON) -m compkit $@ $(ARGS)
+
+data:
+	$(PYTHON) -m compkit data $(ARGS) $(if $(FROM_ZIP),--from-zip $(FROM_ZIP))
+
+upload:
+	$(PYTHON) -m compkit upload $(ARGS) $(if $(FILE),--file $(FILE))
 
 train:
 	$(PYTHON) -m compkit train $(ARGS) $(if $(NO_TUNED),--no-tuned)

@@ -23,12 +23,15 @@ from compkit.errors import CompkitError  # noqa: E402
 STAGES = ("folds", "train", "ensemble", "submit")  # `all` runs these, in this order
 # Stages run on their own, not by `all`: name -> (module, function).
 EXTRA = {
-    "data": ("datasets", "run"),
+    "data": ("platform", "data"),
     "check": ("check", "run"),
     "tune": ("tune", "run"),
     "tune-status": ("tune", "status"),
     "pseudo": ("pseudo", "run"),
     "report": ("report", "run"),
+    "upload": ("platform", "upload"),
+    "lb-sync": ("platform", "lb_sync"),
+    "adversarial": ("adversarial", "run"),
 }
 
 
@@ -54,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=None, help="tune: finished trials per study, replacing tune.trials")
     p.add_argument("--worker", type=int, default=0, help="tune: this worker's number when several share a study (default 0)")
     p.add_argument("--deterministic", action="store_true", help="train: deterministic ops (same seed, same predictions; slower on GPU)")
+    p.add_argument("--from-zip", type=Path, default=None, help="data: unpack and check this zip of the competition's files")
+    p.add_argument("--file", default=None, help="upload: this submission file instead of the latest")
     p.add_argument("--no-tuned", action="store_true", help="train: ignore the best parameters exported by `make tune`")
     return p
 
@@ -96,5 +101,9 @@ def run_stage(stage: str, config, paths: Paths, args: argparse.Namespace) -> Non
         run(config, paths, args.name)
     elif stage == "tune":
         run(config, paths, args.worker)
+    elif stage == "data":
+        run(config, paths, args.from_zip)
+    elif stage == "upload":
+        run(config, paths, args.file)
     else:
         run(config, paths)

@@ -56,6 +56,8 @@ class Competition(_Strict):
     metric: Literal["accuracy", "macro_f1", "log_loss"] = "accuracy"
     submission_columns: list[str] = Field(min_length=2, max_length=2)
     builder: Literal["", "fashion_mnist"] = ""  # `make data` can build this competition's files
+    platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
+    slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
 
     @property
     def pixel_columns(self) -> list[str]:
@@ -255,6 +257,21 @@ class Pseudo(_Strict):
     threshold: float = Field(0.95, gt=0, le=1)  # minimum mean top probability of the fold's backbones
 
 
+class Adversarial(_Strict):
+    """`make adversarial`: a classifier telling train images from test images (see adversarial.py)."""
+
+    backbone: str = "cnn_small"  # trained from scratch on images only, never on labels
+    width: float = Field(0.5, gt=0)  # filter multiplier: the smallest net that separates shifted sets
+    input_size: int | None = Field(None, ge=8)  # square side fed to the backbone; None: image size
+    epochs: int = Field(8, ge=1)  # F-MNIST vs DACON, 400 fit rows: 4 epochs gave pooled AUC 0.74 (folds 0.80-0.95), 8 gave 1.00
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    n_splits: int = Field(5, ge=2)  # K folds: every image gets an out-of-fold P(test)
+    max_rows: int = Field(5000, ge=10)  # random rows drawn from each of train and test, to bound compute
+    top: int = Field(200, ge=1)  # train rows most like test written to train_like_test.csv
+    seed: int = 42
+
+
 class Tracking(_Strict):
     """Weights & Biases naming; the mode comes from WANDB_MODE (see tracking.py)."""
 
@@ -272,6 +289,7 @@ class Config(_Strict):
     tune: Tune = Tune()
     ensemble: Ensemble = Ensemble()
     pseudo: Pseudo = Pseudo()
+    adversarial: Adversarial = Adversarial()
     tracking: Tracking = Tracking()
 
     def hyper(self, backbone: str) -> Hyper:

@@ -760,6 +760,10 @@ def run(config: Config, paths: Paths) -> Path:
         ("classes", "per model"), ("curves", "learning curves"), ("wrong", "wrong images"),
         *((f"extra-{html.escape(c)}", f"per {html.escape(c)}") for c in comp.extra_columns)]) + "</nav>")
     _leaderboard_section(page, board, candidates, usage, comp.metric)
+    from compkit import adversarial, platform  # sections drawn only when lb-sync / adversarial have run
+
+    platform.report_section(page, board, comp.metric)
+    adversarial.report_section(page, paths)
     if skipped:
         page.para(f"Not in the bootstrap below (their file is missing or predicts the test file, whose labels are "
                   f"unknown): {', '.join(skipped)}.", note=True)
