@@ -96,5 +96,10 @@ bench:
 	@echo "== bench/pipeline.py"; $(MAKE) --no-print-directory bench-pipeline
 	@echo "== bench/memory.py"; $(MAKE) --no-print-directory bench-memory
 
+# The name reaches the shell through the environment (no quoting to break); the guard refuses an empty or
+# unsafe name before Python starts, and compkit's `clean` checks it again (compkit.config.check_name).
+clean: export COMPETITION := $(COMPETITION)
 clean:
-	rm -rf runs/$(COMPETITION) folds/$(COMPETITION)
+	@case "$$COMPETITION" in ''|[!A-Za-z0-9]*|*[!A-Za-z0-9._-]*) \
+	  echo "make clean: COMPETITION='$$COMPETITION' is not a competition name (letters, digits, . _ -); nothing deleted" >&2; exit 2;; esac
+	$(PYTHON) -m compkit clean --competition "$$COMPETITION"

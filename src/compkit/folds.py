@@ -7,13 +7,15 @@ byte-identical files. Holdout rows are in no fold, so no model ever trains on th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from compkit import console
 from compkit.config import Config, Paths
-from compkit.data import DataError, Images, check_sample_ids, check_test_ids, load_sample_submission, load_test, load_train
+from compkit.data import DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission, load_test, load_train
 from compkit.errors import shown
 from compkit.io import write_csv
 
@@ -56,10 +58,28 @@ def split_holdout(ids: np.ndarray, keys: np.ndarray, fraction: float, public_sha
         DataFrame ``id, Usage`` of the holdout rows, sorted by id.
     """
     _check_counts(keys, 4, "a stratified public/private holdout (4 rows per stratum)")
-    rest, held, _, held_keys = train_test_split(ids, keys, test_size=fraction, stratify=keys, random_state=seed)
-    public, private = train_test_split(held, train_size=public_share, stratify=held_keys, random_state=seed)
+    fix = "raise folds.holdout_fraction and keep folds.public_share away from 0 and 1, or stratify on fewer columns"
+    rest, held, _, held_keys = _stratified_split(ids, keys, {"test_size": fraction}, seed, f"the holdout ({fraction:g} of {len(ids)} rows)", fix)
+    public, private, _, _ = _stratified_split(held, held_keys, {"train_size": public_share}, seed,
+                                              f"the public part ({public_share:g} of {len(held)} holdout rows)", fix)
     usage = pd.DataFrame({"id": np.concatenate([public, private]), "Usage": ["Public"] * len(public) + ["Private"] * len(private)})
     return usage.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def _stratified_split(ids: np.ndarray, keys: np.ndarray, size: dict, seed: int, what: str, fix: str) -> list:
+    """:func:`sklearn.model_selection.train_test_split` stratified on ``keys``; its refusal becomes a one-line DataError.
+
+    sklearn refuses a split that leaves a part empty, or that cannot give each stratum a row on both sides
+    (a stratum of 4-5 rows in a 20% holdout); the message names the rarest stratum and ``fix``.
+    """
+    try:
+        return train_test_split(ids, keys, **size, stratify=keys, random_state=seed)
+    except ValueError as exc:
+        values, counts = np.unique(keys, return_counts=True)
+        raise DataError(
+            f"train: cannot split off {what}: {str(exc).splitlines()[0]} (rarest stratum {str(values[counts.argmin()])!r}: "
+            f"{counts.min()} rows); {fix}"
+        ) from None
 
 
 def assign_folds(ids: np.ndarray, keys: np.ndarray, n_splits: int, seed: int) -> pd.DataFrame:
@@ -77,7 +97,8 @@ def subsample(ids: np.ndarray, keys: np.ndarray, max_rows: int | None, seed: int
     """A boolean (N,) mask keeping a stratified sample of at most ``max_rows`` rows (all rows when None)."""
     if max_rows is None or max_rows >= len(ids):
         return np.ones(len(ids), dtype=bool)
-    kept, _ = train_test_split(ids, train_size=max_rows, stratify=keys, random_state=seed)
+    kept, _, _, _ = _stratified_split(ids, keys, {"train_size": max_rows}, seed, f"a sample of {max_rows} rows",
+                                      "raise folds.max_rows (at least one row per stratum) or unset it")
     return np.isin(ids, kept)
 
 
@@ -102,14 +123,79 @@ def make_folds(train: Images, config: Config, with_holdout: bool = True) -> tupl
 
 
 def load_folds(config: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read ``folds.csv`` and ``holdout.csv``; raises :class:`DataError` telling to run ``make folds``."""
-    tables = []
-    for name in ("folds.csv", "holdout.csv"):
-        path = paths.folds / name
-        if not path.is_file():
-            raise DataError(f"{path}: not found; run `make folds COMPETITION={config.competition.name}` first")
-        tables.append(pd.read_csv(path))
-    return tables[0], tables[1]
+    """Read and check ``folds.csv`` and ``holdout.csv`` (see :func:`read_fold_file`, :func:`check_fold_values`).
+
+    Raises:
+        DataError: a file is missing, empty or not CSV, lacks its columns, or has a bad fold or Usage value;
+            the message names the file and line and says to run or redo ``make folds``.
+    """
+    folds, holdout = (read_fold_file(config, paths.folds / name) for name in ("folds.csv", "holdout.csv"))
+    check_fold_values(folds, paths.folds / "folds.csv", config)
+    check_usage_values(holdout, paths.folds / "holdout.csv", config)
+    return folds, holdout
+
+
+def remake_hint(config: Config) -> str:
+    """The one-line fix for damaged or foreign fold files."""
+    name = config.competition.name
+    return f"remake them: `make clean COMPETITION={name}` then `make folds COMPETITION={name}`"
+
+
+def read_fold_file(config: Config, path: Path) -> pd.DataFrame:
+    """One fold file as a DataFrame (``folds.csv``: id, fold; ``holdout.csv``: id, Usage), columns checked.
+
+    A file with a header and no rows is valid (no holdout when the competition ships its solution file).
+
+    Raises:
+        DataError: missing (run `make folds`), empty or unreadable, or without the id column and its own column.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `make folds COMPETITION={config.competition.name}` first")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (a damaged artefact); {remake_hint(config)}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); {remake_hint(config)}") from None
+    columns = [config.competition.id_key, "fold" if path.name == "folds.csv" else "Usage"]
+    if list(frame.columns) != columns:
+        raise DataError(f"{path}: columns {list(frame.columns)} are not {columns}; {remake_hint(config)}")
+    return frame
+
+
+def check_fold_values(folds: pd.DataFrame, path: Path, config: Config) -> None:
+    """Refuse a ``fold`` column with a blank, a non-integer or a value outside 0..n_splits-1, or a fold with no row.
+
+    ``folds`` is ``folds.csv`` as read (id, fold); ``path`` is named in the message.
+
+    Raises:
+        DataError: names the file, the line (header: line 1) and the value, and how to remake the folds.
+    """
+    n_splits = config.folds.n_splits
+    values = pd.to_numeric(folds["fold"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | (values >= n_splits)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: line {line(row)}, column 'fold': {shown(folds['fold'].iloc[row])} is not a fold number "
+            f"0..{n_splits - 1} (folds.n_splits = {n_splits}); {remake_hint(config)}"
+        )
+    empty = sorted(set(range(n_splits)) - set(values.astype(np.int64).tolist()))
+    if empty:
+        raise DataError(f"{path}: fold {empty[0]} has no row, but folds.n_splits = {n_splits}; {remake_hint(config)}")
+
+
+def check_usage_values(holdout: pd.DataFrame, path: Path, config: Config) -> None:
+    """Refuse a ``Usage`` column of ``holdout.csv`` with a value other than Public or Private.
+
+    Raises:
+        DataError: names the file, the line and the value, and how to remake the folds.
+    """
+    bad = ~holdout["Usage"].isin(["Public", "Private"]).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: line {line(row)}, column 'Usage': {shown(holdout['Usage'].iloc[row])} is not Public or Private; "
+                        f"{remake_hint(config)}")
 
 
 def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarray, config: Config, paths: Paths) -> None:
@@ -118,22 +204,22 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
     Raises:
         DataError: names the file, the row and the id, and says to remake the folds.
     """
-    id_column, name = config.competition.id_key, config.competition.name
-    remake = f"remake them: `make clean COMPETITION={name}` then `make folds COMPETITION={name}`"
+    id_column = config.competition.id_key
+    remake = remake_hint(config)
     known = np.asarray(train_ids).astype(str)
     for table, file in ((folds, "folds.csv"), (holdout, "holdout.csv")):
         unknown = ~np.isin(table[id_column].astype(str).to_numpy(), known)
         if unknown.any():
             row = int(np.flatnonzero(unknown)[0])
             raise DataError(
-                f"{paths.folds / file}: row {row + 1}: {id_column} {shown(table[id_column].iloc[row])} is not in "
+                f"{paths.folds / file}: line {line(row)}: {id_column} {shown(table[id_column].iloc[row])} is not in "
                 f"{config.competition.train_file} ({int(unknown.sum())} such ids): the folds were made for other data; {remake}"
             )
     leaked = folds[id_column].isin(holdout[id_column]).to_numpy()
     if leaked.any():
         row = int(np.flatnonzero(leaked)[0])
         raise DataError(
-            f"{paths.folds / 'folds.csv'}: row {row + 1}: {id_column} {shown(folds[id_column].iloc[row])} is also in "
+            f"{paths.folds / 'folds.csv'}: line {line(row)}: {id_column} {shown(folds[id_column].iloc[row])} is also in "
             f"holdout.csv: holdout rows must be in no fold; {remake}"
         )
 

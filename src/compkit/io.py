@@ -50,10 +50,22 @@ def write_json(obj: dict, path: Path) -> None:
 
 
 def read_json(path: Path) -> dict:
-    """Read a JSON artefact; a missing one raises :class:`CompkitError` naming the stage that makes it."""
+    """Read a JSON artefact (an object).
+
+    Raises:
+        CompkitError: the file is missing (names the stage that makes it), or empty, not UTF-8, not JSON or
+            not an object (a damaged artefact: names the file and says to delete it and rerun its stage).
+    """
     if not Path(path).is_file():
         raise CompkitError(f"{path}: not found; run the stage that writes it first (see `make help`)")
-    return json.loads(Path(path).read_text())
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        what = "empty" if not Path(path).stat().st_size else f"not valid JSON ({str(exc).splitlines()[0]})"
+        raise CompkitError(f"{path}: {what}, a damaged artefact; delete it and rerun the stage that writes it") from None
+    if not isinstance(obj, dict):
+        raise CompkitError(f"{path}: holds a JSON {type(obj).__name__}, not an object; delete it and rerun the stage that writes it")
+    return obj
 
 
 def proba_columns(classes: list) -> list[str]:
