@@ -380,7 +380,8 @@ def _read_toml(path: Path, what: str) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc}); fix the syntax") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8, as TOML requires") from None
+        at = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {at}: not UTF-8 text ({exc.reason}); save it as UTF-8, as TOML requires") from None
 
 
 def _merge(base: dict, layer: dict) -> dict:

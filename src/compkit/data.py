@@ -105,7 +105,7 @@ def _check_ids(frame: pd.DataFrame, path: Path, id_column: str) -> np.ndarray:
     numeric = pd.to_numeric(ids, errors="coerce").notna().to_numpy()
     if numeric.any() and not numeric.all():  # text among numbers: no order, no one type to read them back as
         row = _first_bad(numeric != numeric[0])
-        kinds = ("text", "a number") if numeric[0] else ("a number", "text")
+        kinds = ("a number", "text") if numeric[0] else ("text", "a number")  # (line 2's kind, this line's kind)
         raise DataError(
             f"{path}: line {line(row)}: {id_column} {shown(ids.iloc[row])} is {kinds[1]} where line 2's {shown(ids.iloc[0])} "
             f"is {kinds[0]}; use ids of one kind (all numbers or all text)"

@@ -15,7 +15,8 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from compkit import console
 from compkit.config import Config, Paths
-from compkit.data import DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission, load_test, load_train
+from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission, load_solution, load_test,
+                          load_train)
 from compkit.errors import shown
 from compkit.io import write_csv
 
@@ -225,17 +226,19 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
 
 
 def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
-    """Read and validate every competition file before anything is written: train, and with a test file,
-    test (no id shared with train) and the sample submission (exactly the test ids). Returns (train, test).
+    """Read and validate every competition file before anything is written: train, with a test file
+    test (no id shared with train) and the sample submission (exactly the test ids), and the solution
+    file when there is one. Returns (train, test).
 
     Raises:
-        DataError: the first problem found (see :func:`compkit.data.read_images`).
+        DataError: the first problem found (see :func:`compkit.data.read_images`, :func:`compkit.data.load_solution`).
     """
     comp = config.competition
     train, test = load_train(paths.data, comp), load_test(paths.data, comp)
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
         check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
+    load_solution(paths.data, comp)  # its problems surface here, not after a day of training
     return train, test
 
 

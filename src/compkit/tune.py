@@ -39,6 +39,7 @@ from compkit.folds import load_folds
 from compkit.io import write_json
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.process import in_fresh_process
+from compkit.redact import mask
 from compkit.tracking import tracked
 from compkit.train import best_params_path, fit, fold_data, model_inputs
 
@@ -75,10 +76,12 @@ def make_storage(config: Config, paths: Paths) -> optuna.storages.BaseStorage:
                 heartbeat_interval=config.tune.heartbeat_interval,
                 grace_period=config.tune.grace_period,
             )
-        except sqlalchemy.exc.SQLAlchemyError:
+        except sqlalchemy.exc.SQLAlchemyError as exc:
             # Workers started together race to create the schema of a new database: the loser retries.
             if attempt == 4:
-                raise
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise CompkitError(f"tune storage {mask(url)}: cannot open it ({type(exc).__name__}: {mask(reason)}); "
+                                   "check the URL, the server and the credentials (OPTUNA_STORAGE or tune.storage)") from None
             time.sleep(1 + attempt)
 
 
