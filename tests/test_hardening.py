@@ -7,6 +7,7 @@ test set where a case needs one. Line numbers are the file's lines as an editor 
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -309,7 +310,6 @@ def test_a_damaged_fold_json_is_one_line(root, data, capsys, content, fragment):
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130(root, data):
     """SIGINT to the process group (what a terminal's Ctrl-C sends) while the first fold trains."""
-    import os
     import signal
     import time
 
@@ -325,3 +325,82 @@ def test_ctrl_c_is_one_line_and_exit_130(root, data):
     assert proc.returncode == 130, err[-2000:]
     assert err.rstrip("\n").splitlines()[-1] == "compkit: interrupted; rerun the same command to resume" and "Traceback" not in err
     assert not (root / "runs" / NAME / "cnn_small" / "fold0" / "fold.json").exists()
+
+
+# -- secrets -------------------------------------------------------------------------------------------------
+
+SECRET = "Hunter2-s3cret"
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    (f"postgresql://optuna:{SECRET}@db.example:5432/studies", "postgresql://optuna:***@db.example:5432/studies"),
+    (f"postgresql+psycopg://u:{SECRET}@h@127.0.0.1/x?sslmode=require", "postgresql+psycopg://u:***@127.0.0.1/x?sslmode=require"),
+    (f"storage 'mysql://root:{SECRET}@h/db' failed", "storage 'mysql://root:***@h/db' failed"),
+    (f"postgresql://h/db?user=u&password={SECRET}&x=1", "postgresql://h/db?user=u&password=***&x=1"),
+    ("sqlite:////tmp/runs/optuna.db", "sqlite:////tmp/runs/optuna.db"),
+    ("postgresql://postgres@127.0.0.1:5432/compkit", "postgresql://postgres@127.0.0.1:5432/compkit"),
+])
+def test_mask_hides_url_passwords(text, masked):
+    from sqlalchemy.engine import make_url
+
+    from compkit.redact import mask
+
+    assert mask(text) == masked
+    if text.startswith("postgresql://optuna"):  # the same as SQLAlchemy's own rendering
+        assert mask(text) == make_url(text).render_as_string(hide_password=True)
+
+
+def test_a_storage_password_reaches_no_wandb_file(tmp_path, dacon, dacon_dir, monkeypatch):
+    """A real offline W&B run of a config with a password in tune.storage, started from a command line holding it."""
+    from compkit.config import Paths
+    from compkit.tracking import read_run, tracked
+
+    url = f"postgresql://optuna:{SECRET}@127.0.0.1:5432/studies"
+    config = dacon("smoke", f'tune.storage="{url}"')
+    argv_with_secret = ["compkit", "tune", "--set", f"tune.storage='{url}'"]
+    monkeypatch.setattr(sys, "argv", argv_with_secret)
+    with tracked(config, Paths.for_competition(NAME, tmp_path, dacon_dir), "tune", "trial0", {"storage": url}) as tracker:
+        assert tracker.active
+        tracker.summarize({"value": 0.5})
+    assert sys.argv == argv_with_secret  # masked only while W&B read it
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    run = read_run(run_dir)
+    assert run["config"]["tune"]["storage"] == run["config"]["storage"] == "postgresql://optuna:***@127.0.0.1:5432/studies"
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(files) >= 3 and not [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert any(b"tune.storage='postgresql://optuna:***@" in p.read_bytes() for p in files)  # the masked command line
+
+
+def test_a_storage_error_is_one_masked_line(root, data, capsys, monkeypatch):
+    monkeypatch.setenv("OPTUNA_STORAGE", f"postgresql://optuna:{SECRET}@127.0.0.1:1/studies")  # nothing listens on port 1
+    err = fails("tune-status", root, data, capsys)
+    assert "tune storage postgresql://optuna:***@127.0.0.1:1/studies: cannot open it (OperationalError" in err and SECRET not in err
+
+
+def test_tune_and_tune_status_print_no_password(root, data, capsys, monkeypatch):
+    """`make tune` (its study already finished) and `make tune-status` on a real PostgreSQL URL with a password."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    server = os.environ.get("COMPKIT_TEST_POSTGRES_URL")
+    if not server:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide a PostgreSQL server: set COMPKIT_TEST_POSTGRES_URL (see .ci/run)")
+        pytest.skip("no PostgreSQL server: source .ci/postgres.sh")
+    scheme, rest = server.split("://", 1)
+    user, host = rest.split("@", 1)
+    url = f"{scheme}://{user.split(':')[0]}:{SECRET}@{host}"  # a trust-auth server accepts any password
+    try:
+        optuna.delete_study(study_name=f"{NAME}-cnn_small", storage=url)
+    except KeyError:
+        pass
+    study = optuna.create_study(study_name=f"{NAME}-cnn_small", storage=url, direction="maximize")
+    for value in (0.4, 0.6):
+        study.add_trial(optuna.trial.create_trial(params={"dropout": value / 2}, distributions={"dropout": FloatDistribution(0, 0.5)}, value=value))
+    monkeypatch.setenv("OPTUNA_STORAGE", url)
+    capsys.readouterr()
+    assert main(["tune", *argv(root, data), "--trials", "2"]) == 0
+    assert main(["tune-status", *argv(root, data)]) == 0
+    out = "".join(capsys.readouterr())
+    masked = f"{scheme}://{user.split(':')[0]}:***@{host}"
+    assert SECRET not in out and out.count(masked) == 2, out  # the tune summary and the status table's title
