@@ -41,7 +41,7 @@ help:
 	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
 	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON)"
 	@echo "make bench-ablation        one fold per recipe variant (bench/ablate.py), TTA scores too (DACON, VARIANTS=a,b)"
-	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
+	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept; refuses an unsafe name)"
 
 setup:
 	@# Fashion-MNIST, the embedded default competition, comes from Debian's package.

@@ -305,6 +305,26 @@ def test_a_damaged_fold_json_is_one_line(root, data, capsys, content, fragment):
     assert fragment in err and str(path) in err
 
 
+@pytest.mark.parametrize(("breakage", "fragment"), [
+    (lambda t: "", "holdout.csv: the file is empty (a damaged artefact); delete it and rerun its stage"),
+    (_cut, "column 'p_"),  # a row cut mid-way: its last probabilities are blank
+    (lambda t: _fold(t, 3, "x,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1"), "holdout.csv: line 5, column 'p_0': 'x' is not a probability"),
+])
+def test_a_damaged_probability_file_is_one_line(root, data, dacon_dir, dacon, capsys, breakage, fragment):
+    """`make submit` reading the ensemble's holdout predictions (written here by compkit's own writer, then damaged)."""
+    from compkit.io import write_json, write_proba
+
+    shutil.copy(dacon_dir / "submission.csv", data / "submission.csv")
+    ensemble = root / "runs" / NAME / "ensemble"
+    held = pd.read_csv(root / "folds" / NAME / "holdout.csv")["id"].to_numpy()
+    write_proba(ensemble / "holdout.csv", "id", held, np.full((len(held), 10), 0.1), dacon().competition.classes)
+    write_json({"selected": "equal", "backbones": ["cnn_small"], "cv": 0.5}, ensemble / "ensemble.json")
+    path = ensemble / "holdout.csv"
+    path.write_text(breakage(path.read_text()))
+    err = fails("submit", root, data, capsys)
+    assert fragment in err and str(path) in err and "delete it and rerun its stage" in err
+
+
 # -- Ctrl-C --------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow

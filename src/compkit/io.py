@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, shown
 
 
 @contextmanager
@@ -84,15 +84,27 @@ def read_proba(path: Path, id_column: str, classes: list) -> tuple[np.ndarray, n
     """Load a probability file written by :func:`write_proba`: (N,) ids and (N, K) float64 probabilities.
 
     Raises:
-        CompkitError: the file is missing or lacks the id or probability columns.
+        CompkitError: the file is missing, empty or not CSV, lacks the id or probability columns, or has a
+            probability that is blank or not a number (names the line and column).
     """
     if not Path(path).is_file():
         raise CompkitError(f"{path}: not found; run the stage that writes it first (see `make help`)")
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise CompkitError(f"{path}: the file is empty (a damaged artefact); delete it and rerun its stage") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CompkitError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); delete it and rerun its stage") from None
     columns = [id_column, *proba_columns(classes)]
     if list(frame.columns) != columns:
         raise CompkitError(f"{path}: columns {list(frame.columns)} are not {columns}; delete it and rerun its stage")
-    return frame[id_column].to_numpy(), frame[columns[1:]].to_numpy(dtype=np.float64)
+    proba = frame[columns[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(proba)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise CompkitError(f"{path}: line {row + 2}, column {columns[1 + col]!r}: {shown(frame[columns[1 + col]].iloc[row])} "
+                           "is not a probability (a damaged artefact); delete it and rerun its stage")
+    return frame[id_column].to_numpy(), proba
 
 
 def _alive(pid: int) -> bool:
