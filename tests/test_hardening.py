@@ -274,7 +274,7 @@ def _cut(text: str) -> str:
     ("folds.csv", lambda t: _fold(t, 2, "1.5"), "folds.csv: line 4, column 'fold': 1.5 is not a fold number 0..4"),
     ("folds.csv", _cut, "column 'fold': nan is not a fold number 0..4"),
     ("folds.csv", lambda t: "", "folds.csv: the file is empty (a damaged artefact); remake them: `make clean COMPETITION=dacon-cv-2020`"),
-    ("folds.csv", lambda t: t.splitlines()[0] + "\n", "folds.csv: fold 0 has no row, but folds.n_splits = 5"),
+    ("folds.csv", lambda t: t.splitlines()[0] + "\n", "folds.csv: header only, no rows (a damaged artefact)"),
     ("holdout.csv", lambda t: _fold(t, 0, "public"), "holdout.csv: line 2, column 'Usage': 'public' is not Public or Private"),
     ("holdout.csv", lambda t: "id;Usage\n1;Public\n", "holdout.csv: columns ['id;Usage'] are not ['id', 'Usage']"),
 ])

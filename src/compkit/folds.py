@@ -165,7 +165,7 @@ def read_fold_file(config: Config, path: Path) -> pd.DataFrame:
 
 
 def check_fold_values(folds: pd.DataFrame, path: Path, config: Config) -> None:
-    """Refuse a ``fold`` column with a blank, a non-integer or a value outside 0..n_splits-1, or a fold with no row.
+    """Refuse a ``fold`` column with a blank, a non-integer or a value outside 0..n_splits-1, or no row at all.
 
     ``folds`` is ``folds.csv`` as read (id, fold); ``path`` is named in the message.
 
@@ -181,9 +181,8 @@ def check_fold_values(folds: pd.DataFrame, path: Path, config: Config) -> None:
             f"{path}: line {line(row)}, column 'fold': {shown(folds['fold'].iloc[row])} is not a fold number "
             f"0..{n_splits - 1} (folds.n_splits = {n_splits}); {remake_hint(config)}"
         )
-    empty = sorted(set(range(n_splits)) - set(values.astype(np.int64).tolist()))
-    if empty:
-        raise DataError(f"{path}: fold {empty[0]} has no row, but folds.n_splits = {n_splits}; {remake_hint(config)}")
+    if folds.empty:
+        raise DataError(f"{path}: header only, no rows (a damaged artefact); {remake_hint(config)}")
 
 
 def check_usage_values(holdout: pd.DataFrame, path: Path, config: Config) -> None:
