@@ -383,6 +383,9 @@ def test_a_storage_password_reaches_no_wandb_file(tmp_path, dacon, dacon_dir, mo
         assert tracker.active
         tracker.summarize({"value": 0.5})
     assert sys.argv == argv_with_secret  # masked only while W&B read it
+    import wandb
+
+    wandb.teardown()  # finish() may return before W&B's service has written the run file: wait for it
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     run = read_run(run_dir)
     assert run["config"]["tune"]["storage"] == run["config"]["storage"] == "postgresql://optuna:***@127.0.0.1:5432/studies"
