@@ -202,7 +202,7 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
     """Refuse fold files made for other data (an id not in train) or leaking (an id both in a fold and the holdout).
 
     Raises:
-        DataError: names the file, the row and the id, and says to remake the folds.
+        DataError: names the file, the line (header: line 1) and the id, and says to remake the folds.
     """
     id_column = config.competition.id_key
     remake = remake_hint(config)
