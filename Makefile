@@ -47,7 +47,7 @@ help:
 	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
 	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON)"
 	@echo "make bench-ablation        one fold per recipe variant (bench/ablate.py), TTA scores too (DACON, VARIANTS=a,b)"
-	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept)"
+	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept; refuses an unsafe name)"
 
 setup:
 	@# Fashion-MNIST, the embedded default competition, comes from Debian's package.
@@ -108,5 +108,10 @@ bench:
 	@echo "== bench/pipeline.py"; $(MAKE) --no-print-directory bench-pipeline
 	@echo "== bench/memory.py"; $(MAKE) --no-print-directory bench-memory
 
+# The name reaches the shell through the environment (no quoting to break); the guard refuses an empty or
+# unsafe name before Python starts, and compkit's `clean` checks it again (compkit.config.check_name).
+clean: export COMPETITION := $(COMPETITION)
 clean:
-	rm -rf runs/$(COMPETITION) folds/$(COMPETITION)
+	@case "$$COMPETITION" in ''|[!A-Za-z0-9]*|*[!A-Za-z0-9._-]*) \
+	  echo "make clean: COMPETITION='$$COMPETITION' is not a competition name (letters, digits, . _ -); nothing deleted" >&2; exit 2;; esac
+	$(PYTHON) -m compkit clean --competition "$$COMPETITION"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -11,6 +12,23 @@ from compkit.config import Paths, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DACON = Path(os.environ.get("COMPKIT_DACON_DIR", REPO.parent / "shared" / "data" / "dacon-cv-2020"))
+
+
+ARTEFACT_DIRS = ("folds", "runs", "submissions")
+
+
+def tree_digest(root: Path, parts: tuple[str, ...] = ARTEFACT_DIRS) -> dict[str, str]:
+    """sha256 hex of every file under ``root/<part>`` for each of ``parts``, keyed by path relative to ``root``.
+
+    Folders map to ``"dir"``, so a folder a failed command left behind shows too. Compare two calls to
+    prove that a command changed, added or removed nothing there.
+    """
+    out = {}
+    for part in parts:
+        for path in sorted((Path(root) / part).rglob("*")):
+            key = str(path.relative_to(root))
+            out[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 @pytest.fixture(scope="session")

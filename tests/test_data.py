@@ -46,12 +46,12 @@ def _break(frame, how):
 @pytest.mark.parametrize(
     ("how", "fragment"),
     [
-        ("nan", "row 5, column '300': pixel nan is not a number in 0-255"),
-        ("range", "row 5, column '300': pixel 300"),
-        ("text", "row 5, column '300': pixel 'x'"),
+        ("nan", "line 6, column '300': pixel nan is not an integer in 0-255"),
+        ("range", "line 6, column '300': pixel 300"),
+        ("text", "line 6, column '300': pixel 'x'"),
         ("pixels", "missing column(s) '783'"),
-        ("duplicate", "row 5: duplicate id 2"),
-        ("label", "row 5, column 'digit': label 11 is not one of the classes"),
+        ("duplicate", "line 6: duplicate id 2 (also on line 3)"),
+        ("label", "line 6, column 'digit': label 11 is not one of the classes"),
         ("target", "missing column(s) 'digit'"),
     ],
 )

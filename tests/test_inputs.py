@@ -60,7 +60,7 @@ def test_an_id_in_both_train_and_test_is_refused(tmp_path, data, capsys):
     test.to_csv(data / "test.csv", index=False)
     pd.DataFrame({"id": test["id"], "digit": 0}).to_csv(data / "submission.csv", index=False)
     err = _run("folds", tmp_path / "root", data, capsys)
-    assert f"{data / 'test.csv'}: row 5: id 17 is also in train.csv (1 shared ids)" in err
+    assert f"{data / 'test.csv'}: line 6: id 17 is also in train.csv (1 shared ids)" in err
     assert not (tmp_path / "root").exists()
 
 
@@ -68,7 +68,7 @@ def test_an_id_in_both_train_and_test_is_refused(tmp_path, data, capsys):
     ("sample_ids", "fragment"),
     [
         (np.arange(3001, 3300), "submission.csv: lacks 1 ids of test.csv (first: 3300)"),
-        (np.arange(3001, 3302), "submission.csv: row 301: id 3301 is not in test.csv"),
+        (np.arange(3001, 3302), "submission.csv: line 302: id 3301 is not in test.csv"),
     ],
 )
 def test_a_sample_submission_for_other_test_ids_is_refused(tmp_path, data, capsys, sample_ids, fragment):
@@ -95,7 +95,7 @@ def test_submit_refuses_a_sample_for_other_test_ids(tmp_path, data, capsys, daco
 @pytest.mark.parametrize(
     ("breakage", "fragment"),
     [
-        (lambda f, h: (f.assign(id=f["id"] + 10000), h), "folds.csv: row 1: id 10001 is not in train.csv (1638 such ids): the folds were made for other data"),
+        (lambda f, h: (f.assign(id=f["id"] + 10000), h), "folds.csv: line 2: id 10001 is not in train.csv (1638 such ids): the folds were made for other data"),
         (lambda f, h: (pd.concat([f, h[["id"]].head(1).assign(fold=0)]), h), "is also in holdout.csv: holdout rows must be in no fold"),
     ],
 )

@@ -25,9 +25,9 @@ def test_a_good_submission_passes(dacon, sample):
         (lambda s: s.rename(columns={"digit": "label"}), "columns ['id', 'label'] differ from the sample's ['id', 'digit']"),
         (lambda s: s[["digit", "id"]], "differ from the sample's"),
         (lambda s: s.iloc[:-1], "20479 rows, the sample has 20480"),
-        (lambda s: s.astype({"digit": float}).assign(digit=lambda f: f["digit"].where(f.index != 7)), "row 8, column 'digit' is empty"),
-        (lambda s: s.iloc[::-1].reset_index(drop=True), "row 1: id 22528 where the sample has 2049"),
-        (lambda s: s.assign(digit=s["digit"].where(s.index != 3, 10)), "row 4, column 'digit': label 10 is not one of the classes"),
+        (lambda s: s.astype({"digit": float}).assign(digit=lambda f: f["digit"].where(f.index != 7)), "line 9, column 'digit' is empty"),
+        (lambda s: s.iloc[::-1].reset_index(drop=True), "line 2: id 22528 where the sample has 2049"),
+        (lambda s: s.assign(digit=s["digit"].where(s.index != 3, 10)), "line 5, column 'digit': label 10 is not one of the classes"),
     ],
 )
 def test_mismatches_are_refused(dacon, sample, breakage, fragment):

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from compkit.config import Config, Paths
-from compkit.data import DataError, Images
+from compkit.data import DataError, Images, line
 from compkit.errors import CompkitError, shown
 from compkit.io import atomic_path, proba_columns, read_id_csv, read_proba, write_csv, write_json
 from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
@@ -96,6 +96,68 @@ def _digests(record: dict) -> dict:
     return files if isinstance(files, dict) else {}
 
 
+def remake_hint(config: Config) -> str:
+    """The one-line fix for damaged or foreign fold files."""
+    name = config.competition.name
+    return f"remake them: `make clean COMPETITION={name}` then `make folds COMPETITION={name}`"
+
+
+def read_fold_file(config: Config, path: Path) -> pd.DataFrame:
+    """One fold file as a DataFrame (``folds.csv``: id, fold; ``holdout.csv``: id, Usage), columns checked.
+
+    A file with a header and no rows is valid (no holdout when the competition ships its solution file).
+
+    Raises:
+        DataError: missing (run `make folds`), empty or unreadable, or without the id column and its own column.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `make folds COMPETITION={config.competition.name}` first")
+    try:
+        frame = read_id_csv(path, config.competition.id_key)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (a damaged artefact); {remake_hint(config)}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); {remake_hint(config)}") from None
+    columns = [config.competition.id_key, "fold" if path.name == "folds.csv" else "Usage"]
+    if list(frame.columns) != columns:
+        raise DataError(f"{path}: columns {list(frame.columns)} are not {columns}; {remake_hint(config)}")
+    return frame
+
+
+def check_fold_values(folds: pd.DataFrame, path: Path, config: Config) -> None:
+    """Refuse a ``fold`` column with a blank, a non-integer or a value outside 0..n_splits-1, or no row at all.
+
+    ``folds`` is ``folds.csv`` as read (id, fold); ``path`` is named in the message.
+
+    Raises:
+        DataError: names the file, the line (header: line 1) and the value, and how to remake the folds.
+    """
+    n_splits = config.folds.n_splits
+    values = pd.to_numeric(folds["fold"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | (values >= n_splits)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: line {line(row)}, column 'fold': {shown(folds['fold'].iloc[row])} is not a fold number "
+            f"0..{n_splits - 1} (folds.n_splits = {n_splits}); {remake_hint(config)}"
+        )
+    if folds.empty:
+        raise DataError(f"{path}: header only, no rows (a damaged artefact); {remake_hint(config)}")
+
+
+def check_usage_values(holdout: pd.DataFrame, path: Path, config: Config) -> None:
+    """Refuse a ``Usage`` column of ``holdout.csv`` with a value other than Public or Private.
+
+    Raises:
+        DataError: names the file, the line and the value, and how to remake the folds.
+    """
+    bad = ~holdout["Usage"].isin(["Public", "Private"]).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: line {line(row)}, column 'Usage': {shown(holdout['Usage'].iloc[row])} is not Public or Private; "
+                        f"{remake_hint(config)}")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every artefact of one competition's run, from its config and :class:`~compkit.config.Paths`."""
@@ -147,8 +209,10 @@ class Layout:
             if _digests(record).get(path.name) != sha256_file(path):
                 raise DataError(f"{path}: differs from its digest in {self.folds_record.name} (written by another or an "
                                 f"interrupted `make folds`, or edited); {remake} again")
-        id_column = self.config.competition.id_key
-        return read_id_csv(self.folds_csv, id_column), read_id_csv(self.holdout_csv, id_column)
+        folds, holdout = (read_fold_file(self.config, path) for path in (self.folds_csv, self.holdout_csv))
+        check_fold_values(folds, self.folds_csv, self.config)
+        check_usage_values(holdout, self.holdout_csv, self.config)
+        return folds, holdout
 
     def folds_digest(self) -> str:
         """The current fold files' digest (:func:`compkit.lineage.folds_digest`)."""

@@ -2,7 +2,8 @@
 
 Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes an HTML report of
 the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows. The Makefile targets call this. A :class:`CompkitError` ends the run with its one-line
-message and exit status 2.
+message (URL passwords masked) and exit status 2; Ctrl-C ends it with one line and exit status 130.
+``clean`` deletes a competition's folds/ and runs/ without reading its config.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the progress lines
 
-from compkit.config import Paths, load_config  # noqa: E402
+from compkit.config import Paths, check_name, load_config  # noqa: E402
 from compkit.errors import CompkitError  # noqa: E402
+from compkit.redact import mask  # noqa: E402
 
 STAGES = ("folds", "train", "ensemble", "submit")  # `all` runs these, in this order
 # Stages run on their own, not by `all`: name -> (module, function).
@@ -43,7 +45,7 @@ def default_preset() -> str:
 def parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` lists every option."""
     p = argparse.ArgumentParser(prog="compkit", description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=[*STAGES, "all", *EXTRA], help="stage to run; `all` runs folds, train, ensemble, submit (building the data first when it can); "
+    p.add_argument("stage", choices=[*STAGES, "all", *EXTRA, "clean"], help="stage to run; `all` runs folds, train, ensemble, submit (building the data first when it can); "
                    "`report` writes runs/<competition>/report/")
     p.add_argument("--competition", default="fashion-mnist", help="configs/<competition>.toml (default: %(default)s)")
     p.add_argument("--preset", default=None, help="configs/presets/<preset>.toml: smoke, cpu or gpu (default: gpu with a GPU, else cpu)")
@@ -53,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder of competition configs (default: %(default)s)")
     p.add_argument("--root", type=Path, default=Path("."), help="project root holding folds/, runs/, submissions/ (default: .)")
     p.add_argument("--group", default=None, help="W&B group of this experiment (default: $COMPKIT_GROUP, else the start time)")
-    p.add_argument("--name", default=None, help="submit: name of the submission (default: blend-<selected blend>)")
+    p.add_argument("--name", default=None, help="submit: name of the submission, letters, digits, . _ - (default: blend-<selected blend>)")
     p.add_argument("--trials", type=int, default=None, help="tune: finished trials per study, replacing tune.trials")
     p.add_argument("--worker", type=int, default=0, help="tune: this worker's number when several share a study (default 0)")
     p.add_argument("--deterministic", action="store_true", help="train: deterministic ops (same seed, same predictions; slower on GPU)")
@@ -79,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.deterministic:
         overrides.append("train.deterministic=true")
     try:
+        check_args(args)
+        if args.stage == "clean":  # without the config: a broken or deleted config must not block a clean
+            from compkit import clean
+
+            clean.run(args.root, args.competition)
+            return 0
         config = load_config(args.competition, args.preset or default_preset(), overrides, args.config_dir)
         paths = Paths.for_competition(config.competition.name, args.root, args.data_dir)
         if args.stage == "all":
@@ -88,9 +96,24 @@ def main(argv: list[str] | None = None) -> int:
         for stage in STAGES if args.stage == "all" else (args.stage,):
             run_stage(stage, config, paths, args)
     except CompkitError as exc:
-        print(f"compkit: error: {exc}", file=sys.stderr)
+        print(f"compkit: error: {mask(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # files are written atomically and trained folds are kept: a rerun goes on
+        print("compkit: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse a ``--root`` that is not a folder and a ``--name`` that is not a safe file name.
+
+    Raises:
+        CompkitError: names the option, its value and the fix.
+    """
+    if args.root.exists() and not args.root.is_dir():
+        raise CompkitError(f"--root {args.root}: is a file, not a folder; pass the project folder (default: .)")
+    if args.name is not None:
+        check_name(args.name, "--name")
 
 
 def run_stage(stage: str, config, paths: Paths, args: argparse.Namespace) -> None:

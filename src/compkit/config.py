@@ -11,18 +11,50 @@ naming the key.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compkit.errors import CompkitError
 
 
 class ConfigError(CompkitError):
     """A configuration file or override that is missing, malformed, or names a bad key/value."""
+
+
+NAME_MAX = 100  # characters of a competition or submission name; file systems allow 255 bytes per name
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a folder or file of its own (``folds/<name>``, a submission), or None when it can.
+
+    A safe name is 1-100 characters of letters, digits, ``.``, ``_``, ``-``, starting with a letter or a digit:
+    no path separator, no ``..``, not absolute, not hidden, not an option.
+    """
+    if not value:
+        return "it is empty"
+    if len(value) > NAME_MAX:
+        return f"it has {len(value)} characters; use at most {NAME_MAX}"
+    if not _SAFE_NAME.fullmatch(value):
+        return "it is not a plain file name (use letters, digits, '.', '_', '-'; start with a letter or digit)"
+    return None
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` when it is a safe name (see :func:`name_problem`).
+
+    Raises:
+        ConfigError: names ``what`` (e.g. ``--name``), the value and why it is refused.
+    """
+    problem = name_problem(value)
+    if problem:
+        raise ConfigError(f"{what} {value[:NAME_MAX]!r}{'...' if len(value) > NAME_MAX else ''}: {problem}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -58,6 +90,24 @@ class Competition(_Strict):
     builder: Literal["", "fashion_mnist"] = ""  # `make data` can build this competition's files
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
     slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        problem = name_problem(value)  # the name becomes folds/<name>, runs/<name>, submissions/<name>
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, value: list) -> list:
+        seen = set()
+        for i, item in enumerate(value):
+            if str(item) in seen:  # labels are matched as text: 1 and "1" would be one class
+                raise ValueError(f"class {item!r} (item {i + 1}) is listed twice; list each class once")
+            seen.add(str(item))
+        return value
 
     @property
     def pixel_columns(self) -> list[str]:
@@ -344,9 +394,12 @@ def _read_toml(path: Path, what: str) -> dict:
         choices = sorted(p.stem for p in path.parent.glob("*.toml")) if path.parent.is_dir() else []
         raise ConfigError(f"{path}: {what} not found; choose one of {choices} or create the file")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc}); fix the syntax") from exc
+    except UnicodeDecodeError as exc:
+        at = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {at}: not UTF-8 text ({exc.reason}); save it as UTF-8, as TOML requires") from None
 
 
 def _merge(base: dict, layer: dict) -> dict:
@@ -372,7 +425,8 @@ def _describe(error: ValidationError, source: str) -> str:
     key = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {key!r}; remove it or fix its spelling"
-    return f"{source}: {key}: {first['msg']} (got {first.get('input')!r}); fix it in the config or with --set"
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+    return f"{source}: {key}: {message} (got {first.get('input')!r}); fix it in the config or with --set"
 
 
 def load_config(

@@ -1,7 +1,7 @@
 """Reading and validating a competition's CSV files (pixel layout: id, target, extras, pixels).
 
-Every problem is a :class:`DataError` whose one-line message names the file, the row (1-based
-data row, header excluded) or column, and the fix.
+Every problem is a :class:`DataError` whose one-line message names the file, the line (as an editor
+shows it: the header is line 1, the first data row line 2) or column, and the fix.
 """
 
 from __future__ import annotations
@@ -81,18 +81,36 @@ def _reject_unknown_columns(frame: pd.DataFrame, path: Path, known: list[str]) -
         )
 
 
-def _first_bad_row(mask: np.ndarray) -> int:
-    return int(np.flatnonzero(mask)[0]) + 1
+def line(index: int) -> int:
+    """The file line of 0-based data row ``index`` of a one-header CSV, as an editor shows it (header: line 1)."""
+    return int(index) + 2
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    """0-based index of the first True in ``mask``."""
+    return int(np.flatnonzero(mask)[0])
 
 
 def _check_ids(frame: pd.DataFrame, path: Path, id_column: str) -> np.ndarray:
+    """The id column as (N,) values, refusing an empty, duplicate or mixed (text among numbers) id."""
     ids = frame[id_column]
     if ids.isna().any():
-        raise DataError(f"{path}: row {_first_bad_row(ids.isna().to_numpy())}: column {id_column!r} is empty; fill in the id")
+        raise DataError(f"{path}: line {line(_first_bad(ids.isna().to_numpy()))}: column {id_column!r} is empty; fill in the id")
     dup = ids.duplicated().to_numpy()
     if dup.any():
-        row = _first_bad_row(dup)
-        raise DataError(f"{path}: row {row}: duplicate {id_column} {shown(ids.iloc[row - 1])}; ids must be unique")
+        row = _first_bad(dup)
+        first = _first_bad((ids == ids.iloc[row]).to_numpy())
+        raise DataError(
+            f"{path}: line {line(row)}: duplicate {id_column} {shown(ids.iloc[row])} (also on line {line(first)}); ids must be unique"
+        )
+    numeric = pd.to_numeric(ids, errors="coerce").notna().to_numpy()
+    if numeric.any() and not numeric.all():  # text among numbers: no order, no one type to read them back as
+        row = _first_bad(numeric != numeric[0])
+        kinds = ("a number", "text") if numeric[0] else ("text", "a number")  # (line 2's kind, this line's kind)
+        raise DataError(
+            f"{path}: line {line(row)}: {id_column} {shown(ids.iloc[row])} is {kinds[1]} where line 2's {shown(ids.iloc[0])} "
+            f"is {kinds[0]}; use ids of one kind (all numbers or all text)"
+        )
     return ids.to_numpy()
 
 
@@ -100,12 +118,12 @@ def _pixels(frame: pd.DataFrame, path: Path, comp: Competition) -> np.ndarray:
     columns = comp.pixel_columns
     _require_columns(frame, path, columns)
     values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0) | (values > 255)
+    bad = ~np.isfinite(values) | (values < 0) | (values > 255) | (values != np.floor(values))
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
         raw = frame[columns[col]].iloc[row]
         raise DataError(
-            f"{path}: row {row + 1}, column {columns[col]!r}: pixel {shown(raw)} is not a number in 0-255; fix or drop the row"
+            f"{path}: line {line(row)}, column {columns[col]!r}: pixel {shown(raw)} is not an integer in 0-255; fix or drop the row"
         )
     return values.astype(np.uint8).reshape(len(frame), *comp.image_shape)
 
@@ -117,15 +135,22 @@ def class_indices(values: pd.Series, path: Path, comp: Competition, column: str)
         DataError: a label is empty or not one of the configured classes (names the row).
     """
     index = {str(c): i for i, c in enumerate(comp.classes)}
-    mapped = values.astype(str).map(index)
+    mapped = values.map(_label_text).map(index)
     bad = mapped.isna().to_numpy()
     if bad.any():
-        row = _first_bad_row(bad)
+        row = _first_bad(bad)
         raise DataError(
-            f"{path}: row {row}, column {column!r}: label {shown(values.iloc[row - 1])} is not one of the classes "
+            f"{path}: line {line(row)}, column {column!r}: label {shown(values.iloc[row])} is not one of the classes "
             f"{list(comp.classes)}; fix the row or competition.classes"
         )
     return mapped.to_numpy(dtype=np.int64)
+
+
+def _label_text(value) -> str:
+    """A label as text: ``3.0`` is ``"3"``, because one empty cell makes pandas read a whole integer column as float."""
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _ids(frame: pd.DataFrame, path: Path, comp: Competition) -> np.ndarray:
@@ -138,8 +163,8 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
     """Read and validate a pixel CSV (train when ``labelled``, else test).
 
     Raises:
-        DataError: empty file, missing id/target/extra/pixel column, any other column, empty or duplicate id,
-            pixel missing, non-numeric or outside 0-255, label outside the classes.
+        DataError: empty file, missing id/target/extra/pixel column, any other column, empty, duplicate or mixed
+            (text among numbers) id, pixel missing, not an integer or outside 0-255, label outside the classes.
     """
     frame = _read_csv(path, comp.id_column)
     id_columns = [comp.id_column] if comp.id_column else []
@@ -154,10 +179,12 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
 def read_image_files(folder: Path, names: list[str], comp: Competition) -> np.ndarray:
     """Load image files (PNG, JPG, ... of any size, gray or RGB) as (N, H, W, C) uint8 in ``comp.image_shape``.
 
-    Images are converted to the configured channels (L or RGB) and resized with bilinear filtering.
+    Images are converted to the configured channels (L or RGB) and resized with bilinear filtering;
+    16-bit grayscale images are scaled to 0-255 first (see :func:`_eight_bit`).
 
     Raises:
-        DataError: a file is missing or not a readable image.
+        DataError: a file is missing, not a readable image, or over Pillow's decompression-bomb limit
+            (``PIL.Image.MAX_IMAGE_PIXELS`` times 2).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -167,15 +194,31 @@ def read_image_files(folder: Path, names: list[str], comp: Competition) -> np.nd
         path = Path(folder) / str(name)
         try:
             with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
+                image = _eight_bit(image).convert("L" if channels == 1 else "RGB")
                 if image.size != (width, height):
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(image).reshape(height, width, channels)
         except FileNotFoundError:
             raise DataError(f"{path}: not found; the labels name a file that is not in {folder}") from None
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{path}: too large to decode safely ({exc}); downscale or remove it") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{path}: not a readable image ({exc}); replace or remove it") from None
     return out
+
+
+def _eight_bit(image):
+    """A 16-bit grayscale image (PIL mode ``I;16*`` or ``I``, as 16-bit PNGs open) scaled to 8 bits: 0-65535 -> 0-255.
+
+    Pillow's own ``convert("L")`` clips such values at 255, which turns most of an image white;
+    dividing by 257 maps 65535 to 255 exactly. Other modes are returned as they are.
+    """
+    from PIL import Image
+
+    if not (image.mode == "I" or image.mode.startswith("I;16")):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(pixels / 257), 0, 255).astype(np.uint8), mode="L")
 
 
 def _image_folder_train(data_dir: Path, comp: Competition) -> Images:
@@ -218,7 +261,11 @@ def has_test(data_dir: Path, comp: Competition) -> bool:
 
 
 def load_sample_submission(data_dir: Path, comp: Competition) -> pd.DataFrame:
-    """The sample submission, checked to have exactly ``comp.submission_columns``."""
+    """The sample submission, checked to have exactly ``comp.submission_columns`` and unique, non-empty ids of one kind.
+
+    Raises:
+        DataError: other columns, or an empty, duplicate or mixed id (names the line).
+    """
     path = locate(data_dir, comp.sample_submission, comp)
     frame = _read_csv(path, comp.submission_columns[0])
     if list(frame.columns) != comp.submission_columns:
@@ -226,6 +273,7 @@ def load_sample_submission(data_dir: Path, comp: Competition) -> pd.DataFrame:
             f"{path}: columns {list(frame.columns)} differ from competition.submission_columns "
             f"{comp.submission_columns}; fix the config"
         )
+    _check_ids(frame, path, comp.submission_columns[0])
     return frame
 
 
@@ -237,7 +285,8 @@ def load_solution(data_dir: Path, comp: Competition) -> pd.DataFrame | None:
         (``Public`` or ``Private``), in file order.
 
     Raises:
-        DataError: missing columns, a label outside the classes, or a Usage other than Public/Private.
+        DataError: missing columns, an empty, duplicate or mixed id, a label outside the classes, a Usage other
+            than Public/Private, or no row of one of the two parts.
     """
     path = Path(data_dir) / comp.solution_file
     if not path.is_file():
@@ -245,10 +294,15 @@ def load_solution(data_dir: Path, comp: Competition) -> pd.DataFrame | None:
     frame = _read_csv(path, comp.submission_columns[0])
     id_column, target = comp.submission_columns
     _require_columns(frame, path, [id_column, target, "Usage"])
+    _check_ids(frame, path, id_column)
     bad = ~frame["Usage"].isin(["Public", "Private"]).to_numpy()
     if bad.any():
-        row = _first_bad_row(bad)
-        raise DataError(f"{path}: row {row}, column 'Usage': {shown(frame['Usage'].iloc[row - 1])}; use Public or Private")
+        row = _first_bad(bad)
+        raise DataError(f"{path}: line {line(row)}, column 'Usage': {shown(frame['Usage'].iloc[row])}; use Public or Private")
+    for part in ("Public", "Private"):
+        if not (frame["Usage"] == part).any():
+            raise DataError(f"{path}: no {part} row in column 'Usage', so the {part.lower()} score is undefined; "
+                            f"mark some rows {part}")
     labels = class_indices(frame[target], path, comp, target)
     return pd.DataFrame({id_column: frame[id_column], "label": labels, "Usage": frame["Usage"]})
 
@@ -263,9 +317,9 @@ def check_test_ids(train: Images, test: Images, data_dir: Path, comp: Competitio
         return
     shared = np.isin(test.ids.astype(str), train.ids.astype(str))
     if shared.any():
-        row = _first_bad_row(shared)
+        row = _first_bad(shared)
         raise DataError(
-            f"{Path(data_dir) / comp.test_file}: row {row}: {comp.id_key} {shown(test.ids[row - 1])} is also in "
+            f"{Path(data_dir) / comp.test_file}: line {line(row)}: {comp.id_key} {shown(test.ids[row])} is also in "
             f"{comp.train_file} ({int(shared.sum())} shared ids); use the train and test files of one release"
         )
 
@@ -281,9 +335,9 @@ def check_sample_ids(sample: pd.DataFrame, test_ids: np.ndarray, data_dir: Path,
     unknown = ~np.isin(sample_ids, test_keys)
     where = f"{Path(data_dir) / comp.sample_submission}"
     if unknown.any():
-        row = _first_bad_row(unknown)
+        row = _first_bad(unknown)
         raise DataError(
-            f"{where}: row {row}: {id_column} {shown(sample[id_column].iloc[row - 1])} is not in {comp.test_file}; "
+            f"{where}: line {line(row)}: {id_column} {shown(sample[id_column].iloc[row])} is not in {comp.test_file}; "
             "use the sample submission that ships with this test file"
         )
     missing = ~np.isin(test_keys, sample_ids)

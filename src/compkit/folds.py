@@ -8,14 +8,17 @@ byte-identical files. Holdout rows are in no fold, so no model ever trains on th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from compkit import console
-from compkit.artifacts import Layout
+from compkit.artifacts import Layout, remake_hint
 from compkit.config import Config, Paths
-from compkit.data import DataError, Images, check_sample_ids, check_test_ids, load_sample_submission, load_test, load_train
+from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission, load_solution, load_test,
+                          load_train)
 from compkit.errors import shown
 
 
@@ -57,10 +60,28 @@ def split_holdout(ids: np.ndarray, keys: np.ndarray, fraction: float, public_sha
         DataFrame ``id, Usage`` of the holdout rows, sorted by id.
     """
     _check_counts(keys, 4, "a stratified public/private holdout (4 rows per stratum)")
-    rest, held, _, held_keys = train_test_split(ids, keys, test_size=fraction, stratify=keys, random_state=seed)
-    public, private = train_test_split(held, train_size=public_share, stratify=held_keys, random_state=seed)
+    fix = "raise folds.holdout_fraction and keep folds.public_share away from 0 and 1, or stratify on fewer columns"
+    rest, held, _, held_keys = _stratified_split(ids, keys, {"test_size": fraction}, seed, f"the holdout ({fraction:g} of {len(ids)} rows)", fix)
+    public, private, _, _ = _stratified_split(held, held_keys, {"train_size": public_share}, seed,
+                                              f"the public part ({public_share:g} of {len(held)} holdout rows)", fix)
     usage = pd.DataFrame({"id": np.concatenate([public, private]), "Usage": ["Public"] * len(public) + ["Private"] * len(private)})
     return usage.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def _stratified_split(ids: np.ndarray, keys: np.ndarray, size: dict, seed: int, what: str, fix: str) -> list:
+    """:func:`sklearn.model_selection.train_test_split` stratified on ``keys``; its refusal becomes a one-line DataError.
+
+    sklearn refuses a split that leaves a part empty, or that cannot give each stratum a row on both sides
+    (a stratum of 4-5 rows in a 20% holdout); the message names the rarest stratum and ``fix``.
+    """
+    try:
+        return train_test_split(ids, keys, **size, stratify=keys, random_state=seed)
+    except ValueError as exc:
+        values, counts = np.unique(keys, return_counts=True)
+        raise DataError(
+            f"train: cannot split off {what}: {str(exc).splitlines()[0]} (rarest stratum {str(values[counts.argmin()])!r}: "
+            f"{counts.min()} rows); {fix}"
+        ) from None
 
 
 def assign_folds(ids: np.ndarray, keys: np.ndarray, n_splits: int, seed: int) -> pd.DataFrame:
@@ -78,7 +99,8 @@ def subsample(ids: np.ndarray, keys: np.ndarray, max_rows: int | None, seed: int
     """A boolean (N,) mask keeping a stratified sample of at most ``max_rows`` rows (all rows when None)."""
     if max_rows is None or max_rows >= len(ids):
         return np.ones(len(ids), dtype=bool)
-    kept, _ = train_test_split(ids, train_size=max_rows, stratify=keys, random_state=seed)
+    kept, _, _, _ = _stratified_split(ids, keys, {"train_size": max_rows}, seed, f"a sample of {max_rows} rows",
+                                      "raise folds.max_rows (at least one row per stratum) or unset it")
     return np.isin(ids, kept)
 
 
@@ -115,40 +137,42 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
     """Refuse fold files made for other data (an id not in train) or leaking (an id both in a fold and the holdout).
 
     Raises:
-        DataError: names the file, the row and the id, and says to remake the folds.
+        DataError: names the file, the line (header: line 1) and the id, and says to remake the folds.
     """
-    id_column, name = config.competition.id_key, config.competition.name
-    remake = f"remake them: `make clean COMPETITION={name}` then `make folds COMPETITION={name}`"
+    id_column = config.competition.id_key
+    remake = remake_hint(config)
     known = np.asarray(train_ids).astype(str)
     for table, file in ((folds, "folds.csv"), (holdout, "holdout.csv")):
         unknown = ~np.isin(table[id_column].astype(str).to_numpy(), known)
         if unknown.any():
             row = int(np.flatnonzero(unknown)[0])
             raise DataError(
-                f"{paths.folds / file}: row {row + 1}: {id_column} {shown(table[id_column].iloc[row])} is not in "
+                f"{paths.folds / file}: line {line(row)}: {id_column} {shown(table[id_column].iloc[row])} is not in "
                 f"{config.competition.train_file} ({int(unknown.sum())} such ids): the folds were made for other data; {remake}"
             )
     leaked = folds[id_column].isin(holdout[id_column]).to_numpy()
     if leaked.any():
         row = int(np.flatnonzero(leaked)[0])
         raise DataError(
-            f"{paths.folds / 'folds.csv'}: row {row + 1}: {id_column} {shown(folds[id_column].iloc[row])} is also in "
+            f"{paths.folds / 'folds.csv'}: line {line(row)}: {id_column} {shown(folds[id_column].iloc[row])} is also in "
             f"holdout.csv: holdout rows must be in no fold; {remake}"
         )
 
 
 def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
-    """Read and validate every competition file before anything is written: train, and with a test file,
-    test (no id shared with train) and the sample submission (exactly the test ids). Returns (train, test).
+    """Read and validate every competition file before anything is written: train, with a test file
+    test (no id shared with train) and the sample submission (exactly the test ids), and the solution
+    file when there is one. Returns (train, test).
 
     Raises:
-        DataError: the first problem found (see :func:`compkit.data.read_images`).
+        DataError: the first problem found (see :func:`compkit.data.read_images`, :func:`compkit.data.load_solution`).
     """
     comp = config.competition
     train, test = load_train(paths.data, comp), load_test(paths.data, comp)
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
         check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
+    load_solution(paths.data, comp)  # its problems surface here, not after a day of training
     return train, test
 
 

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, shown
 
 
 @contextmanager
@@ -50,10 +50,22 @@ def write_json(obj: dict, path: Path) -> None:
 
 
 def read_json(path: Path) -> dict:
-    """Read a JSON artefact; a missing one raises :class:`CompkitError` naming the stage that makes it."""
+    """Read a JSON artefact (an object).
+
+    Raises:
+        CompkitError: the file is missing (names the stage that makes it), or empty, not UTF-8, not JSON or
+            not an object (a damaged artefact: names the file and says to delete it and rerun its stage).
+    """
     if not Path(path).is_file():
         raise CompkitError(f"{path}: not found; run the stage that writes it first (see `make help`)")
-    return json.loads(Path(path).read_text())
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        what = "empty" if not Path(path).stat().st_size else f"not valid JSON ({str(exc).splitlines()[0]})"
+        raise CompkitError(f"{path}: {what}, a damaged artefact; delete it and rerun the stage that writes it") from None
+    if not isinstance(obj, dict):
+        raise CompkitError(f"{path}: holds a JSON {type(obj).__name__}, not an object; delete it and rerun the stage that writes it")
+    return obj
 
 
 def as_ids(values) -> np.ndarray:
@@ -93,15 +105,27 @@ def read_proba(path: Path, id_column: str, classes: list) -> tuple[np.ndarray, n
     """Load a probability file written by :func:`write_proba`: (N,) ids and (N, K) float64 probabilities.
 
     Raises:
-        CompkitError: the file is missing or lacks the id or probability columns.
+        CompkitError: the file is missing, empty or not CSV, lacks the id or probability columns, or has a
+            probability that is blank or not a number (names the line and column).
     """
     if not Path(path).is_file():
         raise CompkitError(f"{path}: not found; run the stage that writes it first (see `make help`)")
-    frame = read_id_csv(path, id_column)
+    try:
+        frame = read_id_csv(path, id_column)
+    except pd.errors.EmptyDataError:
+        raise CompkitError(f"{path}: the file is empty (a damaged artefact); delete it and rerun its stage") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CompkitError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); delete it and rerun its stage") from None
     columns = [id_column, *proba_columns(classes)]
     if list(frame.columns) != columns:
         raise CompkitError(f"{path}: columns {list(frame.columns)} are not {columns}; delete it and rerun its stage")
-    return frame[id_column].to_numpy(), frame[columns[1:]].to_numpy(dtype=np.float64)
+    proba = frame[columns[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(proba)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise CompkitError(f"{path}: line {row + 2}, column {columns[1 + col]!r}: {shown(frame[columns[1 + col]].iloc[row])} "
+                           "is not a probability (a damaged artefact); delete it and rerun its stage")
+    return frame[id_column].to_numpy(), proba
 
 
 def _alive(pid: int) -> bool:

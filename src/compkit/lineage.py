@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from compkit.config import Config, Hyper, Paths
+from compkit.io import read_json
 
 FOLD_FILES = ("folds.csv", "holdout.csv", "pseudo.csv")  # pseudo.csv: only when `make pseudo` wrote it
 
@@ -82,4 +83,4 @@ def clean_hint(config: Config, paths: Paths, backbone: str) -> str:
 
 def read_lineage(path: Path) -> dict:
     """The ``lineage`` dict of a JSON artefact; ``{}`` for artefacts written before lineage was recorded."""
-    return json.loads(Path(path).read_text()).get("lineage", {})
+    return read_json(path).get("lineage", {})  # a damaged file: one line naming it (see read_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +21,11 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _quiet_interrupt() -> None:
+    """Ctrl-C reaches the whole process group: the worker ends at once, without a traceback; the parent reports it."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+
+
 def _call(parent: int, fn: Callable, args: tuple) -> Any:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     return fn(*args)
@@ -32,7 +38,7 @@ def in_fresh_process(what: str, fn: Callable, *args) -> Any:
         CompkitError: the process died without an answer (killed, out of memory); ``what`` names the work.
     """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_quiet_interrupt) as pool:
         try:
             return pool.submit(_call, os.getpid(), fn, args).result()
         except BrokenProcessPool:

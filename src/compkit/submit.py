@@ -39,7 +39,7 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
     Raises:
         SubmissionError: columns differ (names or order), row count differs, a value is missing,
             an id differs from the expected id at the same row, or a label is not a class.
-            The message names ``source``, the row (1-based) or column, and the fix.
+            The message names ``source``, the line (header: line 1) or column, and the fix.
     """
     if list(submission.columns) != list(expected.columns):
         raise SubmissionError(
@@ -51,13 +51,13 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
     missing = submission.isna().to_numpy()
     if missing.any():
         row, col = map(int, np.argwhere(missing)[0])
-        raise SubmissionError(f"{source}: row {row + 1}, column {submission.columns[col]!r} is empty; fill it in")
+        raise SubmissionError(f"{source}: line {row + 2}, column {submission.columns[col]!r} is empty; fill it in")
     id_column, target = expected.columns
     differs = submission[id_column].astype(str).to_numpy() != expected[id_column].astype(str).to_numpy()
     if differs.any():
         row = int(np.flatnonzero(differs)[0])
         raise SubmissionError(
-            f"{source}: row {row + 1}: {id_column} {shown(submission[id_column].iloc[row])} where the sample has "
+            f"{source}: line {row + 2}: {id_column} {shown(submission[id_column].iloc[row])} where the sample has "
             f"{shown(expected[id_column].iloc[row])}; keep the sample's ids and order"
         )
     try:

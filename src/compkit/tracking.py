@@ -7,8 +7,8 @@ network), ``online`` (uploads; needs ``wandb login`` or ``WANDB_API_KEY``), ``di
 W&B conventions: project = competition (``tracking.project`` overrides), group = one experiment
 (``--group``/``GROUP``, default one per command), job_type = tune / train / ensemble / submit, run
 names that say backbone and fold or trial. Each run's config is the full resolved config plus the
-git commit and dirty flag. A tracking failure prints one line and switches tracking off for that
-run; the stage goes on.
+git commit and dirty flag, URL passwords masked (in the command line W&B records too). A tracking
+failure prints one line and switches tracking off for that run; the stage goes on.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +26,7 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Config, Paths
+from compkit.redact import mask, mask_tree
 
 DEFAULT_MODE = "offline"
 
@@ -119,21 +121,33 @@ class Tracker:
         return callbacks
 
 
+@contextmanager
+def _masked_argv() -> Iterator[None]:
+    """``sys.argv`` with URL passwords masked while W&B reads it (it records the command line in the run)."""
+    argv = sys.argv
+    sys.argv = [mask(arg) for arg in argv]
+    try:
+        yield
+    finally:
+        sys.argv = argv
+
+
 def _init(config: Config, paths: Paths, job_type: str, name: str, extra: dict) -> Tracker:
     import wandb
 
-    run = wandb.init(
-        project=config.tracking.project or config.competition.name,
-        entity=config.tracking.entity or None,
-        group=os.environ.get("COMPKIT_GROUP") or None,
-        job_type=job_type,
-        name=name,
-        dir=str(paths.root),
-        mode=mode(),
-        config={**config.model_dump(), **extra, "git": git_state()},
-        reinit="finish_previous",  # one run at a time: WandbMetricsLogger logs to the global run
-        settings=wandb.Settings(silent=True, console="off"),
-    )
+    with _masked_argv():
+        run = wandb.init(
+            project=config.tracking.project or config.competition.name,
+            entity=config.tracking.entity or None,
+            group=os.environ.get("COMPKIT_GROUP") or None,
+            job_type=job_type,
+            name=name,
+            dir=str(paths.root),
+            mode=mode(),
+            config=mask_tree({**config.model_dump(), **extra, "git": git_state()}),
+            reinit="finish_previous",  # one run at a time: WandbMetricsLogger logs to the global run
+            settings=wandb.Settings(silent=True, console="off"),
+        )
     return Tracker(run)
 
 

@@ -38,6 +38,7 @@ from compkit.config import Config, ParamSpec, Paths
 from compkit.errors import CompkitError
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.process import in_fresh_process
+from compkit.redact import mask
 from compkit.tracking import tracked
 from compkit.fitting import fit, fold_data, model_inputs
 
@@ -74,10 +75,12 @@ def make_storage(config: Config, paths: Paths) -> optuna.storages.BaseStorage:
                 heartbeat_interval=config.tune.heartbeat_interval,
                 grace_period=config.tune.grace_period,
             )
-        except sqlalchemy.exc.SQLAlchemyError:
+        except sqlalchemy.exc.SQLAlchemyError as exc:
             # Workers started together race to create the schema of a new database: the loser retries.
             if attempt == 4:
-                raise
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise CompkitError(f"tune storage {mask(url)}: cannot open it ({type(exc).__name__}: {mask(reason)}); "
+                                   "check the URL, the server and the credentials (OPTUNA_STORAGE or tune.storage)") from None
             time.sleep(1 + attempt)
 
 
