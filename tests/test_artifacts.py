@@ -191,7 +191,7 @@ def test_an_empty_folds_record_is_one_line(tmp_path, dacon_dir, capsys):
     argv = ["--competition", COMP, "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path), "--config-dir", str(REPO / "configs")]
     assert main(["folds", *argv]) == 0
     (tmp_path / f"folds/{COMP}/folds.json").write_text("")
-    assert "folds.json: empty or not valid JSON (cut short?); run `make folds COMPETITION=dacon-cv-2020` again" in \
+    assert "folds.json: empty, a damaged artefact (cut short?); run `make folds COMPETITION=dacon-cv-2020` again" in \
         one_line_error(capsys, main(["train", *argv]))
 
 
@@ -248,7 +248,7 @@ def test_an_empty_or_cut_fold_record_is_one_line(copy, capsys, content):
     (root / RUNS / "cnn_small/fold2/fold.json").write_text(content)
     before = sha256_tree(root)
     err = one_line_error(capsys, main(["ensemble", *argv]))
-    assert "fold2/fold.json: empty or not valid JSON (cut short?); delete" in err and sha256_tree(root) == before
+    assert "fold2/fold.json: " in err and "a damaged artefact (cut short?); delete" in err and sha256_tree(root) == before
 
 
 def _blend_holdout(root: Path) -> pd.DataFrame:

@@ -82,11 +82,12 @@ def read_record(path: Path, fix: str) -> dict:
     if not Path(path).is_file():
         raise CompkitError(f"{path}: not found; {fix}")
     try:
-        record = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        record = None
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        what = "empty" if not Path(path).stat().st_size else f"not valid JSON ({str(exc).splitlines()[0]})"
+        raise CompkitError(f"{path}: {what}, a damaged artefact (cut short?); {fix}") from None
     if not isinstance(record, dict):
-        raise CompkitError(f"{path}: empty or not valid JSON (cut short?); {fix}")
+        raise CompkitError(f"{path}: holds a JSON {type(record).__name__}, not an object; {fix}")
     return record
 
 
