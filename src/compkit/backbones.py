@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -190,12 +191,22 @@ def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weight
     if path is not None and path.suffix == ".keras":
         _from_keras_file(path, model)
     elif path is not None:
+        _load_weights(model, path, name)
+    return model
+
+
+def _load_weights(model: keras.Model, path: Path, name: str) -> None:
+    """``model.load_weights(path)``, refusing a file that lacks some of the model's layers (Keras only warns of those)."""
+    fix = "use a file saved from the same backbone and width"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             model.load_weights(path)
         except (ValueError, OSError) as exc:
-            raise CompkitError(f"{path}: not weights of {name} ({str(exc).splitlines()[0]}); "
-                               "use a file saved from the same backbone and width") from None
-    return model
+            raise CompkitError(f"{path}: not weights of {name} ({str(exc).splitlines()[0].rstrip(':')}); {fix}") from None
+    skipped = [w for w in caught if "Skipping" in str(w.message)]
+    if skipped:
+        raise CompkitError(f"{path}: not weights of {name} ({len(skipped)} parts of it are missing from the file); {fix}")
 
 
 @functools.cache  # one class per process: Keras registers it by name for loading saved models
