@@ -55,9 +55,6 @@ stratify = ["label"]
 holdout_fraction = 0.05
 public_share = 0.5
 
-[train]
-backbones = ["{backbone}"]
-
 [train.augment]
 shift = 0.05
 rotation = 0.0
@@ -72,7 +69,7 @@ def _frame(ids, images, labels=None) -> pd.DataFrame:
     return out
 
 
-def write_competition(root: Path, name: str, classes: list[int], rows: int, backbone: str, seed: int, with_test: bool) -> Path:
+def write_competition(root: Path, name: str, classes: list[int], rows: int, seed: int, with_test: bool) -> Path:
     """Write ``configs/<name>.toml`` and ``data/<name>/`` (a stratified sample of ``rows`` train images of ``classes``)."""
     (x_train, y_train), (x_test, y_test) = fashion_mnist()
     keep = np.flatnonzero(np.isin(y_train, classes))
@@ -93,13 +90,13 @@ def write_competition(root: Path, name: str, classes: list[int], rows: int, back
     configs = root / "configs"
     (configs / "presets").mkdir(parents=True, exist_ok=True)
     (configs / "presets" / "cpu.toml").write_text((REPO / "configs/presets/cpu.toml").read_text())
-    (configs / f"{name}.toml").write_text(CONFIG.format(name=name, classes=json.dumps([NAMES[c] for c in classes]), backbone=backbone))
+    (configs / f"{name}.toml").write_text(CONFIG.format(name=name, classes=json.dumps([NAMES[c] for c in classes])))
     return configs
 
 
 def pretrain(args, configs: Path) -> Path:
     """Train fold 0 of task A through compkit's own `make train` code path; returns its model.keras."""
-    overrides = [f"train.epochs={args.pretrain_epochs}", f"train.patience={args.pretrain_epochs}", *args.set]
+    overrides = [f"train.backbones=['{args.backbone}']", f"train.epochs={args.pretrain_epochs}", f"train.patience={args.pretrain_epochs}", *args.set]
     config = load_config("fashion-0-4", "cpu", overrides, configs)
     paths = Paths.for_competition("fashion-0-4", args.root, args.root / "data" / "fashion-0-4")
     folds.run(config, paths)
@@ -114,7 +111,7 @@ def fine_tune(args, configs: Path, variant: str, overrides: list[str]) -> dict:
     """Run task B end to end in ``<root>/<variant>/``; returns its OOF and test scores and seconds."""
     root, start = args.root / variant, time.perf_counter()
     argv = ["--competition", "fashion-5-9", "--preset", "cpu", "--config-dir", str(configs), "--root", str(root),
-            "--data-dir", str(args.root / "data" / "fashion-5-9"), "--set", f"train.epochs={args.epochs}",
+            "--data-dir", str(args.root / "data" / "fashion-5-9"), "--backbones", args.backbone, "--set", f"train.epochs={args.epochs}",
             "--set", f"train.patience={args.epochs}", *[f"--set={o}" for o in [*overrides, *args.set]]]
     for stage in ("folds", "train", "ensemble", "submit"):
         assert main([stage, *argv]) == 0, f"{variant}: {stage} failed"
@@ -138,8 +135,8 @@ def main_(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     args = p.parse_args(argv)
     args.root = args.root.resolve()
-    configs = write_competition(args.root, "fashion-0-4", [0, 1, 2, 3, 4], args.pretrain_rows, args.backbone, args.seed, False)
-    write_competition(args.root, "fashion-5-9", [5, 6, 7, 8, 9], args.finetune_rows, args.backbone, args.seed, True)
+    configs = write_competition(args.root, "fashion-0-4", [0, 1, 2, 3, 4], args.pretrain_rows, args.seed, False)
+    write_competition(args.root, "fashion-5-9", [5, 6, 7, 8, 9], args.finetune_rows, args.seed, True)
     weights = pretrain(args, configs)
     rows = [fine_tune(args, configs, "scratch", []),
             fine_tune(args, configs, "pretrained", [f"train.weights='{weights}'", f"train.freeze_epochs={args.freeze_epochs}",

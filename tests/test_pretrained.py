@@ -249,9 +249,10 @@ def _photo_competition(root) -> tuple:
         (data / split).mkdir(parents=True)
     for (name, photo), n in zip(_photos().items(), (60, 45, 30, 20, 12)):
         for split, count, columns, out in (("train", n, (0, 0.7), rows), ("test", 10, (0.7, 1), tests)):
-            for i, patch in enumerate(_patches(photo, count, 32, columns, rng)):
-                Image.fromarray(patch).save(data / split / f"{name}_{i:03d}.png")
-                out.append((f"{name}_{i:03d}.png", name))
+            for patch in _patches(photo, count, 32, columns, rng):
+                file = f"{split}_{len(out):04d}.png"  # opaque ids: the photo is the label
+                Image.fromarray(patch).save(data / split / file)
+                out.append((file, name))
     pd.DataFrame(rows, columns=["file", "photo"]).to_csv(data / "labels.csv", index=False)
     solution = pd.DataFrame(tests, columns=["file", "photo"]).assign(Usage=["Public", "Private"] * (len(tests) // 2))
     solution.to_csv(data / "solution.csv", index=False)
