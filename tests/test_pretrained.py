@@ -165,6 +165,21 @@ def test_freeze_epochs_train_the_head_then_fine_tune_the_backbone(tmp_path, daco
     assert history["phase"].tolist() == ["head", "fine-tune"] and history["epoch"].tolist() == [1, 2]
 
 
+def test_phases_split_the_epochs_and_unfreeze_the_top_layers():
+    hyper = Hyper(weights="x.weights.h5", epochs=5, freeze_epochs=2, unfreeze_layers=4)
+    assert [(p.name, p.start, p.end) for p in finetune.phases(hyper)] == [("head", 0, 2), ("fine-tune", 2, 5)]
+    assert [p.name for p in finetune.phases(hyper.model_copy(update={"freeze_epochs": 0}))] == ["fine-tune"]
+    assert [p.name for p in finetune.phases(Hyper(epochs=5))] == ["scratch"]
+    model = build_model("cnn_small", [28, 28, 1], 10, Hyper(width=0.25))
+    layers = model.get_layer("backbone").layers
+    finetune.set_phase(model, hyper, finetune.phases(hyper)[0])
+    assert not model.get_layer("backbone").trainable_weights and model.get_layer("proba").trainable
+    finetune.set_phase(model, hyper, finetune.phases(hyper)[1])
+    trainable = [layer.name for layer in layers if layer.trainable and layer.weights]
+    top = [layer.name for layer in layers[-4:] if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    assert trainable == top and len(top) == 1  # the last conv; its BatchNorm stays frozen
+
+
 @pytest.mark.slow
 def test_the_backbone_learns_at_backbone_lr_scale_of_the_head_rate():
     """One Adam step from the same weights: the backbone moves 0.1 x as far with backbone_lr_scale = 0.1, the head as far."""

@@ -116,7 +116,7 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
-def weights_help(backbone: str, file_name: str) -> str:
+def _weights_help(backbone: str, file_name: str) -> str:
     """Where to put the ImageNet weights file Keras downloads, for a machine without internet."""
     home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
     return (f"download {file_name} once where there is internet and put it in {home}/, or set "
@@ -139,7 +139,7 @@ def _imagenet(spec: Backbone, input_shape: tuple[int, ...]) -> keras.Model:
             raise
         file_name = url.group(0).rsplit("/", 1)[-1]
         raise CompkitError(f"backbone {spec.name}: weights = 'imagenet' could not be downloaded ({url.group(0)}); "
-                           f"{weights_help(spec.name, file_name)}") from None
+                           f"{_weights_help(spec.name, file_name)}") from None
 
 
 def _from_keras_file(path: Path, backbone: keras.Model) -> None:
