@@ -7,7 +7,8 @@ Task B: a small competition of classes 5-9 (Sandal, Shirt, Sneaker, Bag, Ankle b
 ``--finetune-rows`` train images (default 1,000), the 5,000 test images of those classes with a
 ``solution.csv`` (Public/Private halves). B is run end to end (folds, train, ensemble, submit) twice with the
 same epochs: from scratch, and from A's weights (``freeze_epochs`` head-only epochs, then fine-tuning at
-``backbone_lr_scale``). Printed: the mean fold OOF accuracy and the public/private test accuracy of each.
+``backbone_lr_scale``, BatchNorm frozen or, ``pretrained-bn``, learning). A finished pretraining is reused and
+rows are appended to ``<root>/transfer.csv``. Printed: the mean fold OOF accuracy and the public/private test accuracy of each.
 A benchmark that prints figures, not a test; the images come from Debian's dataset-fashion-mnist.
 
     python bench/transfer.py --root runs-transfer                                   # the full size of issue 18
@@ -99,12 +100,16 @@ def pretrain(args, configs: Path) -> Path:
     overrides = [f"train.backbones=['{args.backbone}']", f"train.epochs={args.pretrain_epochs}", f"train.patience={args.pretrain_epochs}", *args.set]
     config = load_config("fashion-0-4", "cpu", overrides, configs)
     paths = Paths.for_competition("fashion-0-4", args.root, args.root / "data" / "fashion-0-4")
+    model = train.fold_dir(paths, args.backbone, 0) / "model.keras"
+    if train.is_done(paths, args.backbone, 0):
+        print(f"pretrain: {model} exists, reused")
+        return model
     folds.run(config, paths)
     start = time.perf_counter()
     result = train.train_fold(config, paths, args.backbone, 0)
     print(f"pretrain: {args.backbone} on classes 0-4, {result['lineage']['n_fit']} images, {result['epochs']} epochs: "
           f"fold-0 accuracy {result['oof_accuracy']:.4f} in {time.perf_counter() - start:.0f}s")
-    return train.fold_dir(paths, args.backbone, 0) / "model.keras"
+    return model
 
 
 def fine_tune(args, configs: Path, variant: str, overrides: list[str]) -> dict:
@@ -131,6 +136,7 @@ def main_(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=20, help="epochs of each fine-tuning run, the same for scratch and pretrained")
     p.add_argument("--freeze-epochs", type=int, default=2)
     p.add_argument("--backbone-lr-scale", type=float, default=0.3)
+    p.add_argument("--variants", default="scratch,pretrained,pretrained-bn", help="which of scratch, pretrained, pretrained-bn (BatchNorm learns while fine-tuning)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     args = p.parse_args(argv)
@@ -138,11 +144,10 @@ def main_(argv=None) -> None:
     configs = write_competition(args.root, "fashion-0-4", [0, 1, 2, 3, 4], args.pretrain_rows, args.seed, False)
     write_competition(args.root, "fashion-5-9", [5, 6, 7, 8, 9], args.finetune_rows, args.seed, True)
     weights = pretrain(args, configs)
-    rows = [fine_tune(args, configs, "scratch", []),
-            fine_tune(args, configs, "pretrained", [f"train.weights='{weights}'", f"train.freeze_epochs={args.freeze_epochs}",
-                                                     f"train.backbone_lr_scale={args.backbone_lr_scale}"])]
-    table = pd.DataFrame(rows)
-    table.to_csv(args.root / "transfer.csv", index=False)
+    tuned = [f"train.weights='{weights}'", f"train.freeze_epochs={args.freeze_epochs}", f"train.backbone_lr_scale={args.backbone_lr_scale}"]
+    variants = {"scratch": [], "pretrained": tuned, "pretrained-bn": [*tuned, "train.finetune_batchnorm=true"]}
+    table = pd.DataFrame([fine_tune(args, configs, v, variants[v]) for v in args.variants.split(",")])
+    table.to_csv(args.root / "transfer.csv", mode="a", header=not (args.root / "transfer.csv").is_file(), index=False)
     print(f"fine-tune: {args.backbone} on {args.finetune_rows} images of classes 5-9, {args.epochs} epochs, 5 folds; "
           "test: the 5,000 test images of classes 5-9 (public / private halves)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

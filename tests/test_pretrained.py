@@ -60,7 +60,7 @@ def test_weights_config_errors_name_the_key(config_dir):
     allowed = ["competition.pretrained_allowed=true", "train.backbones=['cnn_small']"]
     with pytest.raises(ConfigError, match="cnn_small is compkit's own, with no ImageNet weights"):
         load_config("dacon-cv-2020", "smoke", [*allowed, "backbones.cnn_small.weights='imagenet'"], config_dir)
-    with pytest.raises(ConfigError, match=r"freeze_epochs, unfreeze_layers and backbone_lr_scale need backbones.cnn_small.weights"):
+    with pytest.raises(ConfigError, match=r"freeze_epochs, unfreeze_layers, backbone_lr_scale and finetune_batchnorm need backbones.cnn_small.weights"):
         load_config("dacon-cv-2020", "smoke", [*allowed, "train.freeze_epochs=1"], config_dir)
     with pytest.raises(ConfigError, match="expected 'imagenet' or a .weights.h5, .h5 or .keras file"):
         load_config("dacon-cv-2020", "smoke", [*allowed, "train.weights='model.ckpt'"], config_dir)
@@ -178,6 +178,8 @@ def test_phases_split_the_epochs_and_unfreeze_the_top_layers():
     trainable = [layer.name for layer in layers if layer.trainable and layer.weights]
     top = [layer.name for layer in layers[-4:] if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
     assert trainable == top and len(top) == 1  # the last conv; its BatchNorm stays frozen
+    finetune.set_phase(model, hyper.model_copy(update={"finetune_batchnorm": True}), finetune.phases(hyper)[1])
+    assert [layer.name for layer in layers if layer.trainable and layer.weights] == [layer.name for layer in layers[-4:] if layer.weights]
 
 
 @pytest.mark.slow

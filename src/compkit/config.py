@@ -121,6 +121,7 @@ class Hyper(_Strict):
     freeze_epochs: int = Field(0, ge=0)  # with weights: epochs training the head only, backbone frozen (BatchNorm in inference mode)
     unfreeze_layers: int = Field(0, ge=0)  # with weights: the top layers of the backbone fine-tuned afterwards; 0: all
     backbone_lr_scale: float = Field(1.0, gt=0, le=1)  # with weights: the backbone's learning rate / the head's while fine-tuning
+    finetune_batchnorm: bool = False  # with weights: BatchNorm learns while fine-tuning (the new data's statistics); false: inference mode
     augment: Augment = Augment()
 
 
@@ -165,6 +166,7 @@ class HyperOverride(_Strict):
     freeze_epochs: int | None = Field(None, ge=0)
     unfreeze_layers: int | None = Field(None, ge=0)
     backbone_lr_scale: float | None = Field(None, gt=0, le=1)
+    finetune_batchnorm: bool | None = None
     augment: Augment | None = None
 
 
@@ -423,8 +425,9 @@ def _check_weights(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: {key} = 'imagenet': {backbone} is compkit's own, with no ImageNet weights; give a weights file instead")
         if hyper.weights not in ("", "imagenet") and not hyper.weights.endswith((".h5", ".keras")):
             raise ConfigError(f"{source}: {key} = {hyper.weights!r}: expected 'imagenet' or a .weights.h5, .h5 or .keras file")
-        if not hyper.weights and (hyper.freeze_epochs or hyper.unfreeze_layers or hyper.backbone_lr_scale != 1):
-            raise ConfigError(f"{source}: backbone {backbone!r}: freeze_epochs, unfreeze_layers and backbone_lr_scale need {key}; set it or remove them")
+        if not hyper.weights and (hyper.freeze_epochs or hyper.unfreeze_layers or hyper.backbone_lr_scale != 1 or hyper.finetune_batchnorm):
+            raise ConfigError(f"{source}: backbone {backbone!r}: freeze_epochs, unfreeze_layers, backbone_lr_scale and finetune_batchnorm "
+                              f"need {key}; set it or remove them")
     if not config.competition.pretrained_allowed:
         for backbone in {*config.train.backbones, *config.tune.backbone_space}:
             if "weights" in config.tune.space_for(backbone):

@@ -6,8 +6,9 @@ With ``Hyper.weights`` set, training runs in up to two phases that share the ``e
                its BatchNormalization layers in inference mode, their moving statistics untouched); only the new
                head learns.
 ``fine-tune``  the remaining epochs: the backbone is unfrozen (all of it, or its top ``unfreeze_layers`` layers),
-               its BatchNormalization layers stay frozen in inference mode, and it learns at
-               ``backbone_lr_scale`` x the head's learning rate.
+               its BatchNormalization layers stay frozen in inference mode (unless ``finetune_batchnorm``: then
+               those unfrozen learn the new data's statistics), and it learns at ``backbone_lr_scale`` x the
+               head's learning rate.
 
 Without weights there is one phase, ``scratch``: everything trains from the start, as before.
 Sources: F. Chollet, "Transfer learning & fine-tuning", keras.io/guides/transfer_learning (freeze, train the
@@ -67,10 +68,10 @@ def set_phase(model: keras.Model, hyper: Hyper, phase: Phase) -> None:
     if phase.name != FINE_TUNE:
         return
     layers = backbone.layers
-    frozen = layers[: len(layers) - hyper.unfreeze_layers] if hyper.unfreeze_layers else []
-    for layer in layers:
-        if layer in frozen or isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+    top = {id(layer) for layer in layers[len(layers) - hyper.unfreeze_layers if hyper.unfreeze_layers else 0:]}
+    for layer in layers:  # each one set, whatever an earlier phase left
+        batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = id(layer) in top and (hyper.finetune_batchnorm or not batchnorm)
 
 
 def phase_optimizer(optimizer: keras.optimizers.Optimizer, model: keras.Model, hyper: Hyper, phase: Phase):
