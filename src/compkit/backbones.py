@@ -1,17 +1,24 @@
 """Backbone registry and the model builder: image (+ mask channels) -> resize -> backbone (+ embedded columns) -> softmax.
 
 Augmentation is not part of the model: it is mapped over the input pipeline (see augment.py).
-Two small CNNs are made for 28x28 inputs, their widths scaled by ``Hyper.width``; the keras.applications backbones are built with
-``weights=None`` (competition rules forbid pretrained weights) at or above their minimum input
-size. Keras is imported inside the builders so that reading the registry stays cheap.
+Two small CNNs are made for 28x28 inputs, their widths scaled by ``Hyper.width``; the keras.applications backbones are built
+at or above their minimum input size, from scratch or, where ``competition.pretrained_allowed``, from ``Hyper.weights``
+(ImageNet through Keras, or a local file). Every backbone is one nested model named ``"backbone"``, so its weights can
+be frozen, saved and taken from a saved classifier as a whole. Keras is imported inside the builders so that reading
+the registry stays cheap.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
+
+from compkit.errors import CompkitError
 
 if TYPE_CHECKING:
     import keras
@@ -21,19 +28,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Backbone:
-    """A feature extractor: ``body(x, width)`` maps a (B, S, S, C) float tensor to pooled (B, F) features.
+    """A feature extractor: ``body(x, width)`` (or the keras.applications ``constructor``) maps a (B, S, S, C) float tensor to pooled (B, F) features.
 
     ``width`` multiplies the filter counts of the small CNNs; keras.applications ignore it.
 
     ``channels`` is what the body expects (grayscale is repeated to 3 for keras.applications);
     ``rescales_itself`` is True when the body maps 0-255 pixels to its own range.
+    ``constructor`` and ``family`` name the keras.applications function and module (whose ``preprocess_input`` gives
+    the input range of pretrained weights); both are "" for compkit's own CNNs.
     """
 
     name: str
     min_size: int
     channels: int | None  # None: take the image's channels as they are
     rescales_itself: bool
-    body: Callable[[keras.KerasTensor, float], keras.KerasTensor]
+    body: Callable[[keras.KerasTensor, float], keras.KerasTensor] | None  # None: the keras.applications ``constructor``
+    constructor: str = ""
+    family: str = ""
 
 
 def _conv_bn(x, filters: int, strides: int = 1):
@@ -81,16 +92,9 @@ def _resnet_small(x, width: float):
     return layers.GlobalAveragePooling2D()(x)
 
 
-def _application(constructor: str) -> Callable:
-    def body(x, width: float):
-        import keras
-
-        model = getattr(keras.applications, constructor)(
-            include_top=False, weights=None, input_shape=tuple(x.shape[1:]), pooling="avg"
-        )
-        return model(x)
-
-    return body
+def _application(name: str, min_size: int, rescales_itself: bool, constructor: str, family: str) -> Backbone:
+    """A keras.applications backbone; ``min_size`` is the smallest side its constructor accepts."""
+    return Backbone(name, min_size, 3, rescales_itself, None, constructor, family)
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -98,13 +102,132 @@ BACKBONES: dict[str, Backbone] = {
     for b in [
         Backbone("cnn_small", 8, None, False, _cnn_small),
         Backbone("resnet_small", 8, None, False, _resnet_small),
-        Backbone("resnet50", 32, 3, False, _application("ResNet50")),
-        Backbone("densenet121", 32, 3, False, _application("DenseNet121")),
-        Backbone("efficientnetb0", 32, 3, True, _application("EfficientNetB0")),
-        Backbone("xception", 71, 3, False, _application("Xception")),
-        Backbone("inceptionv3", 75, 3, False, _application("InceptionV3")),
+        _application("resnet50", 32, False, "ResNet50", "resnet"),
+        _application("densenet121", 32, False, "DenseNet121", "densenet"),
+        _application("efficientnetb0", 32, True, "EfficientNetB0", "efficientnet"),
+        _application("xception", 71, False, "Xception", "xception"),
+        _application("inceptionv3", 75, False, "InceptionV3", "inception_v3"),
+        # include_preprocessing (the default) puts their own rescaling inside the model
+        _application("efficientnetv2b0", 32, True, "EfficientNetV2B0", "efficientnet_v2"),
+        _application("convnexttiny", 32, True, "ConvNeXtTiny", "convnext"),
+        _application("resnet50v2", 32, False, "ResNet50V2", "resnet_v2"),
+        _application("mobilenetv3small", 32, True, "MobileNetV3Small", "mobilenet_v3"),
     ]
 }
+
+
+def _weights_help(backbone: str, file_name: str) -> str:
+    """Where to put the ImageNet weights file Keras downloads, for a machine without internet."""
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    return (f"download {file_name} once where there is internet and put it in {home}/, or set "
+            f"backbones.{backbone}.weights = \"<path to the file>\"")
+
+
+def _imagenet(spec: Backbone, input_shape: tuple[int, ...]) -> keras.Model:
+    """keras.applications' ImageNet model, through Keras' download cache (``~/.keras/models``).
+
+    Raises:
+        CompkitError: the file is neither cached nor downloadable (offline); says where to put it.
+    """
+    import keras
+
+    try:
+        return getattr(keras.applications, spec.constructor)(include_top=False, weights="imagenet", input_shape=input_shape, pooling="avg")
+    except Exception as exc:  # Keras raises a bare Exception for a failed download
+        url = re.search(r"https?://\S+?\.h5", str(exc))
+        if url is None:
+            raise
+        file_name = url.group(0).rsplit("/", 1)[-1]
+        raise CompkitError(f"backbone {spec.name}: weights = 'imagenet' could not be downloaded ({url.group(0)}); "
+                           f"{_weights_help(spec.name, file_name)}") from None
+
+
+def _from_keras_file(path: Path, backbone: keras.Model) -> None:
+    """Copy the ``backbone`` part of a classifier saved by compkit (``model.keras``) into ``backbone``.
+
+    Raises:
+        CompkitError: the file holds no compkit backbone, or one of another shape.
+    """
+    saved = load_model(path, compile=False)
+    try:
+        source = saved.get_layer("backbone")
+    except ValueError:
+        raise CompkitError(f"{path}: no 'backbone' model inside; give a model.keras written by compkit's train, or a .weights.h5 file") from None
+    try:
+        backbone.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise CompkitError(f"{path}: its backbone does not fit {backbone.name!r} ({str(exc).splitlines()[0]}); "
+                           "use weights of the same backbone and width") from None
+
+
+def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weights: str = "") -> keras.Model:
+    """Backbone ``name`` as a model named ``"backbone"``: (B, *input_shape) float -> pooled (B, F) features.
+
+    Args:
+        name: a key of :data:`BACKBONES`.
+        input_shape: (S, S, C) of what the backbone sees (after resizing and channel repetition).
+        width: filter-count multiplier of the small CNNs.
+        weights: "" (random initialisation), "imagenet" (keras.applications, downloaded once into
+            ``~/.keras/models``), a ``.weights.h5`` / ``.h5`` file of this backbone (Keras ``save_weights``, or the
+            no-top file Keras downloads), or a compkit ``model.keras`` whose ``backbone`` part is taken.
+
+    Raises:
+        CompkitError: a weights file that is missing or does not fit; ImageNet weights offline and not cached.
+    """
+    import keras
+
+    spec = BACKBONES[name]
+    path = Path(weights).expanduser() if weights not in ("", "imagenet") else None
+    if path is not None and not path.is_file():
+        raise CompkitError(f"backbones.{name}.weights: {path} not found; give the path of a .weights.h5 or .keras file")
+    if weights == "imagenet":
+        model = _imagenet(spec, input_shape)
+    elif spec.constructor:
+        model = getattr(keras.applications, spec.constructor)(include_top=False, weights=None, input_shape=input_shape, pooling="avg")
+    else:
+        x = keras.Input(shape=input_shape)
+        model = keras.Model(x, spec.body(x, width))
+    model.name = "backbone"  # after construction: some keras.applications look their settings up by their own name
+    if path is not None and path.suffix == ".keras":
+        _from_keras_file(path, model)
+    elif path is not None:
+        _load_weights(model, path, name)
+    return model
+
+
+def _load_weights(model: keras.Model, path: Path, name: str) -> None:
+    """``model.load_weights(path)``, refusing a file that lacks some of the model's layers (Keras only warns of those)."""
+    fix = "use a file saved from the same backbone and width"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except (ValueError, OSError) as exc:
+            raise CompkitError(f"{path}: not weights of {name} ({str(exc).splitlines()[0].rstrip(':')}); {fix}") from None
+    skipped = [w for w in caught if "Skipping" in str(w.message)]
+    if skipped:
+        raise CompkitError(f"{path}: not weights of {name} ({len(skipped)} parts of it are missing from the file); {fix}")
+
+
+@functools.cache  # one class per process: Keras registers it by name for loading saved models
+def _preprocess_layer():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="compkit")
+    class PretrainedInput(keras.layers.Layer):
+        """(B, S, S, 3) RGB pixels 0-255 -> ``keras.applications.<family>.preprocess_input``: the range the weights were trained on."""
+
+        def __init__(self, family: str, **kwargs):
+            super().__init__(**kwargs)
+            self.family = family
+
+        def call(self, x):
+            return getattr(keras.applications, self.family).preprocess_input(x)
+
+        def get_config(self):
+            return {**super().get_config(), "family": self.family}
+
+    return PretrainedInput
 
 
 @functools.cache  # one class per process: Keras registers it by name for loading saved models
@@ -144,8 +267,9 @@ def build_model(
         num_classes: size of the softmax output.
         hyper: ``masks`` (thresholds, one binary channel each: e.g. the DACON letter's strokes are the
             pixels > 4), ``input_size`` (square side the backbone sees; None keeps H x W), ``width``,
-            ``embed`` (extra columns joined to the pooled features through an 8-d embedding each) and
-            ``dropout`` before the classifier head.
+            ``embed`` (extra columns joined to the pooled features through an 8-d embedding each),
+            ``dropout`` before the classifier head, and ``weights`` (see :func:`build_backbone`): a pretrained
+            keras.applications backbone sees its family's ``preprocess_input`` of 0-255 RGB (gray repeated to 3 channels).
         vocabularies: the values of each ``embed`` column (unseen values share one out-of-vocabulary slot).
 
     Returns:
@@ -156,14 +280,16 @@ def build_model(
     from keras import layers
 
     spec = BACKBONES[backbone]
+    pretrained_input = bool(hyper.weights and spec.family)  # the family's preprocess_input, after the channels are RGB
     inputs = {"image": keras.Input(shape=tuple(image_shape), name="image")}
     x = _mask_layer()(hyper.masks)(inputs["image"]) if hyper.masks else inputs["image"]
-    x = x if spec.rescales_itself else layers.Rescaling(1 / 255)(x)
+    x = x if spec.rescales_itself or pretrained_input else layers.Rescaling(1 / 255)(x)
     if hyper.input_size and hyper.input_size != image_shape[0]:
         x = layers.Resizing(hyper.input_size, hyper.input_size, interpolation=hyper.augment.interpolation)(x)
     if spec.channels and spec.channels != x.shape[-1]:
         x = layers.Concatenate()([x] * spec.channels) if x.shape[-1] == 1 else layers.Conv2D(spec.channels, 1)(x)
-    features = [spec.body(x, hyper.width)]
+    x = _preprocess_layer()(spec.family)(x) if pretrained_input else x
+    features = [build_backbone(backbone, tuple(x.shape[1:]), hyper.width, hyper.weights)(x)]
     for column in hyper.embed:
         vocabulary = (vocabularies or {})[column]
         inputs[column] = keras.Input(shape=(), dtype="string", name=column)
@@ -175,9 +301,11 @@ def build_model(
     return keras.Model(inputs, outputs, name=backbone)
 
 
-def load_model(path: Path) -> keras.Model:
-    """A saved ``model.keras`` (from :func:`build_model`), with compkit's custom layers registered first."""
+def load_model(path: Path, compile: bool = True) -> keras.Model:
+    """A saved ``model.keras`` (from :func:`build_model`), with compkit's custom layers and optimizers registered first."""
     import keras
 
-    _mask_layer()
-    return keras.saving.load_model(path)
+    from compkit.finetune import register
+
+    _mask_layer(), _preprocess_layer(), register()
+    return keras.saving.load_model(path, compile=compile)

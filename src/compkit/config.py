@@ -90,6 +90,7 @@ class Competition(_Strict):
     builder: Literal["", "fashion_mnist"] = ""  # `make data` can build this competition's files
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
     slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
+    pretrained_allowed: bool = False  # the rules allow pretrained weights (backbones.<name>.weights); DACON: false
 
     @field_validator("name")
     @classmethod
@@ -168,6 +169,11 @@ class Hyper(_Strict):
     embed: list[str] = []  # extra columns fed to the head through an embedding (e.g. DACON's letter)
     ema: float = Field(0.0, ge=0, lt=1)  # momentum of an exponential moving average of the weights; 0: off
     tta: int = Field(1, ge=1)  # predictions averaged per image: the image, then tta - 1 augmented views
+    weights: str = ""  # "": from scratch; "imagenet" (keras.applications); or a .weights.h5 / .h5 / .keras file
+    freeze_epochs: int = Field(0, ge=0)  # with weights: epochs training the head only, backbone frozen (BatchNorm in inference mode)
+    unfreeze_layers: int = Field(0, ge=0)  # with weights: the top layers of the backbone fine-tuned afterwards; 0: all
+    backbone_lr_scale: float = Field(1.0, gt=0, le=1)  # with weights: the backbone's learning rate / the head's while fine-tuning
+    finetune_batchnorm: bool = False  # with weights: BatchNorm learns while fine-tuning (the new data's statistics); false: inference mode
     augment: Augment = Augment()
 
 
@@ -208,6 +214,11 @@ class HyperOverride(_Strict):
     embed: list[str] | None = None
     ema: float | None = Field(None, ge=0, lt=1)
     tta: int | None = Field(None, ge=1)
+    weights: str | None = None
+    freeze_epochs: int | None = Field(None, ge=0)
+    unfreeze_layers: int | None = Field(None, ge=0)
+    backbone_lr_scale: float | None = Field(None, gt=0, le=1)
+    finetune_batchnorm: bool | None = None
     augment: Augment | None = None
 
 
@@ -467,7 +478,32 @@ def load_config(
     _check_backbones(config, " + ".join(sources))
     _check_space(config, " + ".join(sources))
     _check_embed(config, " + ".join(sources))
+    _check_weights(config, " + ".join(sources))
     return config
+
+
+def _check_weights(config: Config, source: str) -> None:
+    """Pretrained weights only where the competition allows them, ImageNet only for keras.applications backbones."""
+    from compkit.backbones import BACKBONES
+
+    for backbone in config.train.backbones:
+        hyper, key = config.hyper(backbone), f"backbones.{backbone}.weights"
+        if hyper.weights and not config.competition.pretrained_allowed:
+            raise ConfigError(
+                f"{source}: {key} = {hyper.weights!r}, but competition.pretrained_allowed is false (the rules of "
+                f"{config.competition.name} forbid pretrained weights); remove {key}, or set pretrained_allowed = true if the rules allow them"
+            )
+        if hyper.weights == "imagenet" and not BACKBONES[backbone].family:
+            raise ConfigError(f"{source}: {key} = 'imagenet': {backbone} is compkit's own, with no ImageNet weights; give a weights file instead")
+        if hyper.weights not in ("", "imagenet") and not hyper.weights.endswith((".h5", ".keras")):
+            raise ConfigError(f"{source}: {key} = {hyper.weights!r}: expected 'imagenet' or a .weights.h5, .h5 or .keras file")
+        if not hyper.weights and (hyper.freeze_epochs or hyper.unfreeze_layers or hyper.backbone_lr_scale != 1 or hyper.finetune_batchnorm):
+            raise ConfigError(f"{source}: backbone {backbone!r}: freeze_epochs, unfreeze_layers, backbone_lr_scale and finetune_batchnorm "
+                              f"need {key}; set it or remove them")
+    if not config.competition.pretrained_allowed:
+        for backbone in {*config.train.backbones, *config.tune.backbone_space}:
+            if "weights" in config.tune.space_for(backbone):
+                raise ConfigError(f"{source}: tune space key 'weights', but competition.pretrained_allowed is false; remove it")
 
 
 def _check_embed(config: Config, source: str) -> None:

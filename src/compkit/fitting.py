@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from compkit import console
+from compkit import console, finetune
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids, load_test, load_train
@@ -64,11 +64,11 @@ def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, se
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _epoch_logger(label: str, epochs: int):
+def _epoch_logger(label: str, epochs: int, phase: str = finetune.SCRATCH):
     import keras
 
     class EpochLogger(keras.callbacks.Callback):
-        """One progress line per epoch: losses, accuracies, learning rate, seconds."""
+        """One progress line per epoch: losses, accuracies, learning rate, seconds; adds learning rate and phase to the logs."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
@@ -80,8 +80,10 @@ def _epoch_logger(label: str, epochs: int):
                 f"{label} epoch {epoch + 1}/{epochs}  loss {logs.get('loss', np.nan):.4f} "
                 f"acc {logs.get('accuracy', np.nan):.4f}  val_loss {logs.get('val_loss', np.nan):.4f} "
                 f"val_acc {logs.get('val_accuracy', np.nan):.4f}  lr {lr:.2e}  {time.perf_counter() - self.start:.1f}s"
+                + ("" if phase == finetune.SCRATCH else f"  {phase}")
             )
             logs["learning_rate"] = lr
+            logs["phase"] = phase  # history.csv and W&B (epoch/phase) tell the head-only and fine-tuned epochs apart
 
     return EpochLogger()
 
@@ -172,9 +174,12 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     ``seed`` seeds the shuffling of the training rows; ``label`` prefixes the per-epoch progress lines;
     ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback).
 
+    With pretrained weights the epochs are split into phases (head, then fine-tune: see finetune.py), each its
+    own ``model.fit`` with fresh callbacks.
+
     Returns:
-        (model with the best epoch's weights, history DataFrame with one row per epoch:
-        epoch, loss, accuracy, val_loss, val_accuracy, learning_rate).
+        (model with the best epoch's weights (of the last phase), history DataFrame with one row per epoch:
+        epoch (1-based), loss, accuracy, val_loss, val_accuracy, learning_rate, phase).
     """
     import keras
     import tensorflow as tf
@@ -184,33 +189,50 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     comp = config.competition
     if config.train.mixed_precision and tf.config.list_physical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    with _strategy().scope():
+    strategy = _strategy()
+    with strategy.scope():
         model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
-        model.compile(
-            optimizer=_optimizer(hyper, int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))),
-            loss=_loss(config, hyper),
-            metrics=["accuracy"],
+    steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))
+    dataset = _dataset(*data.fit_set(hyper), hyper, seed)
+    validation = (model_inputs(data.train, data.val, hyper), data.onehot[data.val])
+    histories = []
+    for phase in finetune.phases(hyper):  # one phase from scratch; head, then fine-tune, with pretrained weights
+        finetune.set_phase(model, hyper, phase)
+        with strategy.scope():
+            optimizer = _optimizer(hyper.model_copy(update={"epochs": phase.epochs}), steps)  # a cosine schedule spans its phase
+            model.compile(optimizer=finetune.phase_optimizer(optimizer, model, hyper, phase), loss=_loss(config, hyper), metrics=["accuracy"])
+        history = model.fit(
+            dataset,
+            validation_data=validation,
+            initial_epoch=phase.start,
+            epochs=phase.end,
+            callbacks=_phase_callbacks(hyper, label, phase, callbacks),
+            class_weight=_class_weight(config, data),
+            shuffle=False,  # the tf.data pipeline shuffles
+            verbose=0,
         )
+        frame = pd.DataFrame(history.history)
+        frame.insert(0, "epoch", np.asarray(history.epoch) + 1)  # a phase stopped early leaves a gap before the next
+        histories.append(frame)
+    return model, pd.concat(histories, ignore_index=True)
+
+
+def _phase_callbacks(hyper: Hyper, label: str, phase, extra: list) -> list:
+    """Fresh callbacks for one phase: progress line, EMA swap, early stopping, plateau schedule, then ``extra``.
+
+    Early stopping keeps the best epoch of each phase, so the final weights are the fine-tune phase's best.
+    """
+    import keras
+
     callbacks = [
-        _epoch_logger(label, hyper.epochs),
+        _epoch_logger(label, hyper.epochs, phase.name),
         # validate, early-stop and keep the best epoch on the averaged weights
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if hyper.ema else []),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True),
-        *callbacks,
+        *extra,
     ]
     if hyper.lr_schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, hyper.patience // 3))
         )
-    history = model.fit(
-        _dataset(*data.fit_set(hyper), hyper, seed),
-        validation_data=(model_inputs(data.train, data.val, hyper), data.onehot[data.val]),
-        epochs=hyper.epochs,
-        callbacks=callbacks,
-        class_weight=_class_weight(config, data),
-        shuffle=False,  # the tf.data pipeline shuffles
-        verbose=0,
-    )
-    hist = pd.DataFrame(history.history)
-    hist.insert(0, "epoch", np.arange(1, len(hist) + 1))
-    return model, hist
+    return callbacks

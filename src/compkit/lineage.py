@@ -40,7 +40,7 @@ def folds_digest(paths: Paths) -> str:
 # backbones / train.backbones / train.use_tuned are resolved into the backbone's hyperparameters.
 # (pseudo.threshold acts through pseudo.csv, which the fold-file digest covers.)
 IRRELEVANT = ("tune", "ensemble", "pseudo", "adversarial", "tracking", "backbones", "competition.url", "competition.builder",
-              "competition.platform", "competition.slug",
+              "competition.platform", "competition.slug", "competition.pretrained_allowed",
               "competition.metric", "competition.sample_submission", "competition.solution_file",
               "competition.submission_columns", "train.backbones", "train.use_tuned", "train.process_per_fold")
 

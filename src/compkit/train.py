@@ -6,7 +6,8 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
 
     model.keras    the weights restored from the best epoch (lowest val_loss); with ``train.seeds`` = n > 1
                    also model-seed1.keras .. model-seed<n-1>.keras, one per extra seed
-    history.csv    epoch, loss, accuracy, val_loss, val_accuracy, learning_rate, seed
+    history.csv    epoch, loss, accuracy, val_loss, val_accuracy, learning_rate, phase, seed
+                   (phase: scratch, or head / fine-tune for pretrained weights; see finetune.py)
     oof.csv        id, p_<class>...  for fold k's rows (the mean over seeds, each with ``tta`` views)
     holdout.csv    id, p_<class>...  for every holdout row
     test.csv       id, p_<class>...  for every test row (only with a test file)
@@ -101,7 +102,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
             "fold": fold,
             **{f"oof_{k}": v for k, v in scores.items()},
             "epochs": len(hist),  # over all seeds
-            "best_epoch": int(histories[0]["val_loss"].idxmin()) + 1,  # the first seed's
+            "best_epoch": best_epoch(histories[0]),  # the first seed's
             "seeds": seeds,
             "seconds": round(time.perf_counter() - start, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -119,6 +120,12 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
         tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "lineage")})
         result = layout.write_fold(backbone, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
     return result
+
+
+def best_epoch(history: pd.DataFrame) -> int:
+    """The 1-based epoch whose weights were kept: the lowest val_loss of the last phase (early stopping restores it per phase)."""
+    last = history[history["phase"] == history["phase"].iloc[-1]]
+    return int(last.loc[last["val_loss"].idxmin(), "epoch"])
 
 
 def peak_rss_mb() -> float:
