@@ -1,7 +1,7 @@
 # compkit: `make folds train ensemble submit` runs one competition end to end.
 # Variables: COMPETITION (configs/<name>.toml), PRESET (smoke|cpu|gpu; default gpu with a GPU, else cpu),
 # DATA_DIR (default data/<competition>), BACKBONES ("cnn_small resnet_small"), SET (extra --set overrides),
-# GPU=1 for `make setup` to install TensorFlow's CUDA libraries.
+# GPU=1 for `make setup` to install TensorFlow's CUDA libraries; DEVICES ("0,2": GPUs for train/tune, one process each).
 COMPETITION ?= fashion-mnist
 PRESET ?=
 DATA_DIR ?=
@@ -12,6 +12,7 @@ TRIALS ?=
 WORKER ?=
 NO_TUNED ?=
 GPU ?=
+DEVICES ?=
 VARIANTS ?=
 VENV ?= .venv
 # One W&B group per make invocation: `make folds train ensemble submit` is one experiment.
@@ -19,16 +20,17 @@ GROUP ?= $(shell date -u +%Y%m%dT%H%M%SZ)
 export COMPKIT_GROUP := $(GROUP)
 PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
-       $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
+       $(if $(BACKBONES),--backbones "$(BACKBONES)") $(if $(DEVICES),--devices "$(DEVICES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
+.PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
         bench-throughput bench-pipeline bench-ablation
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
+	@echo "make env                   versions (TensorFlow, Keras, CUDA/cuDNN), GPUs and CPU features; the preset and precision used"
 	@echo "make data                  build the competition's files when compkit can (fashion-mnist)"
 	@echo "make check                 validate the config against the data; print rows, classes, shape, layout"
-	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=..."
+	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=... DEVICES=0,1"
 	@echo "make all                   data (when missing), then the four stages in order"
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
@@ -56,7 +58,7 @@ setup:
 
 comma := ,
 
-data check folds ensemble all tune-status report pseudo:
+env data check folds ensemble all tune-status report pseudo:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 train:

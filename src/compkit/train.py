@@ -37,12 +37,12 @@ from compkit import console
 from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids, load_test, load_train
+from compkit.devices import Scheduler, describe, slots
 from compkit.errors import CompkitError
 from compkit.folds import check_folds, load_folds
 from compkit.io import atomic_path, claim, lock_owner, read_json, read_proba, release, write_csv, write_json, write_proba
 from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, read_lineage, stale_reason
 from compkit.metrics import score_table
-from compkit.process import in_fresh_process
 from compkit.pseudo import load_pseudo
 from compkit.tracking import tracked
 
@@ -202,33 +202,26 @@ def _class_weight(config: Config, data: FoldData) -> dict[int, float] | None:
     return dict(enumerate(compute_class_weight("balanced", classes=classes, y=labels).tolist()))
 
 
-def _strategy():
-    """MirroredStrategy over several GPUs, else the default (one GPU or the CPU)."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-
-
 def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, label: str, callbacks: list = ()):
     """Build, compile and fit ``backbone`` on ``data.fit``, early-stopping on ``data.val``.
 
     ``seed`` seeds the shuffling of the training rows; ``label`` prefixes the per-epoch progress lines;
-    ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback).
+    ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback). The model is built under
+    ``train.precision``'s dtype policy and ``train.strategy`` (:mod:`compkit.devices`); the input pipeline
+    stays float32 (augment.py) and the softmax output is float32.
 
     Returns:
         (model with the best epoch's weights, history DataFrame with one row per epoch:
         epoch, loss, accuracy, val_loss, val_accuracy, learning_rate).
     """
     import keras
-    import tensorflow as tf
 
+    from compkit import devices
     from compkit.backbones import build_model
 
     comp = config.competition
-    if config.train.mixed_precision and tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    with _strategy().scope():
+    keras.mixed_precision.set_global_policy(devices.precision(config.train.precision))
+    with devices.strategy(config.train.strategy).scope():
         model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
         model.compile(
             optimizer=_optimizer(hyper, int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))),
@@ -278,7 +271,8 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
 
     Returns:
         The contents of ``fold.json``: ``oof_accuracy``, ``oof_macro_f1``, ``oof_log_loss``, ``epochs``, ``best_epoch``,
-        ``seconds``, ``peak_rss_mb`` (this process's peak resident memory), ``hyper``, and ``lineage``:
+        ``seconds``, ``started`` and ``finished`` (Unix times), ``peak_rss_mb`` (this process's peak resident memory),
+        ``compute`` (device, gpus, threads, precision, replicas: :func:`compkit.devices.describe`), ``hyper``, and ``lineage``:
         ``config`` and ``folds`` digests (:mod:`compkit.lineage`), ``fit_ids`` / ``val_ids`` (digests of
         the sorted ids the model was fit on / early-stopped on and predicted OOF) and their counts.
     """
@@ -287,7 +281,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
 
     comp = config.competition
     hyper = tuned_hyper(config, paths, backbone)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     seed = config.train.seed + fold
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -327,7 +321,10 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
             "best_epoch": int(histories[0]["val_loss"].idxmin()) + 1,  # the first seed's
             "seeds": seeds,
             "seconds": round(time.perf_counter() - start, 1),
+            "started": round(started, 3),
+            "finished": round(time.time(), 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "compute": describe(model),
             "hyper": hyper.model_dump(),
             "lineage": {
                 **lineage,
@@ -391,13 +388,10 @@ def check_done_folds(config: Config, paths: Paths) -> None:
                 raise CompkitError(f"{path}: {reason}")
 
 
-def _train_claimed(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
-    """Train a fold this process holds the lock of, after deleting a killed run's half-written files."""
+def _clear_half_written(paths: Paths, backbone: str, fold: int) -> None:
+    """Delete a killed run's half-written files of a fold this process holds the lock of."""
     for tmp in fold_dir(paths, backbone, fold).glob(".tmp-*"):
         tmp.unlink(missing_ok=True)
-    if config.train.process_per_fold:
-        return in_fresh_process(f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
-    return train_fold(config, paths, backbone, fold)
 
 
 def run(config: Config, paths: Paths) -> None:
@@ -405,6 +399,8 @@ def run(config: Config, paths: Paths) -> None:
 
     Folds locked by another live process are left to it; this run waits until they are done (or takes
     them over if that process dies), so every fold is trained once and the summary covers all of them.
+    Folds run in fresh processes, as many at once as :func:`compkit.devices.slots` gives (one per GPU, or
+    ``train.workers`` on a CPU); after a failed fold no new fold starts, the running ones finish, then it raises.
 
     Raises:
         CompkitError: missing or stale fold files, a finished fold made from another config, a fold that failed.
@@ -415,8 +411,11 @@ def run(config: Config, paths: Paths) -> None:
     start, trained, skipped = time.perf_counter(), 0, 0
     pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
     waiting: set = set()
-    while pending:
+    scheduler, failure = Scheduler(slots(config.train), fresh=config.train.process_per_fold), None
+    while (pending and not failure) or scheduler.busy():
         for backbone, fold in list(pending):
+            if failure or not scheduler.has_free():
+                break
             label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
             lock = lock_path(paths, backbone, fold)
             if not is_done(paths, backbone, fold) and not claim(lock):
@@ -425,22 +424,28 @@ def run(config: Config, paths: Paths) -> None:
                     waiting.add((backbone, fold))
                 continue
             pending.remove((backbone, fold))
-            try:
-                if is_done(paths, backbone, fold):  # checked again: another process may have just finished it
-                    skipped += 1
-                    console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
-                    continue
-                result = _train_claimed(config, paths, backbone, fold)
-            finally:
+            if is_done(paths, backbone, fold):  # checked again: another process may have just finished it
                 release(lock)
+                skipped += 1
+                console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
+                continue
+            _clear_half_written(paths, backbone, fold)
+            scheduler.submit((backbone, fold), f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
+        for (backbone, fold), result, error in scheduler.finished(timeout=1):
+            release(lock_path(paths, backbone, fold))
+            if error is not None:
+                failure = failure or error
+                continue
             trained += 1
             console.info(
-                f"{label} OOF accuracy {result['oof_accuracy']:.4f} macro-F1 {result['oof_macro_f1']:.4f} "
-                f"log loss {result['oof_log_loss']:.4f} "
+                f"[{backbone} fold {fold + 1}/{config.folds.n_splits}] OOF accuracy {result['oof_accuracy']:.4f} "
+                f"macro-F1 {result['oof_macro_f1']:.4f} log loss {result['oof_log_loss']:.4f} "
                 f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
             )
-        if pending:
-            time.sleep(1)
+        if pending and not failure and not scheduler.busy():
+            time.sleep(1)  # every pending fold is another process's: wait for it
+    if failure:
+        raise failure
     check_done_folds(config, paths)  # folds another process finished must be from this config too
     scores, metric = [], config.competition.metric
     for backbone in config.train.backbones:
