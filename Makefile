@@ -39,7 +39,7 @@ help:
 	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
 	@echo "make test                  the test suite"
 	@echo "make bench                 bench-throughput, bench-pipeline, bench-memory in turn (DATA_DIR=...)"
-	@echo "make bench-throughput      img/s of compkit's training loop vs a bare model.fit, and of predict (DACON)"
+	@echo "make bench-throughput      img/s of compkit's loop vs a bare model.fit, and of predict, per precision and worker count (DACON; PRECISIONS=float32,mixed_bfloat16 WORKERS=1,2)"
 	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
 	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON)"
 	@echo "make bench-ablation        one fold per recipe variant (bench/ablate.py), TTA scores too (DACON, VARIANTS=a,b)"
@@ -84,7 +84,7 @@ bench-memory:
 	$(PYTHON) bench/memory.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 bench-throughput:
-	$(PYTHON) bench/throughput.py $(BENCH_ARGS)
+	$(PYTHON) bench/throughput.py $(BENCH_ARGS) $(if $(PRECISIONS),--precisions $(PRECISIONS)) $(if $(WORKERS),--workers $(WORKERS))
 
 bench-pipeline:
 	$(PYTHON) bench/pipeline.py $(BENCH_ARGS)
