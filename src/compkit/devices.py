@@ -54,6 +54,7 @@ def visible_gpus() -> tuple[str, ...]:
     return tuple(inherited[:count] if inherited else (str(i) for i in range(count)))
 
 
+@functools.cache  # the line about a driver without CUDA is said once
 def default_preset() -> str:
     """``gpu`` when TensorFlow sees a GPU, else ``cpu`` (one line says why when nvidia-smi finds a driver anyway)."""
     if visible_gpus():
