@@ -180,6 +180,7 @@ class Scheduler:
         self.running: dict[Future, tuple[Hashable, str, Slot]] = {}
         self.pools: dict[Future, Any] = {}
         self.ended: list[tuple[Hashable, Any, BaseException | None]] = []
+        self.inline: list[Hashable] = []  # the unit running in this process, if any
 
     def has_free(self) -> bool:
         """True when a slot is free for :meth:`submit`."""
@@ -189,14 +190,20 @@ class Scheduler:
         """True while a unit runs."""
         return bool(self.running)
 
+    def running_keys(self) -> list[Hashable]:
+        """The keys of the units running now."""
+        return [*self.inline, *(key for key, _, _ in self.running.values())]
+
     def submit(self, key: Hashable, what: str, fn: Callable, *args) -> None:
         """Start ``fn(*args)`` on a free slot; ``key`` names it in :meth:`finished`, ``what`` in errors."""
         slot = self.free.pop(0)
         if not self.fresh:
+            self.inline.append(key)
             try:
                 self.ended.append((key, fn(*args), None))
             except Exception as exc:  # noqa: BLE001 - handed to the caller by finished()
                 self.ended.append((key, None, exc))
+            self.inline.remove(key)
             self.free.append(slot)
             return
         future, pool = submit_fresh(fn, *args, initializer=enter, initargs=(slot,))

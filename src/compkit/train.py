@@ -412,38 +412,42 @@ def run(config: Config, paths: Paths) -> None:
     pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
     waiting: set = set()
     scheduler, failure = Scheduler(slots(config.train), fresh=config.train.process_per_fold), None
-    while (pending and not failure) or scheduler.busy():
-        for backbone, fold in list(pending):
-            if failure or not scheduler.has_free():
-                break
-            label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
-            lock = lock_path(paths, backbone, fold)
-            if not is_done(paths, backbone, fold) and not claim(lock):
-                if (backbone, fold) not in waiting:
-                    console.info(f"{label} being trained by process {lock_owner(lock)}, left to it")
-                    waiting.add((backbone, fold))
-                continue
-            pending.remove((backbone, fold))
-            if is_done(paths, backbone, fold):  # checked again: another process may have just finished it
-                release(lock)
-                skipped += 1
-                console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
-                continue
-            _clear_half_written(paths, backbone, fold)
-            scheduler.submit((backbone, fold), f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
-        for (backbone, fold), result, error in scheduler.finished(timeout=1):
+    try:
+        while (pending and not failure) or scheduler.busy():
+            for backbone, fold in list(pending):
+                if failure or not scheduler.has_free():
+                    break
+                label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
+                lock = lock_path(paths, backbone, fold)
+                if not is_done(paths, backbone, fold) and not claim(lock):
+                    if (backbone, fold) not in waiting:
+                        console.info(f"{label} being trained by process {lock_owner(lock)}, left to it")
+                        waiting.add((backbone, fold))
+                    continue
+                pending.remove((backbone, fold))
+                if is_done(paths, backbone, fold):  # checked again: another process may have just finished it
+                    release(lock)
+                    skipped += 1
+                    console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
+                    continue
+                _clear_half_written(paths, backbone, fold)
+                scheduler.submit((backbone, fold), f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
+            for (backbone, fold), result, error in scheduler.finished(timeout=1):
+                release(lock_path(paths, backbone, fold))
+                if error is not None:
+                    failure = failure or error
+                    continue
+                trained += 1
+                console.info(
+                    f"[{backbone} fold {fold + 1}/{config.folds.n_splits}] OOF accuracy {result['oof_accuracy']:.4f} "
+                    f"macro-F1 {result['oof_macro_f1']:.4f} log loss {result['oof_log_loss']:.4f} "
+                    f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
+                )
+            if pending and not failure and not scheduler.busy():
+                time.sleep(1)  # every pending fold is another process's: wait for it
+    finally:  # interrupted (Ctrl-C): the running folds' locks go (their processes end with this one)
+        for backbone, fold in scheduler.running_keys():
             release(lock_path(paths, backbone, fold))
-            if error is not None:
-                failure = failure or error
-                continue
-            trained += 1
-            console.info(
-                f"[{backbone} fold {fold + 1}/{config.folds.n_splits}] OOF accuracy {result['oof_accuracy']:.4f} "
-                f"macro-F1 {result['oof_macro_f1']:.4f} log loss {result['oof_log_loss']:.4f} "
-                f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
-            )
-        if pending and not failure and not scheduler.busy():
-            time.sleep(1)  # every pending fold is another process's: wait for it
     if failure:
         raise failure
     check_done_folds(config, paths)  # folds another process finished must be from this config too
