@@ -36,7 +36,7 @@ def test_slots_from_a_device_list_workers_and_mirrored(monkeypatch):
     assert devices.visible_gpus() == ()
     half = max(1, devices.cores() // 2)
     assert devices.slots(_train()) == [devices.Slot(None, 0)]
-    assert devices.slots(_train(devices=[0, 2])) == [devices.Slot("0", half), devices.Slot("2", half)]
+    assert devices.slots(_train(devices=[0, 2, 0])) == [devices.Slot("0", half), devices.Slot("2", half)]
     assert devices.slots(_train(devices=[0, 2], strategy="mirrored")) == [devices.Slot("0,2", 0)]
     assert devices.slots(_train(workers=2)) == [devices.Slot(None, half)] * 2
     # Where TensorFlow sees GPUs (stood in for here), every one is used by default, and an unseen id is an error.
@@ -151,3 +151,19 @@ def test_gpu_preset_end_to_end_in_smoke_size_under_mixed_float16(tmp_path, dacon
         assert len(folds) == 2 and all(f["compute"]["precision"] == "mixed_float16" for f in folds)
         assert all(f["hyper"]["input_size"] == size for f in folds)
     assert list((tmp_path / "submissions/dacon-cv-2020").glob("*.csv"))
+
+
+@pytest.mark.slow
+def test_tune_runs_one_trial_per_device_at_once(tmp_path, dacon_dir):
+    """`make tune DEVICES=0,1`: two trials of one study at once, one per (fake) GPU id, each in its own process."""
+    import optuna
+
+    argv = [*TINY, "--set", "folds.n_splits=2", "--set", "tune.pruner='none'", "--data-dir", str(dacon_dir), "--root", str(tmp_path)]
+    assert main(["folds", *argv]) == 0
+    assert main(["tune", *argv, "--trials", "2", "--devices", "0,1"]) == 0
+    storage = f"sqlite:///{tmp_path / 'runs/dacon-cv-2020/optuna.db'}"
+    trials = optuna.load_study(study_name="dacon-cv-2020-cnn_small", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    a, b = (t.user_attrs["compute"] for t in trials)
+    assert {a["device"], b["device"]} == {"0", "1"}
+    assert a["started"] < b["finished"] and b["started"] < a["finished"]

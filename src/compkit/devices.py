@@ -123,7 +123,7 @@ def slots(train) -> list[Slot]:
         CompkitError: a ``train.devices`` id is not a GPU TensorFlow sees.
     """
     seen = visible_gpus()
-    ids = [str(d) for d in train.devices] or list(seen)
+    ids = list(dict.fromkeys(str(d) for d in train.devices)) or list(seen)  # a GPU named twice is still one slot
     missing = [d for d in ids if d not in seen]
     if seen and missing:
         raise CompkitError(f"train.devices: GPU {', '.join(missing)} is not one TensorFlow sees ({', '.join(seen)}); "
