@@ -1,7 +1,7 @@
 # compkit: `make folds train ensemble submit` runs one competition end to end.
 # Variables: COMPETITION (configs/<name>.toml), PRESET (smoke|cpu|gpu; default gpu with a GPU, else cpu),
 # DATA_DIR (default data/<competition>), BACKBONES ("cnn_small resnet_small"), SET (extra --set overrides),
-# GPU=1 for `make setup` to install TensorFlow's CUDA libraries.
+# GPU=1 for `make setup` to install TensorFlow's CUDA libraries; DEVICES ("0,2": GPUs for train/tune, one process each).
 COMPETITION ?= fashion-mnist
 PRESET ?=
 DATA_DIR ?=
@@ -12,6 +12,7 @@ TRIALS ?=
 WORKER ?=
 NO_TUNED ?=
 GPU ?=
+DEVICES ?=
 VARIANTS ?=
 FROM_ZIP ?=
 FILE ?=
@@ -21,20 +22,21 @@ GROUP ?= $(shell date -u +%Y%m%dT%H%M%SZ)
 export COMPKIT_GROUP := $(GROUP)
 PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
-       $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
+       $(if $(BACKBONES),--backbones "$(BACKBONES)") $(if $(DEVICES),--devices "$(DEVICES)") $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
+.PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
         bench-throughput bench-pipeline bench-ablation upload lb-sync adversarial
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
+	@echo "make env                   versions (TensorFlow, Keras, CUDA/cuDNN), GPUs and CPU features; the preset and precision used"
 	@echo "make data                  build (fashion-mnist) or download (platform = kaggle) the competition's files"
 	@echo "make data FROM_ZIP=x.zip   unpack and check a zip of the competition's files into data/<competition>"
 	@echo "make upload                submit the latest submission to Kaggle (FILE=name picks another)"
 	@echo "make lb-sync               read your Kaggle submissions' public/private scores into leaderboard.csv"
 	@echo "make adversarial           train-vs-test classifier: OOF ROC AUC, train rows most like test (runs/<c>/adversarial/)"
 	@echo "make check                 validate the config against the data; print rows, classes, shape, layout"
-	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=..."
+	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=... DEVICES=0,1"
 	@echo "make all                   data (when missing), then the four stages in order"
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
@@ -43,7 +45,7 @@ help:
 	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
 	@echo "make test                  the test suite"
 	@echo "make bench                 bench-throughput, bench-pipeline, bench-memory in turn (DATA_DIR=...)"
-	@echo "make bench-throughput      img/s of compkit's training loop vs a bare model.fit, and of predict (DACON)"
+	@echo "make bench-throughput      img/s of compkit's loop vs a bare model.fit, and of predict, per precision and worker count (DACON; PRECISIONS=float32,mixed_bfloat16 WORKERS=1,2)"
 	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
 	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON)"
 	@echo "make bench-ablation        one fold per recipe variant (bench/ablate.py), TTA scores too (DACON, VARIANTS=a,b)"
@@ -62,7 +64,7 @@ setup:
 
 comma := ,
 
-check folds ensemble all tune-status report pseudo lb-sync adversarial:
+env check folds ensemble all tune-status report pseudo lb-sync adversarial:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 data:
@@ -94,7 +96,7 @@ bench-memory:
 	$(PYTHON) bench/memory.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 bench-throughput:
-	$(PYTHON) bench/throughput.py $(BENCH_ARGS)
+	$(PYTHON) bench/throughput.py $(BENCH_ARGS) $(if $(PRECISIONS),--precisions $(PRECISIONS)) $(if $(WORKERS),--workers $(WORKERS))
 
 bench-pipeline:
 	$(PYTHON) bench/pipeline.py $(BENCH_ARGS)

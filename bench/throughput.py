@@ -15,12 +15,19 @@ root), for each backbone of the preset (or ``--backbones``) it prints one row:
   seconds per epoch of validation and of the rest (callbacks, Keras bookkeeping), to see what costs.
 - predict img/s: train_fold's prediction (``predict_tta``: ``tta`` views per image) of the holdout + test rows.
 
+Each row is repeated per precision policy (``--precisions float32,mixed_bfloat16``: ``train.precision``, both
+loops under it) and per worker count (``--workers 1,2``: n processes measuring at once, each with cores // n
+intra-op threads as ``train.workers = n`` runs folds; the img/s columns are the sum over the n processes,
+the ratios their mean), so a user on a GPU or a many-core CPU can choose with figures.
+
 Warm-up rule (both loops): the first epoch (tracing, tf.data cache filling) is run but not timed;
 epochs are timed by a Keras callback with epoch hooks only (no per-batch hook, so Keras keeps
 dispatching batches asynchronously). Prediction: one untimed call, then the median of ``--repeats``.
-A benchmark that prints figures, not a test; timings need a quiet machine. About 1.5 minutes on 2 cores.
+A benchmark that prints figures, not a test; timings need a quiet machine. About 1.5 minutes per
+backbone x precision x worker count on 2 cores.
 
-    python bench/throughput.py [--epochs 3] [--backbones cnn_small,resnet_small] [--data-dir DIR] [--set key=value]
+    python bench/throughput.py [--epochs 3] [--backbones cnn_small,resnet_small] [--precisions float32,mixed_bfloat16]
+                               [--workers 1,2] [--data-dir DIR] [--set key=value]
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("WANDB_MODE", "disabled")  # measure training, not W&B's offline writer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from compkit import fitting, folds  # noqa: E402
+from compkit import devices, fitting, folds  # noqa: E402
 from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import build_model  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
@@ -157,12 +164,36 @@ def measure(config, data, backbone: str, repeats: int) -> dict:
         "predict": len(inputs["image"]) / time_predict(model, inputs, hyper, repeats),
     }
     row["ratio"], row["epoch_ratio"] = row["compkit"] / row["bare"], row["epoch"] / row["bare"]
-    row["verdict"] = "ok" if row["ratio"] >= OK_RATIO else "SLOW"
     return row
 
 
+def measure_fold0(config, paths, backbone: str, repeats: int) -> dict:
+    """:func:`measure` on fold 0 of ``paths`` (read here: it runs in a worker process)."""
+    return measure(config, fitting.fold_data(config, paths, 0), backbone, repeats)
+
+
+SUMMED = ("compkit", "bare", "epoch", "predict")  # img/s, added up over concurrent workers
+
+
+def measure_workers(config, paths, backbone: str, repeats: int, workers: int) -> dict:
+    """:func:`measure` in ``workers`` processes at once, each on a :class:`compkit.devices.Slot` with cores // workers threads."""
+    threads = max(1, devices.cores() // workers) if workers > 1 else 0
+    scheduler = devices.Scheduler([devices.Slot(None, threads)] * workers)
+    for w in range(workers):
+        scheduler.submit(w, f"{backbone} worker {w}", measure_fold0, config, paths, backbone, repeats)
+    rows = []
+    while scheduler.busy():
+        for _, row, error in scheduler.finished(timeout=5):
+            if error is not None:
+                raise error
+            rows.append(row)
+    total = {**rows[0], **{k: sum(r[k] for r in rows) for k in SUMMED}}
+    total["ratio"], total["epoch_ratio"] = np.mean([r["ratio"] for r in rows]), np.mean([r["epoch_ratio"] for r in rows])
+    return total
+
+
 COLUMNS = [  # (header, key, format)
-    ("backbone", "backbone", "<14"), ("fit rows", "fit_rows", ">8"), ("batch", "batch", ">5"),
+    ("backbone", "backbone", "<14"), ("precision", "precision", "<14"), ("workers", "workers", ">7"), ("fit rows", "fit_rows", ">8"), ("batch", "batch", ">5"),
     ("epochs timed", "timed", ">12"), ("compkit img/s", "compkit", ">13.0f"), ("bare img/s", "bare", ">10.0f"),
     ("ratio", "ratio", ">5.2f"), ("verdict", "verdict", ">7"), ("epoch img/s", "epoch", ">11.0f"),
     ("epoch ratio", "epoch_ratio", ">11.2f"), ("val s/ep", "val_s", ">8.2f"), ("other s/ep", "other_s", ">10.3f"),
@@ -185,9 +216,15 @@ def main() -> int:
     p.add_argument("--backbones", default=None, help="comma- or space-separated (default: the cpu preset's)")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--repeats", type=int, default=5, help="timed predict calls; their median is shown")
+    p.add_argument("--precisions", default=None, help="comma-separated train.precision policies, one row each "
+                   "(default: float32 and mixed_float16 with a GPU, else float32 and mixed_bfloat16)")
+    p.add_argument("--workers", default=None, help="comma-separated worker counts: processes measuring at once (default: 1,2 on a CPU, 1 with a GPU)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("COMPKIT_DACON_DIR", REPO.parent / "shared/data/dacon-cv-2020")))
     args = p.parse_args()
+    gpu = bool(devices.visible_gpus())
+    args.precisions = args.precisions or ("float32,mixed_float16" if gpu else "float32,mixed_bfloat16")
+    args.workers = args.workers or ("1" if gpu or devices.cores() < 2 else "1,2")
     if args.epochs <= WARMUP_EPOCHS:
         p.error(f"--epochs must be above {WARMUP_EPOCHS}: the first epoch is not timed")
     overrides = [f"train.epochs={args.epochs}", f"train.patience={args.epochs}", *args.overrides]
@@ -198,10 +235,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as root:
         paths = Paths.for_competition(config.competition.name, Path(root), args.data_dir)
         folds.run(config, paths)
-        data = fitting.fold_data(config, paths, 0)
-        for backbone in config.train.backbones:
-            rows.append(measure(config, data, backbone, args.repeats))
-    print(f"\nthroughput, dacon-cv-2020 fold 0, preset {args.preset}, {args.epochs} epochs (epoch 1 untimed)")
+        for precision in args.precisions.split(","):
+            policy = config.model_copy(update={"train": config.train.model_copy(update={"precision": precision})})
+            for workers in map(int, args.workers.split(",")):
+                for backbone in config.train.backbones:
+                    if workers == 1:
+                        row = measure(policy, fitting.fold_data(policy, paths, 0), backbone, args.repeats)
+                    else:
+                        row = measure_workers(policy, paths, backbone, args.repeats, workers)
+                    rows.append({**row, "precision": precision, "workers": workers})
+    for row in rows:
+        row["verdict"] = "ok" if row["ratio"] >= OK_RATIO else "SLOW"
+    print(f"\nthroughput, dacon-cv-2020 fold 0, preset {args.preset}, {args.epochs} epochs (epoch 1 untimed), {devices.cores()} cores")
     print_row(None)
     for row in rows:
         print_row(row)
@@ -209,10 +254,11 @@ def main() -> int:
         "compkit img/s: training part of compkit.fitting.fit's epochs (validation excluded); bare img/s: model.fit on numpy\n"
         "arrays, no validation, no callbacks but the epoch timer; ratio = compkit / bare (ok >= 0.9). epoch img/s: compkit's whole epochs,\n"
         "validation and callbacks included; val s/ep and other s/ep (callbacks, Keras bookkeeping) split their cost.\n"
-        f"predict img/s: model.predict of holdout + test rows, batch {PREDICT_BATCH}, median of {args.repeats} calls."
+        f"predict img/s: model.predict of holdout + test rows, batch {PREDICT_BATCH}, median of {args.repeats} calls.\n"
+        "workers n > 1: n processes measured at once, each with cores // n intra-op threads; img/s summed, ratios averaged."
     )
-    verdicts = ", ".join(f"{r['backbone']} {r['ratio']:.2f} {r['verdict']}" for r in rows)
-    epochs = ", ".join(f"{r['backbone']} {r['epoch_ratio']:.2f}" for r in rows)
+    verdicts = ", ".join(f"{r['backbone']}/{r['precision']}/x{r['workers']} {r['ratio']:.2f} {r['verdict']}" for r in rows)
+    epochs = ", ".join(f"{r['backbone']}/{r['precision']}/x{r['workers']} {r['epoch_ratio']:.2f}" for r in rows)
     print(f"throughput: compkit / bare model.fit (training part): {verdicts}; whole epochs incl. validation: {epochs}")
     return 0
 

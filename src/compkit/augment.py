@@ -2,7 +2,10 @@
 
 Augmenting in the input pipeline (``Dataset.map`` with parallel calls) rather than inside the model keeps
 the saved model a plain inference model and lets TTA reuse the very same geometric transforms.
-Pixels stay 0-255 here; the model rescales them.
+Pixels stay 0-255 here; the model rescales them. Every layer here computes in float32 whatever the global
+dtype policy (``train.precision``): under ``mixed_float16`` the layers would otherwise take float16 and
+CutMix, elastic distortion and MixUp fail (float16 ranges, float16 x float32 products), and 0-255 pixels
+would lose precision; the model's own first layer casts to its compute dtype.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ if TYPE_CHECKING:
     import keras
 
     from compkit.config import Augment
+
+FLOAT32 = {"dtype": "float32"}  # the augmentation layers' dtype policy, whatever the global one (module docstring)
 
 
 def geometric(aug: Augment, seed: int) -> keras.Sequential | None:
@@ -28,15 +33,15 @@ def geometric(aug: Augment, seed: int) -> keras.Sequential | None:
 
     steps, how = [], aug.interpolation
     if aug.shift:
-        steps.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", interpolation=how, seed=seed))
+        steps.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", interpolation=how, seed=seed, **FLOAT32))
     if aug.rotation:
-        steps.append(layers.RandomRotation(aug.rotation / 360, fill_mode="constant", interpolation=how, seed=seed + 1))
+        steps.append(layers.RandomRotation(aug.rotation / 360, fill_mode="constant", interpolation=how, seed=seed + 1, **FLOAT32))
     if aug.zoom:
-        steps.append(layers.RandomZoom(aug.zoom, fill_mode="constant", interpolation=how, seed=seed + 2))
+        steps.append(layers.RandomZoom(aug.zoom, fill_mode="constant", interpolation=how, seed=seed + 2, **FLOAT32))
     if aug.shear:
-        steps.append(layers.RandomShear(aug.shear, aug.shear, fill_mode="constant", interpolation=how, seed=seed + 3))
+        steps.append(layers.RandomShear(aug.shear, aug.shear, fill_mode="constant", interpolation=how, seed=seed + 3, **FLOAT32))
     if aug.elastic:
-        steps.append(layers.RandomElasticTransform(factor=aug.elastic, fill_mode="constant", interpolation=how, seed=seed + 4))
+        steps.append(layers.RandomElasticTransform(factor=aug.elastic, fill_mode="constant", interpolation=how, seed=seed + 4, **FLOAT32))
     return keras.Sequential(steps) if steps else None
 
 
@@ -50,9 +55,9 @@ def training(aug: Augment, seed: int) -> Callable | None:
     from keras import layers
 
     shape = geometric(aug, seed)
-    erase = layers.RandomErasing(factor=aug.erasing, value_range=(0, 255), seed=seed + 5) if aug.erasing else None
-    mixers = [layers.MixUp(alpha=aug.mixup, seed=seed + 6)] if aug.mixup else []
-    mixers += [layers.CutMix(factor=aug.cutmix, seed=seed + 7)] if aug.cutmix else []
+    erase = layers.RandomErasing(factor=aug.erasing, value_range=(0, 255), seed=seed + 5, **FLOAT32) if aug.erasing else None
+    mixers = [layers.MixUp(alpha=aug.mixup, seed=seed + 6, **FLOAT32)] if aug.mixup else []
+    mixers += [layers.CutMix(factor=aug.cutmix, seed=seed + 7, **FLOAT32)] if aug.cutmix else []
     if not (shape or erase or mixers):
         return None
 

@@ -1,9 +1,11 @@
 """Command line: ``python -m compkit <stage> --competition NAME --preset NAME --set key=value ...``.
 
 Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes an HTML report of
-the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows. The Makefile targets call this. A :class:`CompkitError` ends the run with its one-line
-message (URL passwords masked) and exit status 2; Ctrl-C ends it with one line and exit status 130.
-``clean`` deletes a competition's folds/ and runs/ without reading its config.
+the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows; ``env``
+prints the versions, devices and CPU features, and the preset and precision ``all`` would use. The Makefile
+targets call this. A :class:`CompkitError` ends the run with its one-line message (URL passwords masked) and
+exit status 2; Ctrl-C ends it with one line and exit status 130. ``clean`` deletes a competition's folds/ and
+runs/ without reading its config.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,12 +35,15 @@ EXTRA = {
     "upload": ("platform", "upload"),
     "lb-sync": ("platform", "lb_sync"),
     "adversarial": ("adversarial", "run"),
+    "env": ("devices", "env"),
 }
 
 
 def default_preset() -> str:
-    """``gpu`` when an NVIDIA driver is installed (nvidia-smi on PATH), else ``cpu``."""
-    return "gpu" if shutil.which("nvidia-smi") else "cpu"
+    """``gpu`` when TensorFlow sees a GPU, else ``cpu`` (see :func:`compkit.devices.default_preset`)."""
+    from compkit.devices import default_preset
+
+    return default_preset()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--competition", default="fashion-mnist", help="configs/<competition>.toml (default: %(default)s)")
     p.add_argument("--preset", default=None, help="configs/presets/<preset>.toml: smoke, cpu or gpu (default: gpu with a GPU, else cpu)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder of the competition's files (default: data/<competition>)")
+    p.add_argument("--devices", default=None, help="train/tune: comma-separated GPU ids, one fold or trial process per GPU (default: every GPU)")
     p.add_argument("--backbones", default=None, help="comma- or space-separated backbones, replacing train.backbones")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=3 (repeatable)")
     p.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder of competition configs (default: %(default)s)")
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.backbones:
         names = args.backbones.replace(",", " ").split()
         overrides.append("train.backbones=[" + ", ".join(f'"{n}"' for n in names) + "]")
+    if args.devices:
+        overrides.append(f"train.devices=[{', '.join(args.devices.replace(',', ' ').split())}]")
     if args.trials is not None:
         overrides.append(f"tune.trials={args.trials}")
     if args.no_tuned:

@@ -231,7 +231,11 @@ class Train(Hyper):
     backbones: list[str] = Field(["cnn_small"], min_length=1)
     seed: int = 42
     use_tuned: bool = True  # apply runs/<competition>/best/<backbone>.json when `make tune` wrote it
-    mixed_precision: bool = False  # used only when a GPU is present
+    # Compute (devices.py): dtype policy; auto = mixed_float16 on a GPU (compute capability >= 7), else float32.
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    strategy: Literal["per_device", "mirrored"] = "per_device"  # a fold process per GPU, or one MirroredStrategy over all
+    devices: list[int] = []  # GPU ids as nvidia-smi numbers them (DEVICES=0,2); []: every GPU TensorFlow sees
+    workers: int = Field(1, ge=1)  # without a GPU: fold/trial processes at once, the cores split between them
     process_per_fold: bool = True  # a fresh process per fold keeps memory flat across folds
     class_weight: Literal["none", "balanced"] = "none"  # balanced: n / (k * count), sklearn's formula
     loss: Literal["crossentropy", "focal"] = "crossentropy"  # focal: Lin et al. 2017, gamma 2

@@ -160,19 +160,13 @@ def _class_weight(config: Config, data: FoldData) -> dict[int, float] | None:
     return dict(enumerate(compute_class_weight("balanced", classes=classes, y=labels).tolist()))
 
 
-def _strategy():
-    """MirroredStrategy over several GPUs, else the default (one GPU or the CPU)."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-
-
 def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, label: str, callbacks: list = ()):
     """Build, compile and fit ``backbone`` on ``data.fit``, early-stopping on ``data.val``.
 
     ``seed`` seeds the shuffling of the training rows; ``label`` prefixes the per-epoch progress lines;
-    ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback).
+    ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback). The model is built under
+    ``train.precision``'s dtype policy and ``train.strategy`` (:mod:`compkit.devices`); the input pipeline
+    stays float32 (augment.py) and the softmax output is float32.
 
     With pretrained weights the epochs are split into phases (head, then fine-tune: see finetune.py), each its
     own ``model.fit`` with fresh callbacks.
@@ -182,14 +176,13 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         epoch (1-based), loss, accuracy, val_loss, val_accuracy, learning_rate, phase).
     """
     import keras
-    import tensorflow as tf
 
+    from compkit import devices
     from compkit.backbones import build_model
 
     comp = config.competition
-    if config.train.mixed_precision and tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = _strategy()
+    keras.mixed_precision.set_global_policy(devices.precision(config.train.precision))
+    strategy = devices.strategy(config.train.strategy)
     with strategy.scope():
         model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
     steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))

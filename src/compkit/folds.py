@@ -8,8 +8,6 @@ byte-identical files. Holdout rows are in no fold, so no model ever trains on th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
@@ -21,9 +21,12 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _quiet_interrupt() -> None:
-    """Ctrl-C reaches the whole process group: the worker ends at once, without a traceback; the parent reports it."""
+def _initialize(initializer: Callable | None, initargs: tuple) -> None:
+    """Ctrl-C reaches the whole process group: the worker ends at once, without a traceback, and the parent
+    reports it; then the caller's own ``initializer``."""
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _call(parent: int, fn: Callable, args: tuple) -> Any:
@@ -31,15 +34,35 @@ def _call(parent: int, fn: Callable, args: tuple) -> Any:
     return fn(*args)
 
 
-def in_fresh_process(what: str, fn: Callable, *args) -> Any:
-    """``fn(*args)`` in a spawned process; returns its result and re-raises its exception.
+def submit_fresh(fn: Callable, *args, initializer: Callable | None = None, initargs: tuple = ()) -> tuple[Future, ProcessPoolExecutor]:
+    """Start ``fn(*args)`` in a spawned process; returns its future and the one-process pool to shut down after.
+
+    ``initializer(*initargs)`` runs in the new process before ``fn`` and its arguments are unpickled, so it can
+    set the environment TensorFlow reads when it is first imported (``CUDA_VISIBLE_DEVICES``, see devices.py).
+    """
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_initialize, initargs=(initializer, initargs))
+    return pool.submit(_call, os.getpid(), fn, args), pool
+
+
+def outcome(what: str, future: Future) -> Any:
+    """The result of a finished :func:`submit_fresh` future; re-raises its exception.
 
     Raises:
         CompkitError: the process died without an answer (killed, out of memory); ``what`` names the work.
     """
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_quiet_interrupt) as pool:
-        try:
-            return pool.submit(_call, os.getpid(), fn, args).result()
-        except BrokenProcessPool:
-            raise CompkitError(f"{what}: the process died (out of memory or killed); rerun to resume") from None
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise CompkitError(f"{what}: the process died (out of memory or killed); rerun to resume") from None
+
+
+def in_fresh_process(what: str, fn: Callable, *args, initializer: Callable | None = None, initargs: tuple = ()) -> Any:
+    """``fn(*args)`` in a spawned process (after ``initializer(*initargs)``); returns its result and re-raises its exception.
+
+    Raises:
+        CompkitError: the process died without an answer (killed, out of memory); ``what`` names the work.
+    """
+    future, pool = submit_fresh(fn, *args, initializer=initializer, initargs=initargs)
+    with pool:
+        return outcome(what, future)

@@ -37,13 +37,13 @@ from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
 from compkit.data import load_train
+from compkit.devices import Scheduler, describe, slots
 from compkit.errors import CompkitError
 from compkit.fitting import fit, fold_data, model_inputs
 from compkit.folds import check_folds
 from compkit.io import atomic_path, claim, lock_owner, release
 from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, stale_reason
 from compkit.metrics import score_table
-from compkit.process import in_fresh_process
 from compkit.tracking import tracked
 
 
@@ -58,7 +58,8 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
 
     Returns:
         The contents of ``fold.json``: ``oof_accuracy``, ``oof_macro_f1``, ``oof_log_loss``, ``epochs``, ``best_epoch``,
-        ``seconds``, ``peak_rss_mb`` (this process's peak resident memory), ``hyper``, and ``lineage``:
+        ``seconds``, ``started`` and ``finished`` (Unix times), ``peak_rss_mb`` (this process's peak resident memory),
+        ``compute`` (device, gpus, threads, precision, replicas: :func:`compkit.devices.describe`), ``hyper``, and ``lineage``:
         ``config`` and ``folds`` digests (:mod:`compkit.lineage`), ``fit_ids`` / ``val_ids`` (digests of
         the sorted ids the model was fit on / early-stopped on and predicted OOF) and their counts.
     """
@@ -67,7 +68,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
 
     comp = config.competition
     hyper = tuned_hyper(config, paths, backbone)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     seed = config.train.seed + fold
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -105,7 +106,10 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
             "best_epoch": best_epoch(histories[0]),  # the first seed's
             "seeds": seeds,
             "seconds": round(time.perf_counter() - start, 1),
+            "started": round(started, 3),
+            "finished": round(time.time(), 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "compute": describe(model),
             "hyper": hyper.model_dump(),
             "lineage": {
                 **lineage,
@@ -151,13 +155,10 @@ def check_done_folds(config: Config, paths: Paths) -> None:
                 raise CompkitError(f"{path}: {reason}")
 
 
-def _train_claimed(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
-    """Train a fold this process holds the lock of, after deleting a killed run's half-written files."""
-    for tmp in Layout(config, paths).fold_dir(backbone, fold).glob(".tmp-*"):
+def _clear_half_written(layout: Layout, backbone: str, fold: int) -> None:
+    """Delete a killed run's half-written files of a fold this process holds the lock of."""
+    for tmp in layout.fold_dir(backbone, fold).glob(".tmp-*"):
         tmp.unlink(missing_ok=True)
-    if config.train.process_per_fold:
-        return in_fresh_process(f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
-    return train_fold(config, paths, backbone, fold)
 
 
 def run(config: Config, paths: Paths) -> None:
@@ -165,6 +166,8 @@ def run(config: Config, paths: Paths) -> None:
 
     Folds locked by another live process are left to it; this run waits until they are done (or takes
     them over if that process dies), so every fold is trained once and the summary covers all of them.
+    Folds run in fresh processes, as many at once as :func:`compkit.devices.slots` gives (one per GPU, or
+    ``train.workers`` on a CPU); after a failed fold no new fold starts, the running ones finish, then it raises.
 
     Raises:
         CompkitError: missing or stale fold files, a finished fold made from another config, a fold that failed.
@@ -176,32 +179,45 @@ def run(config: Config, paths: Paths) -> None:
     start, trained, skipped = time.perf_counter(), 0, 0
     pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
     waiting: set = set()
-    while pending:
-        for backbone, fold in list(pending):
-            label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
-            lock = layout.lock(backbone, fold)
-            if not layout.is_done(backbone, fold) and not claim(lock):
-                if (backbone, fold) not in waiting:
-                    console.info(f"{label} being trained by process {lock_owner(lock)}, left to it")
-                    waiting.add((backbone, fold))
-                continue
-            pending.remove((backbone, fold))
-            try:
+    scheduler, failure = Scheduler(slots(config.train), fresh=config.train.process_per_fold), None
+    try:
+        while (pending and not failure) or scheduler.busy():
+            for backbone, fold in list(pending):
+                if failure or not scheduler.has_free():
+                    break
+                label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
+                lock = layout.lock(backbone, fold)
+                if not layout.is_done(backbone, fold) and not claim(lock):
+                    if (backbone, fold) not in waiting:
+                        console.info(f"{label} being trained by process {lock_owner(lock)}, left to it")
+                        waiting.add((backbone, fold))
+                    continue
+                pending.remove((backbone, fold))
                 if layout.is_done(backbone, fold):  # checked again: another process may have just finished it
+                    release(lock)
                     skipped += 1
                     console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
                     continue
-                result = _train_claimed(config, paths, backbone, fold)
-            finally:
-                release(lock)
-            trained += 1
-            console.info(
-                f"{label} OOF accuracy {result['oof_accuracy']:.4f} macro-F1 {result['oof_macro_f1']:.4f} "
-                f"log loss {result['oof_log_loss']:.4f} "
-                f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
-            )
-        if pending:
-            time.sleep(1)
+                _clear_half_written(layout, backbone, fold)
+                scheduler.submit((backbone, fold), f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
+            for (backbone, fold), result, error in scheduler.finished(timeout=1):
+                release(layout.lock(backbone, fold))
+                if error is not None:
+                    failure = failure or error
+                    continue
+                trained += 1
+                console.info(
+                    f"[{backbone} fold {fold + 1}/{config.folds.n_splits}] OOF accuracy {result['oof_accuracy']:.4f} "
+                    f"macro-F1 {result['oof_macro_f1']:.4f} log loss {result['oof_log_loss']:.4f} "
+                    f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
+                )
+            if pending and not failure and not scheduler.busy():
+                time.sleep(1)  # every pending fold is another process's: wait for it
+    finally:  # interrupted (Ctrl-C): the running folds' locks go (their processes end with this one)
+        for backbone, fold in scheduler.running_keys():
+            release(layout.lock(backbone, fold))
+    if failure:
+        raise failure
     check_done_folds(config, paths)  # folds another process finished must be from this config too
     scores, metric = [], config.competition.metric
     for backbone in config.train.backbones:

@@ -20,6 +20,7 @@ each backbone is exported to ``runs/<competition>/best/<backbone>.json``
 from __future__ import annotations
 
 import os
+import queue
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +36,7 @@ from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.backbones import BACKBONES
 from compkit.config import Config, ParamSpec, Paths
+from compkit.devices import describe, enter, slots
 from compkit.errors import CompkitError
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.process import in_fresh_process
@@ -144,7 +146,9 @@ def config_point(config: Config, backbone: str) -> dict:
 def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: int) -> float:
     """Train and score one trial (runs in the trial's own process by default).
 
-    The trial is reloaded from storage by id, so its per-epoch reports reach the study from here.
+    The trial is reloaded from storage by id, so its per-epoch reports reach the study from here. Its user
+    attribute ``compute`` records where it ran (:func:`compkit.devices.describe`) and its ``started`` and
+    ``finished`` Unix times.
 
     Returns:
         The mean score of the ``tune.folds`` validation folds.
@@ -160,7 +164,7 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
     hyper = config.hyper(backbone).with_params(trial.params)
     extra = {"backbone": backbone, "study": name, "trial": trial.number, "params": trial.params, "hyper": hyper.model_dump()}
     with tracked(config, paths, "tune", f"{backbone}-trial{trial.number}", extra) as tracker:
-        state, value = "FAIL", None
+        state, value, started = "FAIL", None, time.time()
         try:
             scores = []
             for i, fold in enumerate(config.tune.folds):
@@ -174,6 +178,7 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
                 model, _ = fit(config, hyper, backbone, data, seed, label, callbacks)
                 proba = predict_tta(model, model_inputs(data.train, data.val, hyper), hyper.augment, hyper.tta, seed)
                 scores.append(score(config.competition.metric, data.train.labels[data.val], proba))
+            trial.set_user_attr("compute", {**describe(model), "started": started, "finished": time.time()})
             state, value = "COMPLETE", float(np.mean(scores))
             return value
         except optuna.TrialPruned:
@@ -208,7 +213,9 @@ def _retry_failed(study: optuna.Study, max_retry: int) -> int:
 def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) -> optuna.Study:
     """Run trials of ``backbone``'s study until ``tune.trials`` are finished (by any worker).
 
-    ``worker`` offsets the sampler seed so that concurrent workers do not sample the same points.
+    ``worker`` offsets the sampler seed so that concurrent workers do not sample the same points. Trials run
+    as many at once as :func:`compkit.devices.slots` gives (one per GPU, or ``train.workers`` on a CPU), each
+    in its own process on its own slot.
     """
     storage, name, target = make_storage(config, paths), study_name(config, backbone), config.tune.trials
     study = optuna.create_study(
@@ -228,19 +235,28 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     console.info(f"[{backbone}] study {name}: {done}/{target} trials finished, {requeued} failed trial(s) queued again")
 
+    free = queue.SimpleQueue()  # the slots no trial runs on; optimize's threads take one each
+    places = slots(config.train)
+    for slot in places:
+        free.put(slot)
+
     def objective(trial: optuna.Trial) -> float:
         suggest(trial, config.tune.space_for(backbone), BACKBONES[backbone].min_size)
-        start = time.perf_counter()
-        if config.train.process_per_fold:
-            value = in_fresh_process(f"{backbone} trial {trial.number}", run_trial, config, paths, backbone, name, trial._trial_id)
-        else:
-            value = run_trial(config, paths, backbone, name, trial._trial_id)
+        start, slot = time.perf_counter(), free.get()
+        try:
+            if config.train.process_per_fold or len(places) > 1:
+                value = in_fresh_process(f"{backbone} trial {trial.number}", run_trial, config, paths, backbone, name,
+                                         trial._trial_id, initializer=enter, initargs=(slot,))
+            else:
+                value = run_trial(config, paths, backbone, name, trial._trial_id)
+        finally:
+            free.put(slot)
         console.info(f"[{backbone}] trial {trial.number}: {config.competition.metric} {value:.4f} in {time.perf_counter() - start:.0f}s")
         return value
 
     if done < target:
         stop = optuna.study.MaxTrialsCallback(target, states=(*FINISHED, TrialState.RUNNING))
-        study.optimize(objective, n_trials=target - done, callbacks=[stop])
+        study.optimize(objective, n_trials=target - done, callbacks=[stop], n_jobs=len(places))
     export_best(study, config, paths, backbone)
     return study
 
