@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -255,10 +256,27 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
         return value
 
     if done < target:
+        _serial_ask(study)
         stop = optuna.study.MaxTrialsCallback(target, states=(*FINISHED, TrialState.RUNNING))
         study.optimize(objective, n_trials=target - done, callbacks=[stop], n_jobs=len(places))
     export_best(study, config, paths, backbone)
     return study
+
+
+def _serial_ask(study: optuna.Study) -> None:
+    """Make ``study.ask`` (which ``optimize`` calls from each of its ``n_jobs`` threads) one thread at a time.
+
+    Popping a queued trial (the config's own point, a retried one) reads its WAITING state, then sets it RUNNING;
+    SQLite has no ``SELECT ... FOR UPDATE``, so two threads could both pop it and run one trial twice (seen with
+    two slots). Other processes on PostgreSQL are kept apart by the server's row lock.
+    """
+    ask, lock = study.ask, threading.Lock()
+
+    def serial(*args, **kwargs):
+        with lock:
+            return ask(*args, **kwargs)
+
+    study.ask = serial
 
 
 def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str) -> None:
