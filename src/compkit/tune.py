@@ -37,7 +37,7 @@ from compkit.config import Config, ParamSpec, Paths
 from compkit.errors import CompkitError
 from compkit.folds import load_folds
 from compkit.io import write_json
-from compkit.metrics import GREATER_IS_BETTER, score
+from compkit.metrics import GREATER_IS_BETTER, direction, score
 from compkit.process import in_fresh_process
 from compkit.tracking import tracked
 from compkit.train import best_params_path, fit, fold_data, model_inputs
@@ -212,7 +212,7 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        direction="maximize" if GREATER_IS_BETTER[config.competition.metric] else "minimize",
+        direction=direction(config.competition.metric),
         pruner=make_pruner(config),
         load_if_exists=True,
     )
