@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from compkit.errors import CompkitError
 from compkit.submit import SubmissionError, validate_submission
 
 
@@ -33,4 +34,42 @@ def test_a_good_submission_passes(dacon, sample):
 def test_mismatches_are_refused(dacon, sample, breakage, fragment):
     with pytest.raises(SubmissionError) as err:
         validate_submission(breakage(_good(sample)), sample, dacon().competition, "sub.csv")
+    assert str(err.value).startswith("sub.csv: ") and fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def _proba_sample(sample):
+    """DACON's sample ids with Kaggle's probability columns, classes in a shuffled order."""
+    frame = sample[["id"]].copy()
+    for c in (3, 1, 0, 2, 9, 8, 7, 6, 5, 4):
+        frame[str(c)] = 0.1
+    return frame
+
+
+def test_a_probability_header_is_a_probability_format(dacon, sample):
+    from compkit.formats import format_of
+
+    comp = dacon().competition.model_copy(update={"submission_columns": None})
+    fmt = format_of(list(_proba_sample(sample).columns), comp, "s.csv")
+    assert fmt.probabilities and fmt.id_column == "id" and fmt.columns[1] == "3"
+    assert format_of(["id", "digit"], comp, "s.csv").target == "digit"
+    with pytest.raises(CompkitError, match=r"s.csv: columns \['id', '0', '1'\]: expected an id column"):
+        format_of(["id", "0", "1"], comp, "s.csv")
+    with pytest.raises(CompkitError, match="differ from competition.submission_columns"):
+        format_of(list(_proba_sample(sample).columns), dacon().competition, "s.csv")  # the config says id, digit
+
+
+@pytest.mark.parametrize(
+    ("breakage", "fragment"),
+    [
+        (lambda s: s.assign(**{"3": s["3"].where(s.index != 5, 1.5)}), "row 6, column '3': 1.5 is not a probability"),
+        (lambda s: s.assign(**{"3": s["3"].where(s.index != 2, 0.2)}), "row 3: probabilities sum to 1.1, not 1"),
+        (lambda s: s.rename(columns={"3": "three"}), "differ from the sample's"),
+    ],
+)
+def test_bad_probabilities_are_refused(dacon, sample, breakage, fragment):
+    comp = dacon().competition.model_copy(update={"submission_columns": None})
+    expected = _proba_sample(sample)
+    validate_submission(expected, expected, comp, "sub.csv")
+    with pytest.raises(SubmissionError) as err:
+        validate_submission(breakage(expected), expected, comp, "sub.csv")
     assert str(err.value).startswith("sub.csv: ") and fragment in str(err.value) and "\n" not in str(err.value)

@@ -34,9 +34,10 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from compkit import console
 from compkit.config import Competition, Config, Paths
-from compkit.data import Images, class_indices, load_train
+from compkit.data import Images, load_train
 from compkit.errors import CompkitError
 from compkit.folds import load_folds
+from compkit.formats import SubmissionFormat, read_submission, submission_format
 from compkit.io import atomic_path, read_json, read_proba
 from compkit.metrics import score_table
 from compkit.train import fold_dir, load_fold_mean
@@ -216,16 +217,15 @@ def _leaderboard(paths: Paths) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def _submission_correct(path: Path, comp: Competition, held_ids: np.ndarray, truth: np.ndarray) -> np.ndarray | None:
+def _submission_correct(path: Path, comp: Competition, fmt: SubmissionFormat, held_ids: np.ndarray, truth: np.ndarray) -> np.ndarray | None:
     """(H,) bool per holdout row for a submission file that predicts the holdout ids; None otherwise
     (a missing file, or one that predicts the test file, whose labels are unknown)."""
     if not path.is_file():
         return None
-    frame = pd.read_csv(path)
-    id_column, target = comp.submission_columns
-    if list(frame.columns) != [id_column, target] or len(frame) != len(held_ids) or set(frame[id_column]) != set(held_ids):
+    ids, proba = read_submission(path, fmt, comp)
+    if len(ids) != len(held_ids) or set(ids) != set(held_ids):
         return None
-    pred = pd.Series(class_indices(frame[target], path, comp, target), index=frame[id_column]).loc[held_ids].to_numpy()
+    pred = pd.Series(proba.argmax(axis=1), index=ids).loc[held_ids].to_numpy()
     return pred == truth
 
 
@@ -238,11 +238,11 @@ def holdout_candidates(config: Config, paths: Paths, blend: dict, train: Images,
         The candidates, and the names of the submissions left out (file missing, or it predicts test).
     """
     comp = config.competition
-    held_ids = holdout[comp.id_key].to_numpy()
+    held_ids, fmt = holdout[comp.id_key].to_numpy(), submission_format(paths.data, comp)
     truth = train.labels[_rows(held_ids, train, paths.folds / "holdout.csv")]
     out, skipped = [], []
     for row in ([] if board is None else board.itertuples(index=False)):
-        correct = _submission_correct(paths.submissions / str(row.file), comp, held_ids, truth)
+        correct = _submission_correct(paths.submissions / str(row.file), comp, fmt, held_ids, truth)
         if correct is None:
             skipped.append(str(row.name))
         else:

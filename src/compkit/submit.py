@@ -2,10 +2,11 @@
 
 With the competition's test set present, the submission predicts test: the sample submission's
 columns, ids and order. Without it (DACON's test set is not shipped here) the submission predicts
-the local holdout, in the same columns, sorted by id. Public and private scores come from the
-competition's solution file (test labels with a Usage column, Kaggle's convention) when it ships
-one, else from the ensemble's predictions of the Public and Private parts of the holdout. A row
-is appended to ``submissions/<competition>/leaderboard.csv``.
+the local holdout, in the same columns, sorted by id. The columns are a label column or one
+probability column per class, as the sample's header says (see formats.py). Public and private
+scores, in the competition's metric, are of the file as written (read back): on the competition's
+solution file (test labels with a Usage column, Kaggle's convention) when it ships one, else on the
+Public and Private parts of the holdout. A row is appended to ``submissions/<competition>/leaderboard.csv``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Competition, Config, Paths
-from compkit.data import check_sample_ids, class_indices, has_test, load_sample_submission, load_solution, load_test, load_train
+from compkit.data import check_sample_ids, has_test, load_sample_submission, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.folds import load_folds
+from compkit.formats import SubmissionFormat, check_values, format_of, load_solution, read_submission, submission_format, to_frame
 from compkit.io import read_json, read_proba, write_csv
 from compkit.lineage import ids_digest
 from compkit.metrics import GREATER_IS_BETTER, score
@@ -37,9 +39,12 @@ class SubmissionError(CompkitError):
 def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: Competition, source: str) -> None:
     """Check ``submission`` against ``expected`` (the sample submission, or the holdout ids).
 
+    Its format (a label column, or one probability column per class) is the one ``expected``'s columns name.
+
     Raises:
         SubmissionError: columns differ (names or order), row count differs, a value is missing,
-            an id differs from the expected id at the same row, or a label is not a class.
+            an id differs from the expected id at the same row, a label is not a class, or a probability
+            is outside [0, 1] or a row's do not sum to 1.
             The message names ``source``, the row (1-based) or column, and the fix.
     """
     if list(submission.columns) != list(expected.columns):
@@ -53,7 +58,7 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
     if missing.any():
         row, col = map(int, np.argwhere(missing)[0])
         raise SubmissionError(f"{source}: row {row + 1}, column {submission.columns[col]!r} is empty; fill it in")
-    id_column, target = expected.columns
+    id_column = expected.columns[0]
     differs = submission[id_column].astype(str).to_numpy() != expected[id_column].astype(str).to_numpy()
     if differs.any():
         row = int(np.flatnonzero(differs)[0])
@@ -62,7 +67,7 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
             f"{shown(expected[id_column].iloc[row])}; keep the sample's ids and order"
         )
     try:
-        class_indices(submission[target], Path(source), comp, target)
+        check_values(submission, format_of(list(expected.columns), comp, source), comp, source)
     except CompkitError as exc:
         raise SubmissionError(str(exc)) from None
 
@@ -76,13 +81,13 @@ def _submission_path(folder: Path, name: str) -> Path:
     return path
 
 
-def _predictions(config: Config, paths: Paths, sample: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, fmt: SubmissionFormat) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """(ids, (N, K) probabilities, expected frame) of what is submitted: test when shipped, else the holdout."""
     comp = config.competition
-    id_column, target = comp.submission_columns
+    id_column = fmt.id_column
     if not has_test(paths.data, comp):
         ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
-        return ids, proba, pd.DataFrame({id_column: ids, target: comp.classes[0]})
+        return ids, proba, to_frame(fmt, ids, np.eye(len(comp.classes))[np.zeros(len(ids), dtype=int)], comp)
     test_ids = load_test(paths.data, comp).ids
     check_sample_ids(sample, test_ids, paths.data, comp)
     ids, proba = read_proba(paths.runs / "ensemble" / "test.csv", comp.id_key, comp.classes)
@@ -95,24 +100,26 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame) -> tuple[np
     return sample[id_column].to_numpy(), proba, sample
 
 
-def _score_parts(config: Config, paths: Paths, ids: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float], str]:
-    """Public and private scores, on the solution file when the competition ships one, else on the holdout."""
+def _score_parts(config: Config, paths: Paths, ids: np.ndarray, proba: np.ndarray, fmt: SubmissionFormat) -> tuple[dict[str, float], str]:
+    """Public and private ``metric`` of the submission as written ((N,) ids, (N, K) probabilities read back
+    from its file), on the solution file when the competition ships one, else on the holdout."""
     comp = config.competition
-    solution = load_solution(paths.data, comp)
+    index = pd.Series(np.arange(len(ids)), index=ids)
+    solution = load_solution(paths.data, comp, fmt)
     if solution is not None:
-        index = pd.Series(np.arange(len(ids)), index=ids)
-        missing = ~solution[comp.submission_columns[0]].isin(ids).to_numpy()
+        missing = ~solution[fmt.id_column].isin(ids).to_numpy()
         if missing.any():
             raise SubmissionError(f"{paths.data / comp.solution_file}: {int(missing.sum())} ids are not in the submission; "
                                   "the solution and the test set must have the same ids")
-        proba = proba[index.loc[solution[comp.submission_columns[0]]].to_numpy()]
+        proba = proba[index.loc[solution[fmt.id_column]].to_numpy()]
         truth, usage, where = solution["label"].to_numpy(), solution["Usage"].to_numpy(), comp.solution_file
     else:
         _, holdout = load_folds(config, paths)
-        ids, proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
         train = load_train(paths.data, comp)
-        truth = pd.Series(train.labels, index=train.ids).loc[ids].to_numpy()
-        usage, where = holdout.set_index(comp.id_key)["Usage"].loc[ids].to_numpy(), "the holdout"
+        held = holdout[comp.id_key].to_numpy()
+        proba = proba[index.loc[held].to_numpy()]
+        truth = pd.Series(train.labels, index=train.ids).loc[held].to_numpy()
+        usage, where = holdout["Usage"].to_numpy(), "the holdout"
     parts = {part.lower(): score(comp.metric, truth[usage == part], proba[usage == part]) for part in ("Public", "Private")}
     counts = f"{int((usage == 'Public').sum())} public / {int((usage == 'Private').sum())} private rows of {where}"
     return parts, counts
@@ -123,15 +130,14 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     comp = config.competition
     blend = read_json(paths.runs / "ensemble" / "ensemble.json")
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
-    sample = load_sample_submission(paths.data, comp)
-    id_column, target = comp.submission_columns
-    ids, proba, expected = _predictions(config, paths, sample)
-    submission = pd.DataFrame({id_column: ids, target: np.asarray(comp.classes, dtype=object)[proba.argmax(axis=1)]})
+    sample, fmt = load_sample_submission(paths.data, comp), submission_format(paths.data, comp)
+    ids, proba, expected = _predictions(config, paths, sample, fmt)
+    submission = to_frame(fmt, ids, proba, comp)
     path = _submission_path(paths.submissions, name)
     validate_submission(submission, expected, comp, str(path))
     write_csv(submission, path)
 
-    parts, counts = _score_parts(config, paths, ids, proba)
+    parts, counts = _score_parts(config, paths, *read_submission(path, fmt, comp), fmt)  # the file as written
     row = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "name": name,
