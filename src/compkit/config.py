@@ -244,9 +244,10 @@ class Tune(_Strict):
 class Ensemble(_Strict):
     """How the backbones' OOF probabilities are blended."""
 
-    select: Literal["best", "equal", "fitted", "hard", "stacked"] = "best"
+    select: Literal["best", "equal", "fitted", "hard", "caruana", "stacked"] = "best"
     stacking: bool = False  # also blend by a logistic-regression meta-model on the OOF probabilities ("stacked")
     stacking_c: float = Field(1.0, gt=0)  # the meta-model's C: inverse L2 regularisation strength
+    caruana_iterations: int = Field(25, ge=1)  # picks of Caruana's ensemble selection (with replacement)
 
     @model_validator(mode="after")
     def _stacked_needs_stacking(self) -> Ensemble:
