@@ -62,6 +62,15 @@ def lock_path(paths: Paths, backbone: str, fold: int) -> Path:
     return fold_dir(paths, backbone, fold) / ".lock"
 
 
+def no_decay_variables(model) -> list:
+    """The trainable variables weight decay leaves alone: the 1-D ones (biases, BatchNorm gamma and beta).
+
+    timm's rule (``param_groups_weight_decay``: no decay for ``ndim <= 1``), after Loshchilov & Hutter,
+    "Decoupled Weight Decay Regularization" (ICLR 2019), which decays weights, not shifts and scales.
+    """
+    return [v for v in model.trainable_variables if len(v.shape) <= 1]
+
+
 def _optimizer(hyper: Hyper, steps_per_epoch: int):
     import keras
 
@@ -230,8 +239,10 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         keras.mixed_precision.set_global_policy("mixed_float16")
     with _strategy().scope():
         model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
+        optimizer = _optimizer(hyper, int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size)))
+        optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))  # before the optimizer is built
         model.compile(
-            optimizer=_optimizer(hyper, int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))),
+            optimizer=optimizer,
             loss=_loss(config, hyper),
             metrics=["accuracy"],
         )

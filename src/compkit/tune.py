@@ -96,14 +96,31 @@ def study_name(config: Config, backbone: str) -> str:
     return f"{config.competition.name}-{backbone}"
 
 
+# Optimizers whose trials train without weight decay: Keras 3 applies Adam(weight_decay=w) as AdamW's
+# decoupled decay, so an adam trial with decay would repeat an adamw trial; adam samples none.
+DECAY_FREE = ("adam", "nadam")
+
+
+def trial_hyperparams(params: dict) -> dict:
+    """A trial's parameters as trained: an ``adam``/``nadam`` trial gets ``weight_decay`` 0 (it samples none)."""
+    if params.get("optimizer") in DECAY_FREE:
+        return {**params, "weight_decay": 0.0}
+    return params
+
+
 def suggest(trial: optuna.Trial, space: dict[str, ParamSpec], min_size: int) -> dict:
     """Sample one value per dimension; ``input_size`` is bounded below by the backbone's ``min_size``.
+
+    ``weight_decay`` is sampled only for optimizers outside :data:`DECAY_FREE` (adamw, sgd): the
+    space then has no two points that train the same way.
 
     Raises:
         CompkitError: an ``input_size`` dimension leaves no size at or above ``min_size``.
     """
     params = {}
     for key, spec in space.items():
+        if key == "weight_decay" and params.get("optimizer") in DECAY_FREE:
+            continue
         choices, low = spec.choices, spec.low
         if key == "input_size":
             choices = [c for c in choices if c >= min_size] if choices else None
@@ -136,6 +153,8 @@ def config_point(config: Config, backbone: str) -> dict:
                 point[key] = value
         elif value is not None:
             point[key] = type(spec.low)(min(max(value, spec.low), spec.high))
+    if point.get("optimizer") in DECAY_FREE:
+        point.pop("weight_decay", None)  # not a dimension of this optimizer's trials
     return point
 
 
@@ -155,7 +174,7 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
 
     study = optuna.load_study(study_name=name, storage=make_storage(config, paths), pruner=make_pruner(config))
     trial = optuna.trial.Trial(study, trial_id)
-    hyper = config.hyper(backbone).with_params(trial.params)
+    hyper = config.hyper(backbone).with_params(trial_hyperparams(trial.params))
     extra = {"backbone": backbone, "study": name, "trial": trial.number, "params": trial.params, "hyper": hyper.model_dump()}
     with tracked(config, paths, "tune", f"{backbone}-trial{trial.number}", extra) as tracker:
         state, value = "FAIL", None
@@ -250,7 +269,7 @@ def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str
     best = study.best_trial
     write_json(
         {"study": study.study_name, "trial": best.number, "value": best.value, "metric": config.competition.metric,
-         "params": best.params},
+         "params": trial_hyperparams(best.params)},
         best_params_path(paths, backbone),
     )
 
