@@ -3,6 +3,7 @@ digit-recognizer CSV layout and an image-folder layout, each run end to end with
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -173,7 +174,7 @@ stratify = ["label"]
 FMNIST_CLASSES = ["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 
 
-def _hidden_labels(tmp_path, fmnist, name, metric, sample_columns, n_train=400, n_test=300):
+def _hidden_labels(tmp_path, fmnist, name, metric, sample_columns, n_train=400, n_test=300, extra=()):
     """A Kaggle-layout competition from real Fashion-MNIST rows: train.csv (id, label, pixels), test.csv
     (id, pixels), the sample submission with ``sample_columns`` after the id, and solution.csv with the
     hidden test labels (one-hot class columns for a probability sample, else the label) and Usage.
@@ -204,16 +205,17 @@ def _hidden_labels(tmp_path, fmnist, name, metric, sample_columns, n_train=400, 
     solution.to_csv(data / "solution.csv", index=False)
     (configs / f"{name}.toml").write_text(HIDDEN_LABELS.format(name=name, metric=metric))
     (configs / "presets/smoke.toml").write_text((REPO / "configs/presets/smoke.toml").read_text())
-    argv = ["--competition", name, "--config-dir", str(configs), "--data-dir", str(data), "--root", str(tmp_path), *FAST]
+    argv = ["--competition", name, "--config-dir", str(configs), "--data-dir", str(data), "--root", str(tmp_path), *FAST, *extra]
     assert main(["all", *argv]) == 0
-    return _submission(tmp_path, name), solution, pd.read_csv(tmp_path / "submissions" / name / "leaderboard.csv")
+    return _submission(tmp_path, name), solution, pd.read_csv(tmp_path / "submissions" / name / "leaderboard.csv"), argv
 
 
 def test_log_loss_competition_submits_probabilities_scored_as_written(tmp_path, fmnist):
     """Kaggle's probability format: id then one column per class in the sample's order (here shuffled);
     the leaderboard's public/private are sklearn's log loss of the written file against solution.csv."""
     order = [FMNIST_CLASSES[i] for i in (3, 0, 9, 1, 5, 2, 8, 4, 7, 6)]
-    submission, solution, board = _hidden_labels(tmp_path, fmnist, "fmnist-logloss", "log_loss", order)
+    two = ["--backbones", "cnn_small,resnet_small"]
+    submission, solution, board, argv = _hidden_labels(tmp_path, fmnist, "fmnist-logloss", "log_loss", order, extra=two)
     assert list(submission.columns) == ["id", *order]
     assert submission["id"].tolist() == pd.read_csv(tmp_path / "data/sample_submission.csv")["id"].tolist()
     np.testing.assert_allclose(submission[order].sum(axis=1), 1, atol=1e-9)
@@ -225,9 +227,17 @@ def test_log_loss_competition_submits_probabilities_scored_as_written(tmp_path, 
         assert board.loc[0, part.lower()] == pytest.approx(expected, abs=2e-6)
     assert 0.3 < board.loc[0, "public"] < 2.3  # one epoch on 200 images: better than uniform (ln 10 = 2.30)
 
+    # the report takes the lowest log loss as the best backbone, and a positive gain as a lower loss
+    assert main(["report", *argv]) == 0
+    page = (tmp_path / "runs/fmnist-logloss/report/index.html").read_text(encoding="utf-8")
+    scores = json.loads((tmp_path / "runs/fmnist-logloss/ensemble/ensemble.json").read_text())["scores"]
+    lowest = min(scores, key=lambda b: scores[b]["log_loss"])
+    assert scores["cnn_small"]["log_loss"] != scores["resnet_small"]["log_loss"]
+    assert f"by the competition&#x27;s metric (log_loss (lower is better)), {lowest} (OOF log_loss {scores[lowest]['log_loss']:.4f}" in page
+
 
 def test_macro_f1_competition_scored_by_sklearn_on_the_written_labels(tmp_path, fmnist):
-    submission, solution, board = _hidden_labels(tmp_path, fmnist, "fmnist-f1", "macro_f1", ["label"])
+    submission, solution, board, _ = _hidden_labels(tmp_path, fmnist, "fmnist-f1", "macro_f1", ["label"])
     assert list(submission.columns) == ["id", "label"]
     predicted = submission.set_index("id").loc[solution["id"], "label"].to_numpy()
     for part in ("Public", "Private"):
