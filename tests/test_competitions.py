@@ -174,7 +174,7 @@ stratify = ["label"]
 FMNIST_CLASSES = ["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 
 
-def _hidden_labels(tmp_path, fmnist, name, metric, sample_columns, n_train=400, n_test=300, extra=()):
+def _hidden_labels(tmp_path, fmnist, name, metric, sample_columns, n_train=400, n_test=300, options=()):
     """A Kaggle-layout competition from real Fashion-MNIST rows: train.csv (id, label, pixels), test.csv
     (id, pixels), the sample submission with ``sample_columns`` after the id, and solution.csv with the
     hidden test labels (one-hot class columns for a probability sample, else the label) and Usage.
@@ -205,7 +205,7 @@ def _hidden_labels(tmp_path, fmnist, name, metric, sample_columns, n_train=400, 
     solution.to_csv(data / "solution.csv", index=False)
     (configs / f"{name}.toml").write_text(HIDDEN_LABELS.format(name=name, metric=metric))
     (configs / "presets/smoke.toml").write_text((REPO / "configs/presets/smoke.toml").read_text())
-    argv = ["--competition", name, "--config-dir", str(configs), "--data-dir", str(data), "--root", str(tmp_path), *FAST, *extra]
+    argv = ["--competition", name, "--config-dir", str(configs), "--data-dir", str(data), "--root", str(tmp_path), *FAST, *options]
     assert main(["all", *argv]) == 0
     return _submission(tmp_path, name), solution, pd.read_csv(tmp_path / "submissions" / name / "leaderboard.csv"), argv
 
@@ -215,7 +215,7 @@ def test_log_loss_competition_submits_probabilities_scored_as_written(tmp_path, 
     the leaderboard's public/private are sklearn's log loss of the written file against solution.csv."""
     order = [FMNIST_CLASSES[i] for i in (3, 0, 9, 1, 5, 2, 8, 4, 7, 6)]
     two = ["--backbones", "cnn_small,resnet_small"]
-    submission, solution, board, argv = _hidden_labels(tmp_path, fmnist, "fmnist-logloss", "log_loss", order, extra=two)
+    submission, solution, board, argv = _hidden_labels(tmp_path, fmnist, "fmnist-logloss", "log_loss", order, options=two)
     assert list(submission.columns) == ["id", *order]
     assert submission["id"].tolist() == pd.read_csv(tmp_path / "data/sample_submission.csv")["id"].tolist()
     np.testing.assert_allclose(submission[order].sum(axis=1), 1, atol=1e-9)
