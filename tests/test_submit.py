@@ -73,3 +73,14 @@ def test_bad_probabilities_are_refused(dacon, sample, breakage, fragment):
     with pytest.raises(SubmissionError) as err:
         validate_submission(breakage(expected), expected, comp, "sub.csv")
     assert str(err.value).startswith("sub.csv: ") and fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_log_loss_with_a_label_sample_is_refused(dacon, dacon_dir, tmp_path, capsys):
+    """One-hot labels would be scored, not the model's probabilities: `check` (and `submit`) say so up front."""
+    from compkit.cli import main
+
+    argv = ["check", "--competition", "dacon-cv-2020", "--data-dir", str(dacon_dir), "--root", str(tmp_path), "--set", "competition.metric='log_loss'"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "submission.csv: metric log_loss scores probabilities, but the sample submission's 'digit' column holds labels" in err
+    assert err.count("\n") == 1

@@ -9,7 +9,7 @@ from compkit import console
 from compkit.config import Config, Paths
 from compkit.data import load_sample_submission
 from compkit.folds import check_inputs, make_folds
-from compkit.formats import load_solution, submission_format
+from compkit.formats import load_solution, require_probabilities_for_log_loss, submission_format
 
 
 def run(config: Config, paths: Paths) -> None:
@@ -22,6 +22,7 @@ def run(config: Config, paths: Paths) -> None:
     comp = config.competition
     train, test = check_inputs(config, paths)  # test checked against train and the sample submission
     sample, fmt = load_sample_submission(paths.data, comp), submission_format(paths.data, comp)
+    require_probabilities_for_log_loss(fmt, comp, str(paths.data / comp.sample_submission))
     solution = load_solution(paths.data, comp, fmt)
     folds, holdout = make_folds(train, config, with_holdout=solution is None)  # feasibility only: nothing is written
 

@@ -71,6 +71,19 @@ def format_of(header: list[str], comp: Competition, source: str) -> SubmissionFo
     )
 
 
+def require_probabilities_for_log_loss(fmt: SubmissionFormat, comp: Competition, source: str) -> None:
+    """Refuse a label submission under log loss: its one-hot rows would score ~34 per wrong row, not the model.
+
+    Raises:
+        DataError: ``competition.metric`` is ``log_loss`` and the sample has a label column; names ``source``.
+    """
+    if comp.metric == "log_loss" and not fmt.probabilities:
+        raise DataError(
+            f"{source}: metric log_loss scores probabilities, but the sample submission's {fmt.target!r} column holds "
+            f"labels; use a sample with one column per class ({fmt.id_column},{','.join(map(str, comp.classes))}) or another metric"
+        )
+
+
 def submission_format(data_dir: Path, comp: Competition) -> SubmissionFormat:
     """The format of competition ``comp``'s sample submission in ``data_dir`` (its header only is read).
 

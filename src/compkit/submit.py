@@ -23,7 +23,8 @@ from compkit.config import Competition, Config, Paths
 from compkit.data import check_sample_ids, has_test, load_sample_submission, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.folds import load_folds
-from compkit.formats import SubmissionFormat, check_values, format_of, load_solution, read_submission, submission_format, to_frame
+from compkit.formats import (SubmissionFormat, check_values, format_of, load_solution, read_submission,
+                             require_probabilities_for_log_loss, submission_format, to_frame)
 from compkit.io import read_json, read_proba, write_csv
 from compkit.lineage import ids_digest
 from compkit.metrics import GREATER_IS_BETTER, score
@@ -131,6 +132,7 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     blend = read_json(paths.runs / "ensemble" / "ensemble.json")
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
     sample, fmt = load_sample_submission(paths.data, comp), submission_format(paths.data, comp)
+    require_probabilities_for_log_loss(fmt, comp, str(paths.data / comp.sample_submission))
     ids, proba, expected = _predictions(config, paths, sample, fmt)
     submission = to_frame(fmt, ids, proba, comp)
     path = _submission_path(paths.submissions, name)

@@ -186,8 +186,9 @@ def _oof_section(page: _Page, models: list[Model], labels: dict[str, np.ndarray]
         row = {"blend": name, "selected": "yes" if name == selected else ""}
         row.update({f"w {b}": np.nan if name == "hard" or "weights" not in spec else spec["weights"][b] for b in backbones})
         row.update({"accuracy": spec["accuracy"], "log loss": spec["log_loss"],
-                    f"{metric} gain": gain(metric, spec[metric], blend["scores"][best_single][metric]),
-                    "log loss gain": blend["scores"][best_single]["log_loss"] - spec["log_loss"]})
+                    f"{metric} gain": gain(metric, spec[metric], blend["scores"][best_single][metric])})
+        if metric != "log_loss":  # else the same column twice
+            row["log loss gain"] = blend["scores"][best_single]["log_loss"] - spec["log_loss"]
         rows.append(row)
     page.add("<h3>Blends</h3>")
     page.para(f"Every blend is scored out of fold (fitted on the other folds' OOF rows). Gains are over the best "
