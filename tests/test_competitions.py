@@ -78,7 +78,14 @@ def test_kaggle_digit_recognizer_layout(tmp_path, fmnist):
     submission = _submission(tmp_path, "digit-recognizer")
     assert list(submission.columns) == ["ImageId", "Label"] and submission["ImageId"].tolist() == list(range(1, 201))
     assert submission["Label"].between(0, 9).all()
-    assert len(pd.read_csv(tmp_path / "folds/digit-recognizer/holdout.csv")) == 80  # 10% of train
+    holdout = pd.read_csv(tmp_path / "folds/digit-recognizer/holdout.csv")
+    assert len(holdout) == 80  # 10% of train
+    # test labels are hidden: scored on the ensemble's holdout predictions, as labels (what the file holds)
+    held = pd.read_csv(tmp_path / "runs/digit-recognizer/ensemble/holdout.csv").set_index("ImageId").loc[holdout["ImageId"]]
+    right = held.to_numpy().argmax(axis=1) == y[holdout["ImageId"].to_numpy() - 1]
+    board = pd.read_csv(tmp_path / "submissions/digit-recognizer/leaderboard.csv")
+    for part in ("Public", "Private"):
+        assert board.loc[0, part.lower()] == pytest.approx(right[(holdout["Usage"] == part).to_numpy()].mean(), abs=1e-6)
 
 
 IMAGE_FOLDER = """

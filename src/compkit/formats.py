@@ -109,6 +109,13 @@ def to_frame(fmt: SubmissionFormat, ids: np.ndarray, proba: np.ndarray, comp: Co
     return frame
 
 
+def as_submitted(fmt: SubmissionFormat, proba: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities as a submission in ``fmt`` scores them: one-hot of the argmax for labels, else renormalised."""
+    if fmt.probabilities:
+        return proba / proba.sum(axis=1, keepdims=True)
+    return np.eye(proba.shape[1])[proba.argmax(axis=1)]
+
+
 def check_values(frame: pd.DataFrame, fmt: SubmissionFormat, comp: Competition, source: str) -> None:
     """Check a submission's values: labels among the classes, or probabilities in [0, 1] with rows summing to 1.
 

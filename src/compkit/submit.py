@@ -23,7 +23,7 @@ from compkit.config import Competition, Config, Paths
 from compkit.data import check_sample_ids, has_test, load_sample_submission, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.folds import load_folds
-from compkit.formats import (SubmissionFormat, check_values, format_of, load_solution, read_submission,
+from compkit.formats import (SubmissionFormat, as_submitted, check_values, format_of, load_solution, read_submission,
                              require_probabilities_for_log_loss, submission_format, to_frame)
 from compkit.io import read_json, read_proba, write_csv
 from compkit.lineage import ids_digest
@@ -103,7 +103,9 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, fmt: Submis
 
 def _score_parts(config: Config, paths: Paths, ids: np.ndarray, proba: np.ndarray, fmt: SubmissionFormat) -> tuple[dict[str, float], str]:
     """Public and private ``metric`` of the submission as written ((N,) ids, (N, K) probabilities read back
-    from its file), on the solution file when the competition ships one, else on the holdout."""
+    from its file), on the solution file when the competition ships one, else on the holdout: the file's
+    rows when it predicts the holdout, else (test without labels) the ensemble's holdout predictions in
+    the submission's format."""
     comp = config.competition
     index = pd.Series(np.arange(len(ids)), index=ids)
     solution = load_solution(paths.data, comp, fmt)
@@ -118,7 +120,11 @@ def _score_parts(config: Config, paths: Paths, ids: np.ndarray, proba: np.ndarra
         _, holdout = load_folds(config, paths)
         train = load_train(paths.data, comp)
         held = holdout[comp.id_key].to_numpy()
-        proba = proba[index.loc[held].to_numpy()]
+        if has_test(paths.data, comp):  # the file predicts test: the ensemble's holdout predictions, as the format writes them
+            held_ids, held_proba = read_proba(paths.runs / "ensemble" / "holdout.csv", comp.id_key, comp.classes)
+            proba = as_submitted(fmt, held_proba)[pd.Series(np.arange(len(held_ids)), index=held_ids).loc[held].to_numpy()]
+        else:  # the file predicts the holdout
+            proba = proba[index.loc[held].to_numpy()]
         truth = pd.Series(train.labels, index=train.ids).loc[held].to_numpy()
         usage, where = holdout["Usage"].to_numpy(), "the holdout"
     parts = {part.lower(): score(comp.metric, truth[usage == part], proba[usage == part]) for part in ("Public", "Private")}
