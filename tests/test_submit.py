@@ -1,5 +1,6 @@
 """A submission that does not match the sample is refused with one line naming row or column."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,3 +85,22 @@ def test_log_loss_with_a_label_sample_is_refused(dacon, dacon_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert "submission.csv: metric log_loss scores probabilities, but the sample submission's 'digit' column holds labels" in err
     assert err.count("\n") == 1
+
+
+def test_a_probability_solution_may_hold_one_hot_columns_or_the_label(dacon, dacon_dir, tmp_path):
+    from compkit.data import load_train
+    from compkit.formats import format_of, load_solution
+
+    comp = dacon().competition.model_copy(update={"submission_columns": None})
+    train = load_train(dacon_dir, comp)
+    ids, labels = train.ids[:50], train.labels[:50]  # real DACON rows standing in for hidden test labels
+    fmt = format_of(["id", *map(str, (3, 1, 0, 2, 9, 8, 7, 6, 5, 4))], comp, "s.csv")
+    usage = np.where(np.arange(50) % 2 == 0, "Public", "Private")
+    one_hot = pd.DataFrame({"id": ids, **{c: (labels == int(c)).astype(int) for c in fmt.columns[1:]}, "Usage": usage})
+    one_hot.to_csv(tmp_path / "solution.csv", index=False)
+    assert load_solution(tmp_path, comp, fmt)["label"].tolist() == labels.tolist()
+    pd.DataFrame({"id": ids, "digit": labels, "Usage": usage}).to_csv(tmp_path / "solution.csv", index=False)  # named as the target
+    assert load_solution(tmp_path, comp, fmt)["label"].tolist() == labels.tolist()
+    one_hot.assign(**{"3": 1}).to_csv(tmp_path / "solution.csv", index=False)
+    with pytest.raises(CompkitError, match=r"solution.csv: row \d+: class columns .* are not one-hot"):
+        load_solution(tmp_path, comp, fmt)
