@@ -55,6 +55,9 @@ def test_study_completes_exports_best_and_train_applies_it(tmp_path, dacon_dir, 
     used = json.loads((tmp_path / "runs/dacon-cv-2020/cnn_small/fold0/fold.json").read_text())["hyper"]
     assert used["learning_rate"] == best["params"]["learning_rate"]
     assert used["augment"]["shift"] == best["params"]["augment.shift"]
+    assert main(["ensemble", *argv]) == 0 and main(["report", *argv]) == 0  # the report says the CV holds the tuned fold
+    page = (tmp_path / "runs/dacon-cv-2020/report/index.html").read_text(encoding="utf-8")
+    assert "Tuning bias: cnn_small use hyperparameters chosen by Optuna on fold(s) 0" in page
 
     for fold in (0, 1):
         (tmp_path / f"runs/dacon-cv-2020/cnn_small/fold{fold}/fold.json").unlink()

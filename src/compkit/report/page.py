@@ -26,7 +26,7 @@ from compkit.report.figures import (blends_figure, confusion_figure, correlation
 from compkit.report.loaders import (Candidate, Model, backbone_oof, blend_oof, holdout_candidates, read_leaderboard,
                                     rows_of)
 from compkit.report.stats import N_BOOT, fold_spread, metric_flip_probability, metric_interval, true_class_correlation
-from compkit.train import fold_dir
+from compkit.train import best_params_path, fold_dir
 
 N_WRONG = 24  # images in the grid of confidently wrong OOF predictions
 MAX_EXTRA_VALUES = 40  # values of an extra column shown (the most frequent ones)
@@ -342,6 +342,12 @@ def run(config: Config, paths: Paths) -> Path:
         page.para(f"No holdout: submissions are scored on {comp.solution_file}, so the public/private bootstrap "
                   "is not drawn; the leaderboard above holds the scores.", note=True)
     _oof_section(page, models, labels, blend, comp.metric)
+    tuned = [b for b in blend["backbones"] if config.train.use_tuned and best_params_path(paths, b).is_file()]
+    if tuned:  # the tuning folds' OOF rows are in the CV: it is optimistic by the selection made on them
+        page.para(f"Tuning bias: {', '.join(tuned)} use hyperparameters chosen by Optuna on fold(s) "
+                  f"{', '.join(map(str, config.tune.folds))}, whose OOF rows are part of this CV and of the blend "
+                  "selection, so the CV is optimistic; the other folds' scores (per fold, above) and the holdout are not.",
+                  note=True)
     _correlation_section(page, models[1:], labels["blend"])
     _per_model_section(page, models, labels, comp)
     _curves_section(page, config, paths, blend["backbones"])
