@@ -3,12 +3,14 @@ digit-recognizer CSV layout and an image-folder layout, each run end to end with
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.metrics import f1_score, log_loss
 
 from compkit.cli import main
 from compkit.config import load_config
@@ -79,7 +81,14 @@ def test_kaggle_digit_recognizer_layout(tmp_path, fmnist):
     submission = _submission(tmp_path, "digit-recognizer")
     assert list(submission.columns) == ["ImageId", "Label"] and submission["ImageId"].tolist() == list(range(1, 201))
     assert submission["Label"].between(0, 9).all()
-    assert len(pd.read_csv(tmp_path / "folds/digit-recognizer/holdout.csv")) == 80  # 10% of train
+    holdout = pd.read_csv(tmp_path / "folds/digit-recognizer/holdout.csv")
+    assert len(holdout) == 80  # 10% of train
+    # test labels are hidden: scored on the ensemble's holdout predictions, as labels (what the file holds)
+    held = pd.read_csv(tmp_path / "runs/digit-recognizer/ensemble/holdout.csv").set_index("ImageId").loc[holdout["ImageId"]]
+    right = held.to_numpy().argmax(axis=1) == y[holdout["ImageId"].to_numpy() - 1]
+    board = pd.read_csv(tmp_path / "submissions/digit-recognizer/leaderboard.csv")
+    for part in ("Public", "Private"):
+        assert board.loc[0, part.lower()] == pytest.approx(right[(holdout["Usage"] == part).to_numpy()].mean(), abs=1e-6)
 
 
 IMAGE_FOLDER = """
@@ -153,3 +162,95 @@ def test_check_prints_what_it_found(tmp_path, dacon_dir, capfd):
     out = capfd.readouterr().out
     assert "2048 train images of shape (28, 28, 1), 10 classes" in out and "pixel_csv" in out
     assert not (tmp_path / "folds").exists()  # check writes nothing
+
+
+HIDDEN_LABELS = """
+[competition]
+name = "{name}"
+train_file = "train.csv"
+test_file = "test.csv"
+sample_submission = "sample_submission.csv"
+id_column = "id"
+target_column = "label"
+classes = ["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+image_shape = [28, 28, 1]
+pixel_prefix = "pixel"
+metric = "{metric}"
+
+[folds]
+n_splits = 2
+stratify = ["label"]
+"""
+FMNIST_CLASSES = ["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+
+
+def _hidden_labels(tmp_path, fmnist, name, metric, sample_columns, n_train=400, n_test=300, options=()):
+    """A Kaggle-layout competition from real Fashion-MNIST rows: train.csv (id, label, pixels), test.csv
+    (id, pixels), the sample submission with ``sample_columns`` after the id, and solution.csv with the
+    hidden test labels (one-hot class columns for a probability sample, else the label) and Usage.
+    No ``submission_columns`` in the config: the sample's header decides."""
+    (x, y), _ = fmnist
+    data, configs = tmp_path / "data", tmp_path / "configs"
+    (configs / "presets").mkdir(parents=True)
+    data.mkdir()
+    pixels = [f"pixel{i}" for i in range(784)]
+    classes = np.asarray(FMNIST_CLASSES, dtype=object)
+    train_ids, test_ids = np.arange(1, n_train + 1), np.arange(n_train + 1, n_train + n_test + 1)
+    for file, ids, rows, extra in (("train.csv", train_ids, slice(0, n_train), {"label": classes[y[:n_train]]}),
+                                   ("test.csv", test_ids, slice(n_train, n_train + n_test), {})):
+        frame = pd.DataFrame(x[rows].reshape(len(ids), -1), columns=pixels)
+        for i, (column, values) in enumerate({"id": ids, **extra}.items()):
+            frame.insert(i, column, values)
+        frame.to_csv(data / file, index=False)
+    truth = classes[y[n_train:n_train + n_test]]
+    sample = pd.DataFrame({"id": test_ids[::-1]})  # the sample's own order
+    solution = pd.DataFrame({"id": test_ids})
+    if sample_columns == ["label"]:
+        sample["label"], solution["label"] = classes[0], truth
+    else:
+        for c in sample_columns:
+            sample[c], solution[c] = 1 / len(sample_columns), (truth == c).astype(int)
+    solution["Usage"] = np.where(np.arange(n_test) % 3 == 0, "Public", "Private")
+    sample.to_csv(data / "sample_submission.csv", index=False)
+    solution.to_csv(data / "solution.csv", index=False)
+    (configs / f"{name}.toml").write_text(HIDDEN_LABELS.format(name=name, metric=metric))
+    (configs / "presets/smoke.toml").write_text((REPO / "configs/presets/smoke.toml").read_text())
+    argv = ["--competition", name, "--config-dir", str(configs), "--data-dir", str(data), "--root", str(tmp_path), *FAST, *options]
+    assert main(["all", *argv]) == 0
+    return _submission(tmp_path, name), solution, pd.read_csv(tmp_path / "submissions" / name / "leaderboard.csv"), argv
+
+
+def test_log_loss_competition_submits_probabilities_scored_as_written(tmp_path, fmnist):
+    """Kaggle's probability format: id then one column per class in the sample's order (here shuffled);
+    the leaderboard's public/private are sklearn's log loss of the written file against solution.csv."""
+    order = [FMNIST_CLASSES[i] for i in (3, 0, 9, 1, 5, 2, 8, 4, 7, 6)]
+    two = ["--backbones", "cnn_small,resnet_small"]
+    submission, solution, board, argv = _hidden_labels(tmp_path, fmnist, "fmnist-logloss", "log_loss", order, options=two)
+    assert list(submission.columns) == ["id", *order]
+    assert submission["id"].tolist() == pd.read_csv(tmp_path / "data/sample_submission.csv")["id"].tolist()
+    np.testing.assert_allclose(submission[order].sum(axis=1), 1, atol=1e-9)
+    rows = submission.set_index("id").loc[solution["id"]]
+    truth = solution[FMNIST_CLASSES].to_numpy().argmax(axis=1)
+    for part in ("Public", "Private"):
+        mask = (solution["Usage"] == part).to_numpy()
+        expected = log_loss(truth[mask], rows[FMNIST_CLASSES].to_numpy()[mask], labels=np.arange(10))
+        assert board.loc[0, part.lower()] == pytest.approx(expected, abs=2e-6)
+    assert 0.3 < board.loc[0, "public"] < 2.3  # one epoch on 200 images: better than uniform (ln 10 = 2.30)
+
+    # the report takes the lowest log loss as the best backbone, and a positive gain as a lower loss
+    assert main(["report", *argv]) == 0
+    page = (tmp_path / "runs/fmnist-logloss/report/index.html").read_text(encoding="utf-8")
+    scores = json.loads((tmp_path / "runs/fmnist-logloss/ensemble/ensemble.json").read_text())["scores"]
+    lowest = min(scores, key=lambda b: scores[b]["log_loss"])
+    assert scores["cnn_small"]["log_loss"] != scores["resnet_small"]["log_loss"]
+    assert f"by the competition&#x27;s metric (log_loss (lower is better)), {lowest} (OOF log_loss {scores[lowest]['log_loss']:.4f}" in page
+
+
+def test_macro_f1_competition_scored_by_sklearn_on_the_written_labels(tmp_path, fmnist):
+    submission, solution, board, _ = _hidden_labels(tmp_path, fmnist, "fmnist-f1", "macro_f1", ["label"])
+    assert list(submission.columns) == ["id", "label"]
+    predicted = submission.set_index("id").loc[solution["id"], "label"].to_numpy()
+    for part in ("Public", "Private"):
+        mask = (solution["Usage"] == part).to_numpy()
+        expected = f1_score(solution["label"].to_numpy()[mask], predicted[mask], average="macro")
+        assert board.loc[0, part.lower()] == pytest.approx(expected, abs=2e-6)

@@ -4,6 +4,7 @@ the stacked meta-model, cross-validated on the competition's folds (on the TINY 
 import json
 import re
 import shutil
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,9 @@ from compkit.config import ConfigError, Paths, load_config
 from compkit.data import load_train
 from compkit.errors import CompkitError
 from conftest import REPO
-from compkit.ensemble import fit_weights, hard_vote, meta_model, oof_folds, soft_vote, stacked_oof
-from compkit.metrics import score_table
+from compkit.blends import caruana_weights, cross_fitted_oof, fit_weights, hard_vote, meta_model, soft_vote, stacked_oof
+from compkit.ensemble import BLENDS, oof_folds
+from compkit.metrics import best, score_table
 
 COMP = "dacon-cv-2020"
 
@@ -158,17 +160,17 @@ def test_stacking_off_keeps_ensemble_json_as_before(stacking_runs):
     _, _, _, results = stacking_runs
     blend, _ = results["off"]
     assert set(blend) == {"backbones", "scores", "blends", "selected", "metric", "cv", "lineage", "files"}
-    assert list(blend["blends"]) == ["equal", "fitted", "hard"]
+    assert sorted(blend["blends"]) == sorted(BLENDS) == ["caruana", "equal", "fitted", "hard"]
     assert all(set(spec) == {"accuracy", "macro_f1", "log_loss", "weights"} for spec in blend["blends"].values())
-    assert blend["selected"] == max(blend["blends"], key=lambda n: blend["blends"][n]["accuracy"])
+    assert blend["selected"] == best("accuracy", {n: blend["blends"][n]["accuracy"] for n in BLENDS})  # ties: BLENDS order
 
 
 @pytest.mark.slow
 def test_stacking_on_joins_the_selection_on_oof(stacking_runs):
     _, _, _, results = stacking_runs
     (off, _), (blend, _) = results["off"], results["best"]
-    assert list(blend["blends"]) == ["equal", "fitted", "hard", "stacked"] and set(blend["blends"]["stacked"]) == {"accuracy", "macro_f1", "log_loss"}
-    assert blend["selected"] == max(blend["blends"], key=lambda n: blend["blends"][n]["accuracy"])  # ties: the first
+    assert sorted(blend["blends"]) == sorted([*BLENDS, "stacked"]) and set(blend["blends"]["stacked"]) == {"accuracy", "macro_f1", "log_loss"}
+    assert blend["selected"] == best("accuracy", {n: blend["blends"][n]["accuracy"] for n in [*BLENDS, "stacked"]})  # ties: the first
     assert {n: s for n, s in blend["blends"].items() if n != "stacked"} == off["blends"]
 
 
@@ -177,7 +179,7 @@ def test_selected_stacked_blend_writes_its_oof_and_the_refitted_model_on_the_hol
     root, _, _, results = stacking_runs
     (off, _), (on, files) = results["off"], results["on"]
     ids, real, labels, fold = tiny_oof
-    assert on["selected"] == "stacked" and list(on["blends"]) == ["equal", "fitted", "hard", "stacked"]
+    assert on["selected"] == "stacked" and sorted(on["blends"]) == sorted([*BLENDS, "stacked"])
     assert {n: s for n, s in on["blends"].items() if n != "stacked"} == off["blends"] and on["lineage"] == off["lineage"]
 
     # OOF: the cross-validated predictions, scored like the other blends (no weights: one backbone, 100 coefficients)
@@ -205,6 +207,85 @@ def test_submit_and_report_take_the_stacked_blend(stacking_runs):
     page = (root / "runs" / COMP / "report" / "index.html").read_text(encoding="utf-8")
     assert "Selected blend: stacked" in page
     assert re.search(r"<td>stacked</td>\s*<td>yes</td>\s*<td>n/a</td>", page)  # selected, no weight per backbone
+
+
+# ---------------------------------------------------------------------------------------------
+# Every blend scored out of fold; Caruana's ensemble selection
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_oof(tiny_run, dacon_dir):
+    """The TINY run's cnn_small OOF: (N, 10) probabilities, (N,) labels, (N,) folds from folds.csv."""
+    root, _ = tiny_run
+    config, paths = _tiny_config(), Paths.for_competition(COMP, root, dacon_dir)
+    ids, proba, _ = Layout(config, paths).load_oof("cnn_small")
+    labels = pd.Series(load_train(dacon_dir, config.competition).labels, index=load_train(dacon_dir, config.competition).ids).loc[ids].to_numpy()
+    return proba, labels, oof_folds(config, paths, ids)
+
+
+def _noisy(proba, scale, rng):
+    """``proba`` with log-normal noise on every probability, renormalised: a model as good as ``proba`` on average."""
+    noisy = proba * np.exp(scale * rng.normal(size=proba.shape))
+    return noisy / noisy.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.slow
+def test_oof_scored_fitted_blend_is_not_favoured_where_equal_weights_are_optimal(real_oof):
+    """Two noisy copies of one real model: equal weights are optimal, yet fitted in sample they always win."""
+    proba, labels, fold = real_oof
+    for seeds in ((1, 2), (3, 4), (5, 6)):  # three draws of the noise
+        copies = np.stack([_noisy(proba, 1.0, np.random.default_rng(seed)) for seed in seeds])
+        equal = log_loss(labels, soft_vote(copies, np.full(2, 0.5)))
+        in_sample = log_loss(labels, soft_vote(copies, fit_weights(copies, labels)))
+        out_of_fold = log_loss(labels, cross_fitted_oof(fit_weights, copies, labels, fold))
+        assert in_sample < equal <= out_of_fold  # the old in-sample score favoured `fitted`, the OOF one does not
+        assert best("log_loss", {"equal": equal, "fitted": out_of_fold}) == "equal"
+
+
+@pytest.mark.slow
+def test_cross_fitted_oof_fits_each_fold_on_the_other_folds_only(real_oof):
+    proba, labels, fold = real_oof
+    copies = np.stack([proba, _noisy(proba, 1.0, np.random.default_rng(3))])
+    got = cross_fitted_oof(fit_weights, copies, labels, fold)
+    for k in np.unique(fold):
+        weights = fit_weights(copies[:, fold != k], labels[fold != k])
+        np.testing.assert_allclose(got[fold == k], soft_vote(copies[:, fold == k], weights), atol=1e-12)
+
+
+@pytest.mark.slow
+def test_caruana_drops_a_harmful_model_and_beats_equal_weights_out_of_fold(real_oof):
+    """A library of the real model, a noisy copy and a harmful one (0.9 on the class after the true one)."""
+    proba, labels, fold = real_oof
+    harmful = np.full_like(proba, 0.1 / 9)
+    harmful[np.arange(len(labels)), (labels + 1) % 10] = 0.9
+    library = np.stack([proba, _noisy(proba, 0.5, np.random.default_rng(4)), harmful])
+    for metric in ("accuracy", "log_loss"):
+        weights = caruana_weights(library, labels, metric, 25)
+        assert weights[2] == 0 and weights[0] > 0 and weights.sum() == pytest.approx(1)
+        fit = partial(caruana_weights, metric=metric, iterations=25)
+        caruana = score_table(labels, cross_fitted_oof(fit, library, labels, fold))[metric]
+        equal = score_table(labels, soft_vote(library, np.full(3, 1 / 3)))[metric]
+        assert best(metric, {"equal": equal, "caruana": caruana}) == "caruana" and caruana != equal
+
+
+def test_caruana_picks_with_replacement_and_keeps_the_best_prefix():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, size=400)
+    good = np.eye(3)[np.where(rng.random(400) < 0.8, labels, (labels + 1) % 3)] * 0.7 + 0.1
+    bad = np.full((400, 3), 1 / 3)
+    weights = caruana_weights(np.stack([bad, good]), labels, "log_loss", 10)
+    assert weights.tolist() == [0.0, 1.0]  # the good model alone, picked again and again: adding `bad` only hurts
+
+
+@pytest.mark.slow
+def test_ensemble_json_has_caruana_weights_scored_out_of_fold(stacking_runs, tiny_oof):
+    _, _, _, results = stacking_runs
+    blend, _ = results["off"]
+    _, real, labels, fold = tiny_oof
+    assert blend["blends"]["caruana"]["weights"] == {"cnn_small": 1.0}
+    for name in ("equal", "fitted", "caruana"):  # one backbone: every soft blend is that backbone, out of fold too
+        assert {k: v for k, v in blend["blends"][name].items() if k != "weights"} == pytest.approx(score_table(labels, real))
 
 
 def test_select_stacked_needs_stacking_on():

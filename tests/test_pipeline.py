@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, log_loss
 
+from compkit.blends import cross_fitted_oof, fit_weights
 from compkit.cli import main
 
 pytestmark = pytest.mark.slow
@@ -53,9 +54,15 @@ def test_ensemble_scores_match_the_oof_files(run, dacon_dir):
         assert report["scores"][backbone]["accuracy"] == pytest.approx(accuracy_score(y, proba.argmax(1)))
         assert report["scores"][backbone]["log_loss"] == pytest.approx(log_loss(y, proba, labels=range(10)))
     blends = report["blends"]
-    assert set(blends) == {"equal", "fitted", "hard"}
+    assert set(blends) == {"equal", "fitted", "hard", "caruana"}
     assert sum(blends["fitted"]["weights"].values()) == pytest.approx(1, abs=1e-5)
-    assert blends["fitted"]["log_loss"] <= blends["equal"]["log_loss"] + 1e-9
+    # the fitted blend is scored out of fold: weights fitted on the other folds' OOF rows (folds.csv)
+    oofs = [pd.concat(pd.read_csv(root / f"runs/dacon-cv-2020/{b}/fold{k}/oof.csv") for k in range(5)).sort_values("id") for b in BACKBONES]
+    ids, probas = oofs[0]["id"].to_numpy(), np.stack([o.filter(like="p_").to_numpy(dtype=np.float64) for o in oofs])
+    fold = pd.read_csv(root / "folds/dacon-cv-2020/folds.csv").set_index("id").loc[ids, "fold"].to_numpy()
+    y = truth.loc[ids].to_numpy()
+    blended = cross_fitted_oof(fit_weights, probas, y, fold)
+    assert blends["fitted"]["log_loss"] == pytest.approx(log_loss(y, blended / blended.sum(axis=1, keepdims=True), labels=range(10)))
     assert report["cv"] == max(b["accuracy"] for b in blends.values())
     assert report["cv"] >= 0.3  # chance is 0.1: the smoke preset must learn (0.56 when this floor was set)
     blend_oof = pd.read_csv(root / "runs/dacon-cv-2020/ensemble/oof.csv")

@@ -20,7 +20,9 @@ from matplotlib.image import imread
 from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
 
 from compkit.cli import main
-from compkit.report import bootstrap_interval, flip_probability, fold_spread, true_class_correlation
+from compkit.metrics import score
+from compkit.report import (bootstrap_interval, flip_probability, fold_spread, metric_flip_probability, metric_interval,
+                            resampled_scores, true_class_correlation)
 
 BACKBONES = ["cnn_small", "resnet_small"]
 COMP = "dacon-cv-2020"
@@ -175,7 +177,7 @@ def test_blend_table_equals_ensemble_json(run):
     ensemble = _ensemble(root)
     shown = tables(page)["blends"].set_index("blend")
     best = max(BACKBONES, key=lambda b: ensemble["scores"][b]["accuracy"])
-    assert shown.index.tolist() == ["equal", "fitted", "hard"]
+    assert sorted(shown.index) == ["caruana", "equal", "fitted", "hard"]
     for name, spec in ensemble["blends"].items():
         row = shown.loc[name]
         assert row["selected"] == ("yes" if name == ensemble["selected"] else "")
@@ -368,3 +370,29 @@ def test_true_class_correlation_and_fold_spread():
     assert true_class_correlation(probas[:1], labels).shape == (1, 1)
     mean, std, per_fold = fold_spread(np.array([1, 1, 0, 1, 0, 0], dtype=bool), np.array([0, 0, 0, 1, 1, 1]))
     assert per_fold.tolist() == pytest.approx([2 / 3, 1 / 3]) and mean == pytest.approx(0.5) and std == pytest.approx(1 / 6)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "log_loss"])
+def test_resampled_scores_equal_the_metric_on_the_materialised_resamples(metric):
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 5, size=60)
+    proba = rng.dirichlet(np.ones(5), size=60)
+    proba[np.arange(60), labels] += rng.random(60)  # better than chance, rows renormalised inside
+    counts = rng.multinomial(40, np.full(60, 1 / 60), size=6)
+    got = resampled_scores(metric, labels, proba, counts)
+    for row, value in zip(counts, got):
+        rows = np.repeat(np.arange(60), row)
+        assert value == pytest.approx(score(metric, labels[rows], proba[rows]), abs=1e-9)
+
+
+def test_log_loss_interval_and_flips_follow_the_direction():
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 4, size=400)
+    good = np.full((400, 4), 0.1)
+    good[np.arange(400), labels] = np.where(np.arange(400) % 2 == 0, 0.7, 0.4)  # rows of two losses
+    good /= good.sum(axis=1, keepdims=True)
+    bad = np.full((400, 4), 0.25)
+    point, low, high = metric_interval("log_loss", labels, good, n_boot=2000)
+    assert low < point < high and point == pytest.approx(log_loss(labels, good))
+    assert metric_flip_probability("log_loss", labels, good, bad, 200, 200, n_boot=2000) == 0.0  # better on every resample
+    assert metric_flip_probability("macro_f1", labels, good, good, 200, 200, n_boot=500) == 0.5  # identical: ties

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from compkit.cli import main
 from compkit.config import Paths
-from compkit.tune import make_storage, study_name, tune_backbone
+from compkit.tune import DECAY_FREE, make_storage, study_name, suggest, trial_hyperparams, tune_backbone
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -45,16 +45,19 @@ def test_study_completes_exports_best_and_train_applies_it(tmp_path, dacon_dir, 
     trials = _trials(tmp_path)
     assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert trials[0].params["learning_rate"] == 0.002 and trials[0].params["optimizer"] == "adam"  # the config's own point
-    assert trials[0].params["weight_decay"] == 1e-6  # 0 clipped into the log range
+    assert "weight_decay" not in trials[0].params  # adam trials sample no decay (adamw's do)
     best = json.loads((tmp_path / "runs/dacon-cv-2020/best/cnn_small.json").read_text())
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert best["value"] == max(t.value for t in complete)
-    assert best["params"] == next(t.params for t in complete if t.value == best["value"])
+    assert best["params"] == trial_hyperparams(next(t.params for t in complete if t.value == best["value"]))
 
     assert main(["train", *argv]) == 0
     used = json.loads((tmp_path / "runs/dacon-cv-2020/cnn_small/fold0/fold.json").read_text())["hyper"]
     assert used["learning_rate"] == best["params"]["learning_rate"]
     assert used["augment"]["shift"] == best["params"]["augment.shift"]
+    assert main(["ensemble", *argv]) == 0 and main(["report", *argv]) == 0  # the report says the CV holds the tuned fold
+    page = (tmp_path / "runs/dacon-cv-2020/report/index.html").read_text(encoding="utf-8")
+    assert "Tuning bias: cnn_small use hyperparameters chosen by Optuna on fold(s) 0" in page
 
     for fold in (0, 1):
         (tmp_path / f"runs/dacon-cv-2020/cnn_small/fold{fold}/fold.json").unlink()
@@ -136,6 +139,22 @@ def test_two_workers_share_one_study(tmp_path, dacon_dir, kind):
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     params = [json.dumps(t.params, sort_keys=True) for t in trials]
     assert len(set(params)) == 4  # no trial run twice
+
+
+def test_default_space_has_no_duplicate_optimizer_points():
+    """adam/nadam trials sample no weight decay and train with none; adamw and sgd trials sample it."""
+    from compkit.config import DEFAULT_SPACE
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        params = suggest(trial, DEFAULT_SPACE, 8)
+        study.tell(trial, 0.0)
+        seen.add(params["optimizer"])
+        assert ("weight_decay" in trial.params) == (params["optimizer"] not in DECAY_FREE)
+        assert trial_hyperparams(trial.params)["weight_decay"] == 0.0 or params["optimizer"] not in DECAY_FREE
+    assert seen == {"adam", "nadam", "adamw", "sgd"}
 
 
 def test_pruning_stops_a_deliberately_bad_trial(tmp_path, dacon_dir, dacon):

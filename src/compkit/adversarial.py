@@ -154,7 +154,7 @@ def histogram_figure(oof: pd.DataFrame, auc: float):
 
 
 def report_section(page, paths: Paths) -> None:
-    """Add "Adversarial validation" to the report ``page`` (report._Page) when `make adversarial` has run."""
+    """Add "Adversarial validation" to the report ``page`` (report.page._Page) when `make adversarial` has run."""
     folder = paths.runs / "adversarial"
     if not (folder / "adversarial.json").is_file():
         return

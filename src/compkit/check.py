@@ -7,8 +7,9 @@ import pandas as pd
 
 from compkit import console
 from compkit.config import Config, Paths
-from compkit.data import load_sample_submission, load_solution
+from compkit.data import load_sample_submission
 from compkit.folds import check_inputs, make_folds
+from compkit.formats import load_solution, require_probabilities_for_log_loss, submission_format
 
 
 def run(config: Config, paths: Paths) -> None:
@@ -20,7 +21,9 @@ def run(config: Config, paths: Paths) -> None:
     """
     comp = config.competition
     train, test = check_inputs(config, paths)  # test checked against train and the sample submission
-    sample, solution = load_sample_submission(paths.data, comp), load_solution(paths.data, comp)
+    sample, fmt = load_sample_submission(paths.data, comp), submission_format(paths.data, comp)
+    require_probabilities_for_log_loss(fmt, comp, str(paths.data / comp.sample_submission))
+    solution = load_solution(paths.data, comp, fmt)
     folds, holdout = make_folds(train, config, with_holdout=solution is None)  # feasibility only: nothing is written
 
     counts = pd.Series(np.bincount(train.labels, minlength=len(comp.classes)), index=[str(c) for c in comp.classes])
@@ -30,6 +33,6 @@ def run(config: Config, paths: Paths) -> None:
         f"check: {comp.name} ({comp.layout}) in {paths.data}: {len(train.ids)} train images of shape "
         f"{tuple(train.images.shape[1:])}, {len(comp.classes)} classes, "
         f"test {'with ' + str(len(test.ids)) + ' images' if test is not None else 'absent (the holdout is submitted)'}, "
-        f"sample submission {len(sample)} rows {comp.submission_columns}; {len(folds)} rows in "
+        f"sample submission {len(sample)} rows {list(fmt.columns)} ({'probabilities' if fmt.probabilities else 'labels'}); {len(folds)} rows in "
         f"{config.folds.n_splits} folds; scored {scored} by {comp.metric}"
     )

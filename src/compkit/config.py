@@ -86,7 +86,7 @@ class Competition(_Strict):
     pixel_prefix: str = ""
     pixel_start: int = Field(0, ge=0)  # number of the first pixel column: pixel0.. or pixel1..
     metric: Literal["accuracy", "macro_f1", "log_loss"] = "accuracy"
-    submission_columns: list[str] = Field(min_length=2, max_length=2)
+    submission_columns: list[str] | None = Field(None, min_length=2)  # None: the sample submission's header decides
     builder: Literal["", "fashion_mnist"] = ""  # `make data` can build this competition's files
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
     slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
@@ -120,6 +120,12 @@ class Competition(_Strict):
     def id_key(self) -> str:
         """The id column of compkit's own files (folds, predictions): ``id_column``, or the submission's id column."""
         return self.id_column or self.submission_columns[0]
+
+    @model_validator(mode="after")
+    def _row_number_ids_need_columns(self) -> Competition:
+        if not self.id_column and self.submission_columns is None:
+            raise ValueError('id_column = "" (row-number ids) needs submission_columns, whose first is the id column')
+        return self
 
 
 class Folds(_Strict):
@@ -305,9 +311,10 @@ class Tune(_Strict):
 class Ensemble(_Strict):
     """How the backbones' OOF probabilities are blended."""
 
-    select: Literal["best", "equal", "fitted", "hard", "stacked"] = "best"
+    select: Literal["best", "equal", "fitted", "hard", "caruana", "stacked"] = "best"
     stacking: bool = False  # also blend by a logistic-regression meta-model on the OOF probabilities ("stacked")
     stacking_c: float = Field(1.0, gt=0)  # the meta-model's C: inverse L2 regularisation strength
+    caruana_iterations: int = Field(25, ge=1)  # picks of Caruana's ensemble selection (with replacement)
 
     @model_validator(mode="after")
     def _stacked_needs_stacking(self) -> Ensemble:

@@ -261,50 +261,23 @@ def has_test(data_dir: Path, comp: Competition) -> bool:
 
 
 def load_sample_submission(data_dir: Path, comp: Competition) -> pd.DataFrame:
-    """The sample submission, checked to have exactly ``comp.submission_columns`` and unique, non-empty ids of one kind.
+    """The sample submission, checked to have exactly ``comp.submission_columns`` when the config gives them
+    (its format: :func:`compkit.formats.submission_format`), and unique, non-empty ids of one kind.
 
     Raises:
         DataError: other columns, or an empty, duplicate or mixed id (names the line).
     """
     path = locate(data_dir, comp.sample_submission, comp)
-    frame = _read_csv(path, comp.submission_columns[0])
-    if list(frame.columns) != comp.submission_columns:
+    frame = _read_csv(path)
+    id_column = comp.submission_columns[0] if comp.submission_columns else str(frame.columns[0])
+    frame = _read_csv(path, id_column)  # again, ids as text (leading zeros kept)
+    if comp.submission_columns is not None and list(frame.columns) != comp.submission_columns:
         raise DataError(
             f"{path}: columns {list(frame.columns)} differ from competition.submission_columns "
             f"{comp.submission_columns}; fix the config"
         )
-    _check_ids(frame, path, comp.submission_columns[0])
-    return frame
-
-
-def load_solution(data_dir: Path, comp: Competition) -> pd.DataFrame | None:
-    """The test labels (Kaggle's solution file: id, target, Usage), or None when the competition has none.
-
-    Returns:
-        DataFrame with the submission's id column, ``label`` (int64 class index) and ``Usage``
-        (``Public`` or ``Private``), in file order.
-
-    Raises:
-        DataError: missing columns, an empty, duplicate or mixed id, a label outside the classes, a Usage other
-            than Public/Private, or no row of one of the two parts.
-    """
-    path = Path(data_dir) / comp.solution_file
-    if not path.is_file():
-        return None
-    frame = _read_csv(path, comp.submission_columns[0])
-    id_column, target = comp.submission_columns
-    _require_columns(frame, path, [id_column, target, "Usage"])
     _check_ids(frame, path, id_column)
-    bad = ~frame["Usage"].isin(["Public", "Private"]).to_numpy()
-    if bad.any():
-        row = _first_bad(bad)
-        raise DataError(f"{path}: line {line(row)}, column 'Usage': {shown(frame['Usage'].iloc[row])}; use Public or Private")
-    for part in ("Public", "Private"):
-        if not (frame["Usage"] == part).any():
-            raise DataError(f"{path}: no {part} row in column 'Usage', so the {part.lower()} score is undefined; "
-                            f"mark some rows {part}")
-    labels = class_indices(frame[target], path, comp, target)
-    return pd.DataFrame({id_column: frame[id_column], "label": labels, "Usage": frame["Usage"]})
+    return frame
 
 
 def check_test_ids(train: Images, test: Images, data_dir: Path, comp: Competition) -> None:
@@ -330,7 +303,7 @@ def check_sample_ids(sample: pd.DataFrame, test_ids: np.ndarray, data_dir: Path,
     Raises:
         DataError: names the first sample row whose id is not a test id, or the first test id the sample lacks.
     """
-    id_column = comp.submission_columns[0]
+    id_column = sample.columns[0]
     sample_ids, test_keys = sample[id_column].astype(str).to_numpy(), np.asarray(test_ids).astype(str)
     unknown = ~np.isin(sample_ids, test_keys)
     where = f"{Path(data_dir) / comp.sample_submission}"

@@ -76,7 +76,7 @@ def build_fashion_mnist(config: Config, paths: Paths, source: Path = DEBIAN_FASH
             out.insert(i, name, values)
         return out
 
-    id_column, target = comp.submission_columns
+    id_column, target = comp.submission_columns or [comp.id_column, comp.target_column]
     public, _ = train_test_split(test_ids, train_size=config.folds.public_share, stratify=y_test, random_state=config.folds.seed)
     usage = np.where(np.isin(test_ids, public), "Public", "Private")
     write_csv(frame(train_ids, x_train, **{comp.target_column: classes[y_train]}), paths.data / comp.train_file)

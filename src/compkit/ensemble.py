@@ -1,13 +1,13 @@
-"""Stage 3: blend the backbones' probabilities: soft voting (equal and OOF-fitted weights), hard voting and,
-with ``ensemble.stacking``, a stacked logistic-regression meta-model.
+"""Stage 3: blend the backbones' probabilities: soft voting (equal, OOF-fitted and Caruana-selected weights),
+hard voting and, with ``ensemble.stacking``, a stacked logistic-regression meta-model (algorithms: blends.py).
 
 Reads each backbone's fold files (``runs/<competition>/<backbone>/fold<k>/``): OOF predictions are
 concatenated over folds, holdout and test predictions averaged over the fold models. Weights are
 fitted on OOF only. Every fold must have been made from the current fold files, and each backbone's
-folds from one config: stale or mixed fold artefacts are refused. The stacked blend is scored on
-its own out-of-fold predictions over the competition's folds (``folds.csv``), and refitted on all OOF
-rows for holdout and test. Writes ``runs/<competition>/ensemble/``:
-``ensemble.json`` (per-backbone and per-blend scores, weights, the selected blend, its lineage:
+folds from one config: stale or mixed fold artefacts are refused. Every blend is scored out of fold
+over the competition's folds (``folds.csv``): a fitted blend (weights, Caruana, stacked) is fitted on
+the other folds' OOF rows for each fold's, and refitted on all OOF rows for holdout and test. Writes ``runs/<competition>/ensemble/``:
+``ensemble.json`` (per-backbone and per-blend scores, weights, the selected blend, and its lineage:
 the fold-file digest, a digest per backbone of its folds' lineages, and the digest and count of the
 OOF ids the weights were fitted on; the stacked blend, having no weight per backbone, has no ``weights``;
 and ``files``, the sha256 of each file below) and the selected blend's ``oof.csv``,
@@ -17,127 +17,22 @@ a kill leaves the old set or the new one, and readers check each file against en
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
 from compkit import console
 from compkit.artifacts import Layout
-from compkit.config import Config, Paths
+from compkit.blends import caruana_weights, cross_fitted_oof, equal_weights, fit_meta_model, fit_weights, hard_vote, soft_vote, stacked_oof
+from compkit.config import Config, Ensemble, Paths
 from compkit.data import has_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.lineage import folds_digest, ids_digest
 from compkit.metrics import best, score_table
 from compkit.tracking import tracked
 
-BLENDS = ("equal", "fitted", "hard")  # always made; "stacked" joins them with ensemble.stacking
-
-
-def soft_vote(probas: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of (M, N, K) probabilities with (M,) weights summing to 1: (N, K)."""
-    return np.tensordot(weights, probas, axes=1)
-
-
-def hard_vote(probas: np.ndarray) -> np.ndarray:
-    """Majority vote of the M models' argmax classes, as (N, K) vote shares.
-
-    Ties are broken by the equal-weight soft vote: it is added with weight 1e-3 before
-    normalising, so each row still sums to 1 and its argmax is the (tie-broken) majority class.
-    """
-    m, _, k = probas.shape
-    votes = np.eye(k)[probas.argmax(axis=2)].sum(axis=0)
-    return (votes + 1e-3 * probas.mean(axis=0)) / (m + 1e-3)
-
-
-def fit_weights(probas: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Soft-voting weights on the simplex that minimise the blend's log loss on OOF.
-
-    The recipe of the Kaggle Ensembling Guide (MLWave, 2015): ``scipy.optimize.minimize`` with
-    SLSQP, bounds [0, 1] and sum(w) = 1, started from equal weights; the equal weights are kept
-    if the optimiser does not improve on them.
-
-    Args:
-        probas: (M, N, K) OOF probabilities of M models; labels: (N,) int class indices.
-
-    Returns:
-        (M,) float64 weights, non-negative, summing to 1.
-    """
-    m = probas.shape[0]
-    p_true = np.clip(probas[:, np.arange(len(labels)), labels], 1e-15, 1)  # (M, N)
-
-    def loss(w):
-        return -np.mean(np.log(np.clip(w @ p_true, 1e-15, None)))
-
-    def grad(w):
-        return -np.mean(p_true / np.clip(w @ p_true, 1e-15, None), axis=1)
-
-    equal = np.full(m, 1 / m)
-    result = minimize(
-        loss, equal, jac=grad, method="SLSQP", bounds=[(0, 1)] * m,
-        constraints={"type": "eq", "fun": lambda w: w.sum() - 1},
-    )
-    weights = np.clip(result.x, 0, None)
-    weights /= weights.sum()
-    return weights if loss(weights) <= loss(equal) else equal
-
-
-def _blend(name: str, probas: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return hard_vote(probas) if name == "hard" else soft_vote(probas, weights)
-
-
-def meta_features(probas: np.ndarray) -> np.ndarray:
-    """The meta-model's features: (M, N, K) probabilities as (N, M*K) float64, backbone m in columns m*K..m*K+K-1.
-
-    Raw probabilities, not clipped log-probabilities: on the README's cpu-preset runs at C = 1 they
-    gave the higher stacked OOF accuracy (DACON 0.786 vs 0.768, Fashion-MNIST 0.892 vs 0.885; log loss
-    0.730 vs 0.757 and 0.331 vs 0.321), and lbfgs converges on them in tens of iterations, not hundreds.
-    """
-    m, n, k = probas.shape
-    return probas.transpose(1, 0, 2).reshape(n, m * k).astype(np.float64)
-
-
-def meta_model(c: float) -> LogisticRegression:
-    """The stacking meta-model: logistic regression (multinomial for K > 2, lbfgs) with L2 strength 1 / ``c``."""
-    return LogisticRegression(C=c, max_iter=1000)
-
-
-def _all_classes(proba: np.ndarray, present: np.ndarray, k: int) -> np.ndarray:
-    """(N, K) probabilities from the (N, len(present)) columns of the classes ``present``; absent classes get 0."""
-    full = np.zeros((len(proba), k))
-    full[:, present] = proba
-    return full
-
-
-def stacked_oof(probas: np.ndarray, labels: np.ndarray, fold: np.ndarray, c: float) -> np.ndarray:
-    """Out-of-fold predictions of the meta-model: fold k's rows come from a meta-model fitted on the other folds.
-
-    Stacked generalisation (Wolpert 1992): a level-1 model learns to combine the level-0 models'
-    out-of-sample predictions, here the backbones' OOF probabilities. Fitted and scored on the same
-    rows it would look better than it is, so it is cross-validated on the competition's own folds with
-    ``cross_val_predict(..., method="predict_proba")``, the call sklearn's StackingClassifier makes for
-    its base models' out-of-fold features: no row is predicted by a meta-model that saw its label.
-
-    Args:
-        probas: (M, N, K) OOF probabilities of M backbones; labels: (N,) int class indices;
-        fold: (N,) int fold of each row, from folds.csv; c: the meta-model's C.
-
-    Returns:
-        (N, K) float64 probabilities.
-    """
-    proba = cross_val_predict(meta_model(c), meta_features(probas), labels, cv=PredefinedSplit(fold), method="predict_proba")
-    return _all_classes(proba, np.unique(labels), probas.shape[2])
-
-
-def fit_meta_model(probas: np.ndarray, labels: np.ndarray, c: float) -> Callable[[np.ndarray], np.ndarray]:
-    """The meta-model refitted on all N OOF rows ((M, N, K) ``probas``, (N,) int ``labels``), as a function
-    from (M, N', K) probabilities (the backbones' fold-mean holdout or test predictions) to (N', K) float64."""
-    model = meta_model(c).fit(meta_features(probas), labels)
-    return lambda new: _all_classes(model.predict_proba(meta_features(new)), model.classes_, probas.shape[2])
+BLENDS = ("equal", "fitted", "hard", "caruana")  # always made; "stacked" joins them with ensemble.stacking
 
 
 def oof_folds(config: Config, paths: Paths, oof_ids: np.ndarray) -> np.ndarray:
@@ -166,6 +61,28 @@ def _stack(parts: list[tuple[np.ndarray, np.ndarray]], what: str) -> tuple[np.nd
     return ids, np.stack([p for _, p in parts])
 
 
+def blend_all(oof: np.ndarray, labels: np.ndarray, fold: np.ndarray, metric: str, spec: Ensemble) -> tuple[dict, dict, dict]:
+    """Every blend of (M, N, K) OOF probabilities with (N,) int labels and (N,) folds.
+
+    Returns:
+        ``combine``: name -> the blend refitted on all OOF rows, a function (M, N', K) -> (N', K);
+        ``oof_blend``: name -> (N, K) out-of-fold blend (fitted on the other folds, see blends.py);
+        ``weights``: name -> (M,) weights refitted on all rows, for the weighted blends and ``hard`` (equal).
+    """
+    fits = {"equal": equal_weights, "fitted": fit_weights,
+            "caruana": partial(caruana_weights, metric=metric, iterations=spec.caruana_iterations)}
+    weights = {name: fit(oof, labels) for name, fit in fits.items()}
+    oof_blend = {name: cross_fitted_oof(fit, oof, labels, fold) for name, fit in fits.items()}
+    weights["hard"], oof_blend["hard"] = weights["equal"], hard_vote(oof)
+    combine = {name: partial(soft_vote, weights=weights[name]) for name in fits}
+    combine["hard"] = hard_vote
+    if spec.stacking:
+        combine["stacked"] = fit_meta_model(oof, labels, spec.stacking_c)
+        oof_blend["stacked"] = stacked_oof(oof, labels, fold, spec.stacking_c)
+    order = [*BLENDS, *(["stacked"] if spec.stacking else [])]
+    return {n: combine[n] for n in order}, {n: oof_blend[n] for n in order}, weights
+
+
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: score each backbone and blend on OOF, write the selected blend's files."""
     comp, backbones, spec, layout = config.competition, config.train.backbones, config.ensemble, Layout(config, paths)
@@ -177,13 +94,7 @@ def run(config: Config, paths: Paths) -> None:
     labels = label_of.loc[oof_ids].to_numpy()
 
     scores = {b: score_table(labels, p) for b, p in zip(backbones, oof)}
-    weights = {"equal": np.full(len(backbones), 1 / len(backbones)), "fitted": fit_weights(oof, labels)}
-    weights["hard"] = weights["equal"]
-    combine = {name: partial(_blend, name, weights=weights[name]) for name in BLENDS}  # (M, N, K) -> (N, K)
-    oof_blend = {name: combine[name](oof) for name in BLENDS}
-    if spec.stacking:
-        combine["stacked"] = fit_meta_model(oof, labels, spec.stacking_c)
-        oof_blend["stacked"] = stacked_oof(oof, labels, oof_folds(config, paths, oof_ids), spec.stacking_c)
+    combine, oof_blend, weights = blend_all(oof, labels, oof_folds(config, paths, oof_ids), comp.metric, spec)
     blends = {name: score_table(labels, proba) for name, proba in oof_blend.items()}
     for name in BLENDS:
         blends[name]["weights"] = dict(zip(backbones, weights[name].round(6).tolist()))

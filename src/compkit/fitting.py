@@ -17,6 +17,15 @@ from compkit.data import Images, check_test_ids, load_test, load_train
 from compkit.folds import check_folds
 
 
+def no_decay_variables(model) -> list:
+    """The trainable variables weight decay leaves alone: the 1-D ones (biases, BatchNorm gamma and beta).
+
+    timm's rule (``param_groups_weight_decay``: no decay for ``ndim <= 1``), after Loshchilov & Hutter,
+    "Decoupled Weight Decay Regularization" (ICLR 2019), which decays weights, not shifts and scales.
+    """
+    return [v for v in model.trainable_variables if len(v.shape) <= 1]
+
+
 def _optimizer(hyper: Hyper, steps_per_epoch: int):
     import keras
 
@@ -193,7 +202,9 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         finetune.set_phase(model, hyper, phase)
         with strategy.scope():
             optimizer = _optimizer(hyper.model_copy(update={"epochs": phase.epochs}), steps)  # a cosine schedule spans its phase
-            model.compile(optimizer=finetune.phase_optimizer(optimizer, model, hyper, phase), loss=_loss(config, hyper), metrics=["accuracy"])
+            optimizer = finetune.phase_optimizer(optimizer, model, hyper, phase)
+            optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))  # before the optimizer is built
+            model.compile(optimizer=optimizer, loss=_loss(config, hyper), metrics=["accuracy"])
         history = model.fit(
             dataset,
             validation_data=validation,

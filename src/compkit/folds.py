@@ -15,9 +15,10 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from compkit import console
 from compkit.artifacts import Layout, remake_hint
 from compkit.config import Config, Paths
-from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission, load_solution, load_test,
+from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission, load_test,
                           load_train)
 from compkit.errors import shown
+from compkit.formats import load_solution, submission_format
 
 
 def strata(train: Images, config: Config) -> np.ndarray:
@@ -163,14 +164,14 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     file when there is one. Returns (train, test).
 
     Raises:
-        DataError: the first problem found (see :func:`compkit.data.read_images`, :func:`compkit.data.load_solution`).
+        DataError: the first problem found (see :func:`compkit.data.read_images`, :func:`compkit.formats.load_solution`).
     """
     comp = config.competition
     train, test = load_train(paths.data, comp), load_test(paths.data, comp)
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
         check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
-    load_solution(paths.data, comp)  # its problems surface here, not after a day of training
+    load_solution(paths.data, comp, submission_format(paths.data, comp))  # its problems surface here, not after a day of training
     return train, test
 
 

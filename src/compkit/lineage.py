@@ -42,7 +42,8 @@ def folds_digest(paths: Paths) -> str:
 IRRELEVANT = ("tune", "ensemble", "pseudo", "adversarial", "tracking", "backbones", "competition.url", "competition.builder",
               "competition.platform", "competition.slug", "competition.pretrained_allowed",
               "competition.metric", "competition.sample_submission", "competition.solution_file",
-              "competition.submission_columns", "train.backbones", "train.use_tuned", "train.process_per_fold")
+              "competition.submission_columns", "train.backbones", "train.use_tuned", "train.process_per_fold",
+              "train.devices", "train.workers")
 
 
 def training_config(config: Config, hyper: Hyper) -> dict:

@@ -520,7 +520,7 @@ def platform_figure(board: pd.DataFrame, metric: str):
 
 
 def report_section(page, board: pd.DataFrame | None, metric: str) -> None:
-    """Add "CV vs the platform" to the report ``page`` (report._Page) when leaderboard.csv holds platform scores."""
+    """Add "CV vs the platform" to the report ``page`` (report.page._Page) when leaderboard.csv holds platform scores."""
     if board is None or "platform_public" not in board or not board["platform_public"].notna().any():
         return
     page.add('<h2 id="platform">CV vs the platform\'s leaderboard</h2>')

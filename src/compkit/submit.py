@@ -2,16 +2,19 @@
 
 With the competition's test set present, the submission predicts test: the sample submission's
 columns, ids and order. Without it (DACON's test set is not shipped here) the submission predicts
-the local holdout, in the same columns, sorted by id. Public and private scores come from the
-competition's solution file (test labels with a Usage column, Kaggle's convention) when it ships
-one, else from the ensemble's predictions of the Public and Private parts of the holdout. A row
-is appended to ``submissions/<competition>/leaderboard.csv``. The ensemble set is verified first
-(artifacts.py), and the submission is validated and scored and the leaderboard read before anything
-is written, so a failure leaves neither an orphan submission nor a changed leaderboard.
+the local holdout, in the same columns, sorted by id. The columns are a label column or one
+probability column per class, as the sample's header says (see formats.py). Public and private
+scores, in the competition's metric, are of the file's bytes as they will be written (parsed back): on
+the competition's solution file (test labels with a Usage column, Kaggle's convention) when it ships
+one, else on the Public and Private parts of the holdout. A row is appended to
+``submissions/<competition>/leaderboard.csv``. The ensemble set is verified first (artifacts.py), and the
+submission is validated and scored and the leaderboard read before anything is written, so a failure
+leaves neither an orphan submission nor a changed leaderboard.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,10 +23,12 @@ import numpy as np
 import pandas as pd
 
 from compkit import console
-from compkit.artifacts import Layout
+from compkit.artifacts import Layout, csv_bytes
 from compkit.config import Competition, Config, Paths
-from compkit.data import check_sample_ids, class_indices, has_test, load_sample_submission, load_solution, load_test, load_train
+from compkit.data import check_sample_ids, has_test, load_sample_submission, load_test, load_train
 from compkit.errors import CompkitError, shown
+from compkit.formats import (SubmissionFormat, as_submitted, check_values, format_of, load_solution, read_submission,
+                             require_probabilities_for_log_loss, submission_format, to_frame)
 from compkit.lineage import ids_digest
 from compkit.metrics import GREATER_IS_BETTER, score
 from compkit.tracking import tracked
@@ -36,9 +41,12 @@ class SubmissionError(CompkitError):
 def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: Competition, source: str) -> None:
     """Check ``submission`` against ``expected`` (the sample submission, or the holdout ids).
 
+    Its format (a label column, or one probability column per class) is the one ``expected``'s columns name.
+
     Raises:
         SubmissionError: columns differ (names or order), row count differs, a value is missing,
-            an id differs from the expected id at the same row, or a label is not a class.
+            an id differs from the expected id at the same row, a label is not a class, or a probability
+            is outside [0, 1] or a row's do not sum to 1.
             The message names ``source``, the line (header: line 1) or column, and the fix.
     """
     if list(submission.columns) != list(expected.columns):
@@ -52,7 +60,7 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
     if missing.any():
         row, col = map(int, np.argwhere(missing)[0])
         raise SubmissionError(f"{source}: line {row + 2}, column {submission.columns[col]!r} is empty; fill it in")
-    id_column, target = expected.columns
+    id_column = expected.columns[0]
     differs = submission[id_column].astype(str).to_numpy() != expected[id_column].astype(str).to_numpy()
     if differs.any():
         row = int(np.flatnonzero(differs)[0])
@@ -61,22 +69,23 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
             f"{shown(expected[id_column].iloc[row])}; keep the sample's ids and order"
         )
     try:
-        class_indices(submission[target], Path(source), comp, target)
+        check_values(submission, format_of(list(expected.columns), comp, source), comp, source)
     except CompkitError as exc:
         raise SubmissionError(str(exc)) from None
 
 
 def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: np.ndarray | None,
-                 blend: dict) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+                 blend: dict, fmt: SubmissionFormat) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """(ids, (N, K) probabilities, expected frame) of what is submitted: test when shipped (``test_ids``), else the holdout.
 
-    ``blend`` is the verified ensemble.json (:meth:`compkit.artifacts.Layout.read_ensemble`).
+    ``blend`` is the verified ensemble.json (:meth:`compkit.artifacts.Layout.read_ensemble`); ``fmt`` the
+    submission's format (a label row of the first class stands for each expected holdout row).
     """
     comp, layout = config.competition, Layout(config, paths)
-    id_column, target = comp.submission_columns
+    id_column = fmt.id_column
     if test_ids is None:
         ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
-        return ids, proba, pd.DataFrame({id_column: ids, target: comp.classes[0]})
+        return ids, proba, to_frame(fmt, ids, np.eye(len(comp.classes))[np.zeros(len(ids), dtype=int)], comp)
     ids, proba = layout.read_ensemble_proba(blend, "test.csv")
     if ids_digest(ids) != ids_digest(test_ids):
         raise SubmissionError(
@@ -87,24 +96,33 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: n
     return sample[id_column].to_numpy(), proba, sample
 
 
-def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float], str]:
-    """Public and private scores, on the solution file when the competition ships one, else on the holdout."""
+def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, proba: np.ndarray,
+                 fmt: SubmissionFormat) -> tuple[dict[str, float], str]:
+    """Public and private ``metric`` of the submission as written ((N,) ids, (N, K) probabilities parsed back
+    from its bytes), on the solution file when the competition ships one, else on the holdout: the file's
+    rows when it predicts the holdout, else (test without labels) the ensemble's holdout predictions in
+    the submission's format."""
     comp, layout = config.competition, Layout(config, paths)
-    solution = load_solution(paths.data, comp)
+    index = pd.Series(np.arange(len(ids)), index=ids)
+    solution = load_solution(paths.data, comp, fmt)
     if solution is not None:
-        index = pd.Series(np.arange(len(ids)), index=ids)
-        missing = ~solution[comp.submission_columns[0]].isin(ids).to_numpy()
+        missing = ~solution[fmt.id_column].isin(ids).to_numpy()
         if missing.any():
             raise SubmissionError(f"{paths.data / comp.solution_file}: {int(missing.sum())} ids are not in the submission; "
                                   "the solution and the test set must have the same ids")
-        proba = proba[index.loc[solution[comp.submission_columns[0]]].to_numpy()]
+        proba = proba[index.loc[solution[fmt.id_column]].to_numpy()]
         truth, usage, where = solution["label"].to_numpy(), solution["Usage"].to_numpy(), comp.solution_file
     else:
         _, holdout = layout.read_folds()
-        ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
         train = load_train(paths.data, comp)
-        truth = pd.Series(train.labels, index=train.ids).loc[ids].to_numpy()
-        usage, where = holdout.set_index(comp.id_key)["Usage"].loc[ids].to_numpy(), "the holdout"
+        held = holdout[comp.id_key].to_numpy()
+        if has_test(paths.data, comp):  # the file predicts test: the ensemble's holdout predictions, as the format writes them
+            held_ids, held_proba = layout.read_ensemble_proba(blend, "holdout.csv")
+            proba = as_submitted(fmt, held_proba)[pd.Series(np.arange(len(held_ids)), index=held_ids).loc[held].to_numpy()]
+        else:  # the file predicts the holdout
+            proba = proba[index.loc[held].to_numpy()]
+        truth = pd.Series(train.labels, index=train.ids).loc[held].to_numpy()
+        usage, where = holdout["Usage"].to_numpy(), "the holdout"
     parts = {part.lower(): score(comp.metric, truth[usage == part], proba[usage == part]) for part in ("Public", "Private")}
     counts = f"{int((usage == 'Public').sum())} public / {int((usage == 'Private').sum())} private rows of {where}"
     return parts, counts
@@ -116,18 +134,19 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     no submission file and the leaderboard as it was.
     """
     comp, layout = config.competition, Layout(config, paths)
-    sample = load_sample_submission(paths.data, comp)
+    sample, fmt = load_sample_submission(paths.data, comp), submission_format(paths.data, comp)
+    require_probabilities_for_log_loss(fmt, comp, str(paths.data / comp.sample_submission))
     test_ids = load_test(paths.data, comp).ids if has_test(paths.data, comp) else None
     if test_ids is not None:
         check_sample_ids(sample, test_ids, paths.data, comp)
     blend = layout.read_ensemble()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
-    id_column, target = comp.submission_columns
-    ids, proba, expected = _predictions(config, paths, sample, test_ids, blend)
-    submission = pd.DataFrame({id_column: ids, target: np.asarray(comp.classes, dtype=object)[proba.argmax(axis=1)]})
+    ids, proba, expected = _predictions(config, paths, sample, test_ids, blend, fmt)
+    submission = to_frame(fmt, ids, proba, comp)
     path = layout.submission_path(name)
     validate_submission(submission, expected, comp, str(path))
-    parts, counts = _score_parts(config, paths, blend, ids, proba)
+    written = read_submission(io.BytesIO(csv_bytes(submission)), fmt, comp, source=path)  # the bytes the file will hold
+    parts, counts = _score_parts(config, paths, blend, *written, fmt)
     row = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "name": name,

@@ -39,7 +39,7 @@ from compkit.backbones import BACKBONES
 from compkit.config import Config, ParamSpec, Paths
 from compkit.devices import describe, enter, slots
 from compkit.errors import CompkitError
-from compkit.metrics import GREATER_IS_BETTER, score
+from compkit.metrics import GREATER_IS_BETTER, direction, score
 from compkit.process import in_fresh_process
 from compkit.redact import mask
 from compkit.tracking import tracked
@@ -101,14 +101,31 @@ def study_name(config: Config, backbone: str) -> str:
     return f"{config.competition.name}-{backbone}"
 
 
+# Optimizers whose trials train without weight decay: Keras 3 applies Adam(weight_decay=w) as AdamW's
+# decoupled decay, so an adam trial with decay would repeat an adamw trial; adam samples none.
+DECAY_FREE = ("adam", "nadam")
+
+
+def trial_hyperparams(params: dict) -> dict:
+    """A trial's parameters as trained: an ``adam``/``nadam`` trial gets ``weight_decay`` 0 (it samples none)."""
+    if params.get("optimizer") in DECAY_FREE:
+        return {**params, "weight_decay": 0.0}
+    return params
+
+
 def suggest(trial: optuna.Trial, space: dict[str, ParamSpec], min_size: int) -> dict:
     """Sample one value per dimension; ``input_size`` is bounded below by the backbone's ``min_size``.
+
+    ``weight_decay`` is sampled only for optimizers outside :data:`DECAY_FREE` (adamw, sgd): the
+    space then has no two points that train the same way.
 
     Raises:
         CompkitError: an ``input_size`` dimension leaves no size at or above ``min_size``.
     """
     params = {}
     for key, spec in space.items():
+        if key == "weight_decay" and params.get("optimizer") in DECAY_FREE:
+            continue
         choices, low = spec.choices, spec.low
         if key == "input_size":
             choices = [c for c in choices if c >= min_size] if choices else None
@@ -141,6 +158,8 @@ def config_point(config: Config, backbone: str) -> dict:
                 point[key] = value
         elif value is not None:
             point[key] = type(spec.low)(min(max(value, spec.low), spec.high))
+    if point.get("optimizer") in DECAY_FREE:
+        point.pop("weight_decay", None)  # not a dimension of this optimizer's trials
     return point
 
 
@@ -162,7 +181,7 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
 
     study = optuna.load_study(study_name=name, storage=make_storage(config, paths), pruner=make_pruner(config))
     trial = optuna.trial.Trial(study, trial_id)
-    hyper = config.hyper(backbone).with_params(trial.params)
+    hyper = config.hyper(backbone).with_params(trial_hyperparams(trial.params))
     extra = {"backbone": backbone, "study": name, "trial": trial.number, "params": trial.params, "hyper": hyper.model_dump()}
     with tracked(config, paths, "tune", f"{backbone}-trial{trial.number}", extra) as tracker:
         state, value, started = "FAIL", None, time.time()
@@ -222,7 +241,7 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        direction="maximize" if GREATER_IS_BETTER[config.competition.metric] else "minimize",
+        direction=direction(config.competition.metric),
         pruner=make_pruner(config),
         load_if_exists=True,
     )
@@ -287,7 +306,7 @@ def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str
     Layout(config, paths).write_best_params(
         backbone,
         {"study": study.study_name, "trial": best.number, "value": best.value, "metric": config.competition.metric,
-         "params": best.params},
+         "params": trial_hyperparams(best.params)},
     )
 
 

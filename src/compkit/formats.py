@@ -1,0 +1,211 @@
+"""The submission's format, read from the sample submission's header (Kaggle's conventions).
+
+Two formats: an id column then the target column holding a class label (``id,label``), or an id
+column then one probability column per class, named as the classes, in whatever order the sample
+uses (``id,class_a,class_b,...``: log-loss competitions). ``competition.submission_columns`` may be
+left out; given, it must equal the sample's header. The solution file (the hidden test labels) has
+the sample's columns plus ``Usage`` (Public/Private): for a probability submission one-hot class
+columns, or a single column named as the target (``competition.target_column``) holding the label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from compkit.config import Competition
+from compkit.data import DataError, _check_ids, _read_csv, _require_columns, class_indices, line, locate
+from compkit.errors import shown
+
+ROW_SUM_TOLERANCE = 1e-6  # a probability row may miss 1 by this much (CSV rounding of float64)
+
+
+@dataclass(frozen=True)
+class SubmissionFormat:
+    """What a submission file holds.
+
+    Attributes:
+        columns: the sample submission's header, in order: the id column first.
+        target: the label column's name; None for a probability submission.
+    """
+
+    columns: tuple[str, ...]
+    target: str | None
+
+    @property
+    def id_column(self) -> str:
+        """The id column: the sample's first column."""
+        return self.columns[0]
+
+    @property
+    def probabilities(self) -> bool:
+        """True when the submission holds one probability column per class."""
+        return self.target is None
+
+
+def format_of(header: list[str], comp: Competition, source: str) -> SubmissionFormat:
+    """The format a sample submission's ``header`` names, checked against the config.
+
+    Raises:
+        DataError: the header differs from ``competition.submission_columns`` (when given), or is
+            neither ``id, target`` nor an id then one column per class; names ``source`` and the fix.
+    """
+    header = [str(c) for c in header]
+    if comp.submission_columns is not None and header != comp.submission_columns:
+        raise DataError(
+            f"{source}: columns {header} differ from competition.submission_columns {comp.submission_columns}; "
+            "fix the config or leave submission_columns out (the sample's header decides)"
+        )
+    names = [str(c) for c in comp.classes]
+    rest = header[1:]
+    if len(rest) == len(names) and sorted(rest) == sorted(names):
+        return SubmissionFormat(tuple(header), None)
+    if len(rest) == 1 and rest[0] not in names:
+        return SubmissionFormat(tuple(header), rest[0])
+    raise DataError(
+        f"{source}: columns {header}: expected an id column, then either the target column or one column per "
+        f"class {names}; fix the sample submission or competition.classes"
+    )
+
+
+def require_probabilities_for_log_loss(fmt: SubmissionFormat, comp: Competition, source: str) -> None:
+    """Refuse a label submission under log loss: its one-hot rows would score ~34 per wrong row, not the model.
+
+    Raises:
+        DataError: ``competition.metric`` is ``log_loss`` and the sample has a label column; names ``source``.
+    """
+    if comp.metric == "log_loss" and not fmt.probabilities:
+        raise DataError(
+            f"{source}: metric log_loss scores probabilities, but the sample submission's {fmt.target!r} column holds "
+            f"labels; use a sample with one column per class ({fmt.id_column},{','.join(map(str, comp.classes))}) or another metric"
+        )
+
+
+def submission_format(data_dir: Path, comp: Competition) -> SubmissionFormat:
+    """The format of competition ``comp``'s sample submission in ``data_dir`` (its header only is read).
+
+    Raises:
+        DataError: the sample is missing or its header is not a submission format (see :func:`format_of`).
+    """
+    path = locate(data_dir, comp.sample_submission, comp)
+    return format_of(list(pd.read_csv(path, nrows=0).columns), comp, str(path))
+
+
+def to_frame(fmt: SubmissionFormat, ids: np.ndarray, proba: np.ndarray, comp: Competition) -> pd.DataFrame:
+    """The submission of (N,) ``ids`` and (N, K) probabilities over ``comp.classes``, in the sample's columns.
+
+    A label submission gets each row's most probable class; a probability submission the rows,
+    renormalised to sum to 1, in the sample's column order.
+    """
+    if not fmt.probabilities:
+        return pd.DataFrame({fmt.id_column: ids, fmt.target: np.asarray(comp.classes, dtype=object)[proba.argmax(axis=1)]})
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    position = {str(c): i for i, c in enumerate(comp.classes)}
+    frame = pd.DataFrame(proba[:, [position[c] for c in fmt.columns[1:]]], columns=list(fmt.columns[1:]))
+    frame.insert(0, fmt.id_column, ids)
+    return frame
+
+
+def as_submitted(fmt: SubmissionFormat, proba: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities as a submission in ``fmt`` scores them: one-hot of the argmax for labels, else renormalised."""
+    if fmt.probabilities:
+        return proba / proba.sum(axis=1, keepdims=True)
+    return np.eye(proba.shape[1])[proba.argmax(axis=1)]
+
+
+def check_values(frame: pd.DataFrame, fmt: SubmissionFormat, comp: Competition, source: str) -> None:
+    """Check a submission's values: labels among the classes, or probabilities in [0, 1] with rows summing to 1.
+
+    Raises:
+        DataError: names ``source``, the row (1-based) and column, and the fix.
+    """
+    if not fmt.probabilities:
+        class_indices(frame[fmt.target], Path(source), comp, fmt.target)
+        return
+    columns = list(fmt.columns[1:])
+    values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~((values >= 0) & (values <= 1))  # NaN (not a number) is bad too
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise DataError(
+            f"{source}: line {line(row)}, column {columns[col]!r}: {shown(frame[columns[col]].iloc[row])} is not a "
+            "probability in [0, 1]; write probabilities"
+        )
+    off = np.abs(values.sum(axis=1) - 1) > ROW_SUM_TOLERANCE
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise DataError(f"{source}: line {line(row)}: probabilities sum to {values[row].sum():.6g}, not 1; normalise each row")
+
+
+def read_submission(file, fmt: SubmissionFormat, comp: Competition, source: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A submission's CSV parsed back: (N,) ids and (N, K) float64 probabilities over ``comp.classes``.
+
+    ``file`` is a path or a binary buffer (the bytes about to be written, so the scores are those of the
+    file); ``source`` names it in messages (default: ``file``). A label submission reads as one-hot rows
+    (what a label scores as); a probability submission's columns are put in ``comp.classes`` order.
+
+    Raises:
+        DataError: the file's columns are not the format's, or a value is not a label / probability.
+    """
+    path = Path(source if source is not None else file)
+    frame = _read_csv(file if source is not None else path, fmt.id_column)
+    if list(frame.columns) != list(fmt.columns):
+        raise DataError(f"{path}: columns {list(frame.columns)} are not the sample's {list(fmt.columns)}; write the sample's columns")
+    check_values(frame, fmt, comp, str(path))
+    if not fmt.probabilities:
+        return frame[fmt.id_column].to_numpy(), np.eye(len(comp.classes))[class_indices(frame[fmt.target], Path(path), comp, fmt.target)]
+    return frame[fmt.id_column].to_numpy(), frame[[str(c) for c in comp.classes]].to_numpy(dtype=np.float64)
+
+
+def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> pd.DataFrame | None:
+    """The hidden test labels (Kaggle's solution file), or None when the competition ships none.
+
+    Columns: the id column, then the label column (``fmt.target``; for a probability submission
+    ``comp.target_column`` or else one-hot class columns), then ``Usage``.
+
+    Returns:
+        DataFrame with the id column, ``label`` (int64 class index) and ``Usage`` (``Public`` or
+        ``Private``), in file order.
+
+    Raises:
+        DataError: missing columns, an empty, duplicate or mixed id, a label outside the classes, a class row
+            that is not one-hot, a Usage other than Public/Private, or no row of one of the two parts; names the
+            file, line and column.
+    """
+    path = Path(data_dir) / comp.solution_file
+    if not path.is_file():
+        return None
+    frame = _read_csv(path, fmt.id_column)
+    target = fmt.target or comp.target_column
+    if fmt.probabilities and target not in frame.columns:
+        _require_columns(frame, path, [fmt.id_column, *fmt.columns[1:], "Usage"])
+        labels = _one_hot_labels(frame, [str(c) for c in comp.classes], path)
+    else:
+        _require_columns(frame, path, [fmt.id_column, target, "Usage"])
+        labels = class_indices(frame[target], path, comp, target)
+    _check_ids(frame, path, fmt.id_column)
+    bad = ~frame["Usage"].isin(["Public", "Private"]).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: line {line(row)}, column 'Usage': {shown(frame['Usage'].iloc[row])}; use Public or Private")
+    for part in ("Public", "Private"):
+        if not (frame["Usage"] == part).any():
+            raise DataError(f"{path}: no {part} row in column 'Usage', so the {part.lower()} score is undefined; "
+                            f"mark some rows {part}")
+    return pd.DataFrame({fmt.id_column: frame[fmt.id_column], "label": labels, "Usage": frame["Usage"]})
+
+
+def _one_hot_labels(frame: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:
+    """(N,) int64 class index of each one-hot row of ``frame[columns]`` (columns in class order)."""
+    values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy()
+    bad = ~(np.isin(values, (0, 1)).all(axis=1) & (values.sum(axis=1) == 1))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: line {line(row)}: class columns {frame[columns].iloc[row].tolist()} are not one-hot; "
+            "put 1 in the true class's column and 0 elsewhere"
+        )
+    return values.argmax(axis=1).astype(np.int64)
