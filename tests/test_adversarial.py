@@ -61,7 +61,7 @@ def test_same_distribution_gives_auc_near_half(tmp_path, fmnist):
     assert len(like) == 50 and like["id"].isin(range(1, N + 1)).all() and like["p_test"].is_monotonic_decreasing
     assert "one distribution" in summary["verdict"]
 
-    from compkit.report import _Page
+    from compkit.report.page import _Page
 
     page = _Page(tmp_path / "report")
     adversarial.report_section(page, paths)

@@ -59,17 +59,24 @@ def _runtime_nodes(tree: ast.AST):
         yield from _runtime_nodes(node)
 
 
+def _module(path) -> str:
+    """``compkit.<a>.<b>`` for ``src/compkit/a/b.py``; a package is its ``__init__.py``."""
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(("compkit", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+
+
 def _imports() -> dict[str, set[str]]:
     """compkit module -> the compkit modules it imports at run time (at any level, lazy imports included)."""
-    graph = {}
-    for path in SRC.glob("*.py"):
+    paths = list(SRC.rglob("*.py"))
+    modules, graph = {_module(p) for p in paths}, {}
+    for path in paths:
         found = set()
         for node in _runtime_nodes(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("compkit"):
                 found |= {node.module} if node.module != "compkit" else {f"compkit.{a.name}" for a in node.names}
             elif isinstance(node, ast.Import):
                 found |= {a.name for a in node.names if a.name.startswith("compkit.")}
-        graph[f"compkit.{path.stem}"] = {m for m in found if m in {f"compkit.{p.stem}" for p in SRC.glob("*.py")}}
+        graph[_module(path)] = {m for m in found if m in modules and m != _module(path)}
     return graph
 
 
@@ -91,7 +98,9 @@ def test_no_import_cycle_among_compkit_modules():
 
 @pytest.mark.parametrize("stage", ["ensemble", "report", "tune", "pseudo", "submit"])
 def test_later_stages_do_not_import_train(stage):
-    assert "compkit.train" not in _imports()[f"compkit.{stage}"]
+    graph = _imports()
+    mine = [m for m in graph if m == f"compkit.{stage}" or m.startswith(f"compkit.{stage}.")]  # a package: all its modules
+    assert mine and not any("compkit.train" in graph[m] for m in mine)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,8 +184,7 @@ def test_folds_and_holdout_from_two_runs_are_refused(tmp_path, dacon_dir, monkey
     assert main(["folds", *argv]) == 0
     paths = Paths.for_competition(COMP, tmp_path, dacon_dir)
     _kill_at_replace(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        main(["folds", *argv, "--set", "folds.seed=7"])
+    assert main(["folds", *argv, "--set", "folds.seed=7"]) == 130  # the CLI's Ctrl-C exit
     monkeypatch.undo()
     folds, holdout = pd.read_csv(paths.folds / "folds.csv"), pd.read_csv(paths.folds / "holdout.csv")
     assert folds["id"].isin(holdout["id"]).any()  # what was left on disk leaks
@@ -264,11 +272,7 @@ def test_ensemble_killed_between_writes_leaves_the_old_set_or_an_error(copy, cap
     old = sha256_tree(root)
     old_record = json.loads((root / RUNS / "ensemble/ensemble.json").read_text())
     _kill_at_replace(monkeypatch, kill_at, once)
-    try:
-        main(["ensemble", *argv, "--set", "ensemble.select='hard'"])
-        killed = False
-    except KeyboardInterrupt:
-        killed = True
+    killed = main(["ensemble", *argv, "--set", "ensemble.select='hard'"]) == 130  # the CLI's Ctrl-C exit
     monkeypatch.undo()
     monkeypatch.setenv("WANDB_MODE", "disabled")
     after = sha256_tree(root)
@@ -360,7 +364,6 @@ def test_submit_killed_between_its_two_writes_leaves_no_orphan(copy, monkeypatch
     assert main(["submit", *argv]) == 0
     before = sha256_tree(root)
     _kill_at_replace(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        main(["submit", *argv])
+    assert main(["submit", *argv]) == 130  # the CLI's Ctrl-C exit
     monkeypatch.undo()
     assert sha256_tree(root) == before

@@ -331,7 +331,7 @@ def test_upload_record_then_sync(tmp_path):
 
 
 def test_report_section_shows_rank_correlations(tmp_path):
-    from compkit.report import _Page
+    from compkit.report.page import _Page
 
     merged, _ = platform.merge_platform_scores(_board(), _listing())
     table = platform.rank_correlations(merged)

@@ -102,5 +102,5 @@ def test_a_probability_solution_may_hold_one_hot_columns_or_the_label(dacon, dac
     pd.DataFrame({"id": ids, "digit": labels, "Usage": usage}).to_csv(tmp_path / "solution.csv", index=False)  # named as the target
     assert load_solution(tmp_path, comp, fmt)["label"].tolist() == labels.tolist()
     one_hot.assign(**{"3": 1}).to_csv(tmp_path / "solution.csv", index=False)
-    with pytest.raises(CompkitError, match=r"solution.csv: row \d+: class columns .* are not one-hot"):
+    with pytest.raises(CompkitError, match=r"solution.csv: line \d+: class columns .* are not one-hot"):
         load_solution(tmp_path, comp, fmt)

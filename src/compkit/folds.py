@@ -171,7 +171,8 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
         check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
-    load_solution(paths.data, comp, submission_format(paths.data, comp))  # its problems surface here, not after a day of training
+    if (paths.data / comp.solution_file).is_file():  # its problems surface here, not after a day of training
+        load_solution(paths.data, comp, submission_format(paths.data, comp))
     return train, test
 
 
