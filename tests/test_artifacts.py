@@ -273,6 +273,7 @@ def test_ensemble_killed_between_writes_leaves_the_old_set_or_an_error(copy, cap
     old_record = json.loads((root / RUNS / "ensemble/ensemble.json").read_text())
     _kill_at_replace(monkeypatch, kill_at, once)
     killed = main(["ensemble", *argv, "--set", "ensemble.select='hard'"]) == 130  # the CLI's Ctrl-C exit
+    capsys.readouterr()  # its "interrupted" line
     monkeypatch.undo()
     monkeypatch.setenv("WANDB_MODE", "disabled")
     after = sha256_tree(root)

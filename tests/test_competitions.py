@@ -21,7 +21,7 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 FAST = ["--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1",
-        "--set", "train.process_per_fold=false"]
+        "--set", "train.batch_size=128", "--set", "train.process_per_fold=false"]  # the batch these tests were written with
 
 
 @pytest.fixture(scope="module")

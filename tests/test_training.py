@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 # Two folds, two epochs, a quarter-width cnn_small, in this process: seconds per fold on 2 cores.
 SMALL = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=2",
          "--set", "train.epochs=2", "--set", "train.width=0.25", "--set", "train.process_per_fold=false",
+         "--set", "train.batch_size=128",  # the batch these tests were written with
          "--config-dir", str(REPO / "configs")]
 CLASSES = list(range(10))
 
@@ -42,7 +43,8 @@ np.save(folder + "/fresh.npy", model.predict(inputs, verbose=0))
 
 
 def _config(*overrides):
-    return load_config("dacon-cv-2020", "smoke", ["folds.n_splits=2", "train.epochs=2", "train.width=0.25", *overrides], REPO / "configs")
+    return load_config("dacon-cv-2020", "smoke", ["folds.n_splits=2", "train.epochs=2", "train.width=0.25", "train.batch_size=128", *overrides],
+                       REPO / "configs")
 
 
 def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_dir):

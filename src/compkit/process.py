@@ -54,6 +54,7 @@ def outcome(what: str, future: Future) -> Any:
     try:
         return future.result()
     except BrokenProcessPool:
+        time.sleep(1)  # a Ctrl-C reaches the whole group: let this process's own interrupt win over "it died"
         raise CompkitError(f"{what}: the process died (out of memory or killed); rerun to resume") from None
 
 
