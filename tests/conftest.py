@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from compkit.config import Paths, load_config
+from compkit.datasets import DEBIAN_FASHION_MNIST, fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 DACON = Path(os.environ.get("COMPKIT_DACON_DIR", REPO.parent / "shared" / "data" / "dacon-cv-2020"))
@@ -96,3 +97,13 @@ def tiny_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
     for stage in ("folds", "train", "ensemble"):
         assert main([stage, *argv]) == 0
     return root, argv
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    """The real Fashion-MNIST arrays from Debian's dataset-fashion-mnist package."""
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEBIAN_FASHION_MNIST} missing on CI: `make setup` installs dataset-fashion-mnist")
+        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
+    return fashion_mnist()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -12,21 +11,11 @@ import pytest
 
 from compkit import adversarial
 from compkit.config import Paths, load_config
-from compkit.datasets import DEBIAN_FASHION_MNIST, fashion_mnist
 from compkit.errors import CompkitError
 from conftest import REPO
 
 N = 300  # images per side: 600 in 3 folds, a few seconds of training
 SMALL = ["adversarial.n_splits=3", "adversarial.top=50"]
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    if not DEBIAN_FASHION_MNIST.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{DEBIAN_FASHION_MNIST} missing on CI: `make setup` installs dataset-fashion-mnist")
-        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
-    return fashion_mnist()
 
 
 def _competition(tmp_path, train_images: np.ndarray, test_images: np.ndarray) -> tuple:

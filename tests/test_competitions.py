@@ -4,7 +4,6 @@ digit-recognizer CSV layout and an image-folder layout, each run end to end with
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -15,23 +14,12 @@ from sklearn.metrics import f1_score, log_loss
 from compkit.cli import main
 from compkit.config import load_config
 from compkit.data import DataError, load_train
-from compkit.datasets import DEBIAN_FASHION_MNIST, fashion_mnist
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 FAST = ["--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1",
         "--set", "train.batch_size=128", "--set", "train.process_per_fold=false"]  # the batch these tests were written with
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    """The real Fashion-MNIST arrays from Debian's dataset-fashion-mnist package."""
-    if not DEBIAN_FASHION_MNIST.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{DEBIAN_FASHION_MNIST} missing on CI: `make setup` installs dataset-fashion-mnist")
-        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
-    return fashion_mnist()
 
 
 def _submission(root, competition):
