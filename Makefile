@@ -85,8 +85,11 @@ submit:
 sync:
 	$(VENV)/bin/wandb sync --yes
 
+# pytest-xdist: two test processes overlap what one leaves idle (process start-up, graph tracing, file I/O) on 2 cores;
+# --dist loadgroup keeps each xdist_group (one shared run, one PostgreSQL study) on one worker. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test:
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Benchmarks run on the DACON data (default ../shared/data/dacon-cv-2020, or DATA_DIR) in temporary roots.
 BENCH_ARGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(PRESET),--preset $(PRESET)) \

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from filelock import FileLock
 
 from compkit.config import Paths, load_config
 from compkit.datasets import DEBIAN_FASHION_MNIST, fashion_mnist
@@ -32,6 +35,24 @@ def tree_digest(root: Path, parts: tuple[str, ...] = ARTEFACT_DIRS) -> dict[str,
     return out
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A session fixture's folder, built by the first pytest-xdist worker that asks and reused by the others.
+
+    pytest-xdist's recipe for session fixtures (docs: "Making session-scoped fixtures execute only once"): the
+    workers share the parent of their base temp folder; a lock lets one build while the others wait. The folder
+    is read-only to tests (they copy it before changing it); ``.built`` marks it whole, so a failed build is redone.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            build(root)
+            (root / ".built").touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
     """One smoke run on the real DACON data, shared by the pipeline and tracking tests.
@@ -41,12 +62,17 @@ def smoke_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
     """
     from compkit.cli import main
 
-    root = tmp_path_factory.mktemp("smoke")
-    argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
-    assert main(["folds", *argv]) == 0
-    assert main(["tune", *argv, "--backbones", "cnn_small", "--trials", "2", "--set", "tune.pruner='none'"]) == 0
-    assert main(["all", *argv]) == 0
-    return root, argv
+    def argv(root: Path) -> list[str]:
+        return ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root),
+                "--config-dir", str(REPO / "configs")]
+
+    def build(root: Path) -> None:
+        assert main(["folds", *argv(root)]) == 0
+        assert main(["tune", *argv(root), "--backbones", "cnn_small", "--trials", "2", "--set", "tune.pruner='none'"]) == 0
+        assert main(["all", *argv(root)]) == 0
+
+    root = built_once(tmp_path_factory, "smoke", build)
+    return root, argv(root)
 
 
 @pytest.fixture(autouse=True)
@@ -92,11 +118,15 @@ def tiny_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
     """
     from compkit.cli import main
 
-    root = tmp_path_factory.mktemp("tiny")
-    argv = [*TINY, "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
-    for stage in ("folds", "train", "ensemble"):
-        assert main([stage, *argv]) == 0
-    return root, argv
+    def argv(root: Path) -> list[str]:
+        return [*TINY, "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
+
+    def build(root: Path) -> None:
+        for stage in ("folds", "train", "ensemble"):
+            assert main([stage, *argv(root)]) == 0
+
+    root = built_once(tmp_path_factory, "tiny", build)
+    return root, argv(root)
 
 
 @pytest.fixture(scope="session")

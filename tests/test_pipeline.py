@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ from sklearn.metrics import accuracy_score, log_loss
 from compkit.blends import cross_fitted_oof, fit_weights
 from compkit.cli import main
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs every test of the smoke run, so the other never waits for its build.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
 
 BACKBONES = ["cnn_small", "resnet_small"]
 
@@ -90,8 +92,10 @@ def test_submission_matches_the_format_and_the_leaderboard_scores_it(run, dacon_
     assert not list(folder.glob(".tmp-*")) and not list(root.rglob(".tmp-*"))
 
 
-def test_rerun_skips_finished_folds_and_submit_appends(run, capfd):
-    root, argv = run
+def test_rerun_skips_finished_folds_and_submit_appends(run, capfd, tmp_path):
+    root = tmp_path / "run"  # a copy: the smoke run is shared, read-only, by every test of this group
+    shutil.copytree(run[0], root, ignore=shutil.ignore_patterns("wandb"))
+    argv = [*run[1][: run[1].index("--root")], "--root", str(root), *run[1][run[1].index("--root") + 2 :]]
     done = sorted(root.glob("runs/dacon-cv-2020/*/fold*/fold.json"))
     stamps = [p.stat().st_mtime_ns for p in done]
     assert main(["train", *argv]) == 0

@@ -115,10 +115,16 @@ def test_fit_and_tta_predict_under_each_policy_and_reload_in_float32(dacon_train
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", GPU_BACKBONES)
 def test_gpu_backbone_trains_a_step_at_min_size_under_mixed_float16(backbone, dacon_train, policy, tmp_path):
-    """One step (8 real rows, batch 8) through the resize path (28 px -> the backbone's minimum), then model.keras reloads."""
+    """One step (8 real rows, batch 8) through the resize path (28 px -> the backbone's minimum), then model.keras reloads.
+
+    keras.applications run eagerly: tracing their train and test graphs on a CPU took 30-80 s each for one step;
+    the graph path of one of them under mixed_float16 is test_devices' gpu-preset pipeline (efficientnetb0).
+    """
     size = BACKBONES[backbone].min_size
     assert size != 28  # so the Resizing layer is in the model
-    config = _config("train.precision='mixed_float16'", "train.batch_size=8", f"train.input_size={size}", "train.dropout=0.0")
+    eager = bool(BACKBONES[backbone].constructor)
+    config = _config("train.precision='mixed_float16'", "train.batch_size=8", f"train.input_size={size}", "train.dropout=0.0",
+                     f"train.run_eagerly={str(eager).lower()}")
     hyper, data = config.hyper(backbone), _fold(dacon_train, 8, 4)
     start = time.perf_counter()
     model, history = fitting.fit(config, hyper, backbone, data, 0, f"[{backbone} {size}px]")

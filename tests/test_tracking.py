@@ -10,7 +10,8 @@ import pytest
 from compkit.cli import main
 from compkit.tracking import read_run
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs every test of the smoke run, so the other never waits for its build.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
 
 
 @pytest.fixture(scope="module")

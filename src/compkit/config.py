@@ -247,6 +247,9 @@ class Train(Hyper):
     loss: Literal["crossentropy", "focal"] = "crossentropy"  # focal: Lin et al. 2017, gamma 2
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism(): same seed, same predictions
     seeds: int = Field(1, ge=1)  # models per fold, each from its own seed; their predictions are averaged
+    # Keras' run_eagerly: every step in Python, no tf.function tracing. Slower per step, but a large backbone's first
+    # step on a CPU goes from minutes of graph building to seconds: for one-step checks and debugging, not for runs.
+    run_eagerly: bool = False
 
 
 class ParamSpec(_Strict):

@@ -204,7 +204,8 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
             optimizer = _optimizer(hyper.model_copy(update={"epochs": phase.epochs}), steps)  # a cosine schedule spans its phase
             optimizer = finetune.phase_optimizer(optimizer, model, hyper, phase)
             optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))  # before the optimizer is built
-            model.compile(optimizer=optimizer, loss=_loss(config, hyper), metrics=["accuracy"])
+            model.compile(optimizer=optimizer, loss=_loss(config, hyper), metrics=["accuracy"],
+                          run_eagerly=config.train.run_eagerly)
         history = model.fit(
             dataset,
             validation_data=validation,
