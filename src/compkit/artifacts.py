@@ -274,7 +274,7 @@ class Layout:
         return self.fold_dir(backbone, fold) / ("model.keras" if seed == 0 else f"model-seed{seed}.keras")
 
     def lock(self, backbone: str, fold: int) -> Path:
-        """``fold<k>/.lock``: exists while a process trains the fold; holds that process's pid."""
+        """``fold<k>/.lock``: the driver training the fold holds a kernel lock on it (:func:`compkit.io.claim`)."""
         return self.fold_dir(backbone, fold) / ".lock"
 
     def is_done(self, backbone: str, fold: int) -> bool:

@@ -17,9 +17,9 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
 A finished fold is skipped on rerun, so a crash loses at most the fold in progress. Its lineage
 (digests of the config parts and fold files it was made from, and of the ids it was fit on and
 validated on; see lineage.py) must match the current ones, else the run stops instead of mixing
-stale folds with new ones. A fold in progress is claimed by a lock file (``fold<k>/.lock``,
-holding the pid), so two `make train` at once share the folds, and a killed run's locks are
-taken over. Each fold runs in a fresh process by default (``train.process_per_fold``), which
+stale folds with new ones. A fold in progress is claimed by a kernel lock on ``fold<k>/.lock``
+(:func:`compkit.io.claim`), so two `make train` at once share the folds, and a killed run's folds
+are free again the moment it dies. Each fold runs in a fresh process by default (``train.process_per_fold``), which
 keeps memory flat fold after fold.
 """
 
@@ -41,7 +41,7 @@ from compkit.devices import Scheduler, describe, slots
 from compkit.errors import CompkitError
 from compkit.fitting import fit, fold_data, model_inputs
 from compkit.folds import check_folds
-from compkit.io import atomic_path, claim, lock_owner, release
+from compkit.io import atomic_path, claim, release
 from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, stale_reason
 from compkit.metrics import score_table
 from compkit.tracking import tracked
@@ -189,7 +189,7 @@ def run(config: Config, paths: Paths) -> None:
                 lock = layout.lock(backbone, fold)
                 if not layout.is_done(backbone, fold) and not claim(lock):
                     if (backbone, fold) not in waiting:
-                        console.info(f"{label} being trained by process {lock_owner(lock)}, left to it")
+                        console.info(f"{label} being trained by another process, left to it")
                         waiting.add((backbone, fold))
                     continue
                 pending.remove((backbone, fold))
