@@ -1,0 +1,138 @@
+"""The Ray executor on a real local Ray cluster (2 CPUs): the TINY DACON job's folds as Ray tasks match the local
+executor's, a worker killed mid-fold is retried without a half-written file, a Ray tune study on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import ray
+from optuna.trial import TrialState
+
+from compkit.cli import main
+from conftest import REPO, TINY
+
+
+pytestmark = pytest.mark.slow
+
+FOLDS = 3  # TINY's
+RUNS = "runs/dacon-cv-2020/cnn_small"
+TASK = b"ray::train_fold_task"  # the title Ray gives a worker process while it runs that task
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of 2 CPUs for this module (workers inherit PYTHONPATH from this process)."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, logging_level="warning")
+    yield
+    ray.shutdown()
+
+
+def _task_pids() -> list[int]:
+    """Pids of the processes running a fold task now (read from /proc: no hook in compkit)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(TASK):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _kill_first_fold_worker(after: float, killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first process seen running a fold task once it has run ``after`` seconds (mid-training)."""
+    seen: dict[int, float] = {}
+    while not stop.is_set():
+        now = time.monotonic()
+        for pid in _task_pids():
+            if now - seen.setdefault(pid, now) >= after:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.1)
+
+
+def _oof(root: Path) -> pd.DataFrame:
+    return pd.concat(pd.read_csv(root / RUNS / f"fold{k}/oof.csv") for k in range(FOLDS)).sort_values("id")
+
+
+@pytest.fixture(scope="module")
+def ray_run(cluster, tiny_run, tmp_path_factory, dacon_dir):
+    """`train --executor ray` of the TINY job on tiny_run's folds, its first fold worker killed after 6 s of work.
+
+    Returns the root, the killed pids and the CLI options.
+    """
+    root = tmp_path_factory.mktemp("ray")
+    shutil.copytree(tiny_run[0] / "folds", root / "folds")
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_first_fold_worker, args=(6.0, killed, stop), daemon=True)
+    killer.start()
+    try:
+        argv = [*TINY, "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
+        code = main(["train", *argv, "--executor", "ray"])
+    finally:
+        stop.set()
+        killer.join()
+    assert code == 0
+    return root, killed, argv
+
+
+def test_ray_folds_equal_the_local_executors(ray_run, tiny_run):
+    ray_oof, local_oof = _oof(ray_run[0]), _oof(tiny_run[0])
+    assert ray_oof["id"].tolist() == local_oof["id"].tolist()
+    np.testing.assert_allclose(ray_oof.filter(like="p_").to_numpy(), local_oof.filter(like="p_").to_numpy(), atol=1e-6)
+    for k in range(FOLDS):
+        record = json.loads((ray_run[0] / RUNS / f"fold{k}/fold.json").read_text())
+        local = json.loads((tiny_run[0] / RUNS / f"fold{k}/fold.json").read_text())
+        assert record["where"]["executor"] == "ray" and local["where"]["executor"] == "local"
+        assert record["where"]["pid"] != os.getpid() and record["where"]["device"] == "CPU"
+        assert record["lineage"] == local["lineage"]  # same config and fold digests: the executor is not part of a fold's lineage
+    assert main(["ensemble", *ray_run[2]]) == 0  # the next stage reads the Ray folds as it reads local ones
+
+
+def test_a_killed_fold_worker_is_retried_and_leaves_no_half_file(ray_run):
+    root, killed, _ = ray_run
+    assert len(killed) == 1, "no fold task was seen running"
+    out = root / RUNS
+    pids = [json.loads((out / f"fold{k}/fold.json").read_text())["where"]["pid"] for k in range(FOLDS)]
+    assert killed[0] not in pids  # the killed attempt delivered nothing; its retry did
+    for k in range(FOLDS):
+        assert {p.name for p in (out / f"fold{k}").iterdir()} == {"model.keras", "history.csv", "oof.csv", "holdout.csv", "fold.json"}
+    assert not list(root.rglob(".tmp-*")) and not list(root.rglob(".lock"))
+
+
+def test_ray_tune_study_finishes_exactly_n_distinct_trials_on_postgres(cluster, tmp_path, dacon_dir):
+    url = os.environ.get("COMPKIT_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide a PostgreSQL server: set COMPKIT_TEST_POSTGRES_URL (see .ci/run)")
+        pytest.skip("no PostgreSQL server: `source .ci/postgres.sh`")
+    name = "dacon-cv-2020-cnn_small"
+    try:
+        optuna.delete_study(study_name=name, storage=url)
+    except KeyError:
+        pass
+    argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path),
+            "--config-dir", str(REPO / "configs"), "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1"]
+    assert main(["folds", *argv]) == 0
+    os.environ["OPTUNA_STORAGE"] = url
+    try:
+        assert main(["tune", *argv, "--executor", "ray", "--trials", "4", "--set", "tune.pruner='none'"]) == 0
+    finally:
+        del os.environ["OPTUNA_STORAGE"]
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4  # no trial run twice
+    spans = sorted((t.user_attrs["compute"]["started"], t.user_attrs["compute"]["finished"]) for t in trials)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "no two trials ran at once: not 2 parallel tasks"
+    assert (tmp_path / "runs/dacon-cv-2020/best/cnn_small.json").is_file()
