@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -125,7 +127,8 @@ def test_ray_tune_study_finishes_exactly_n_distinct_trials_on_postgres(cluster, 
     except KeyError:
         pass
     argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path),
-            "--config-dir", str(REPO / "configs"), "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1"]
+            "--config-dir", str(REPO / "configs"), "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1",
+            "--set", "train.batch_size=128"]
     assert main(["folds", *argv]) == 0
     os.environ["OPTUNA_STORAGE"] = url
     try:
@@ -138,3 +141,18 @@ def test_ray_tune_study_finishes_exactly_n_distinct_trials_on_postgres(cluster, 
     spans = sorted((t.user_attrs["compute"]["started"], t.user_attrs["compute"]["finished"]) for t in trials)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "no two trials ran at once: not 2 parallel tasks"
     assert (tmp_path / "runs/dacon-cv-2020/best/cnn_small.json").is_file()
+
+
+def test_without_ray_the_ray_executor_is_one_line_naming_the_install(tmp_path, dacon_dir):
+    """In a Python where `import ray` fails (blocked in sys.modules), `train --executor ray` stops with one line."""
+    argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path),
+            "--config-dir", str(REPO / "configs"), "--backbones", "cnn_small", "--set", "folds.n_splits=2"]
+    assert main(["folds", *argv]) == 0
+    code = ("import sys; sys.modules['ray'] = None\nfrom compkit.cli import main\n"
+            f"sys.exit(main({['train', *argv, '--executor', 'ray']!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == ("compkit: error: executor 'ray': Ray is not installed; "
+                                                    "run `pip install -e '.[ray]'` (or use the local executor)")
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
