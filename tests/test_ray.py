@@ -3,12 +3,15 @@ executor's, a worker killed mid-fold is retried without a half-written file, a R
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -156,3 +159,51 @@ def test_without_ray_the_ray_executor_is_one_line_naming_the_install(tmp_path, d
     assert done.stderr.strip().splitlines()[-1] == ("compkit: error: executor 'ray': Ray is not installed; "
                                                     "run `pip install -e '.[ray]'` (or use the local executor)")
     assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
+def _ray_start(log: Path, env: dict, *options: str) -> subprocess.Popen:
+    """`ray start ... --block` in a session of its own (so the test can end all its processes), output to ``log``."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    return subprocess.Popen([str(ray_cli), "start", "--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats",
+                             "--block", *options], env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    """A real two-node Ray cluster as `ray start` makes one: a head, and a worker node whose address is 127.0.0.2
+    (another machine, as far as Ray can tell). Yields the environment a driver needs (RAY_ADDRESS, the token)."""
+    port = 56400 + os.getpid() % 90
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    short = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    nodes = [_ray_start(tmp_path / "head.log", env, "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={short}")]
+    try:
+        for log in (tmp_path / "head.log", tmp_path / "worker.log"):
+            if log.name == "worker.log":
+                nodes.append(_ray_start(log, env, f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.2"))
+            deadline = time.monotonic() + 120
+            while "Ray runtime started" not in log.read_text():
+                assert time.monotonic() < deadline and nodes[-1].poll() is None, log.read_text()[-2000:]
+                time.sleep(0.5)
+        yield {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    finally:
+        for node in reversed(nodes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)  # the session holds every process that node started
+            node.wait()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_sqlite_study_is_refused_on_a_cluster_of_two_machines(two_node_cluster, tmp_path, dacon_dir):
+    argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path),
+            "--config-dir", str(REPO / "configs"), "--backbones", "cnn_small", "--set", "folds.n_splits=2"]
+    assert main(["folds", *argv]) == 0
+    env = {**two_node_cluster, "PYTHONPATH": str(REPO / "src")}
+    env.pop("OPTUNA_STORAGE", None)
+    done = subprocess.run([sys.executable, "-m", "compkit", "tune", *argv, "--executor", "ray"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    db = (tmp_path / "runs/dacon-cv-2020/optuna.db").resolve()
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"compkit: error: tune storage sqlite:///{db}: a file on this machine, but the Ray cluster has nodes on 127.0.0.2; "
+        "give a database every node reaches: OPTUNA_STORAGE=postgresql://host/db")
+    assert "2 node(s)" in done.stdout + done.stderr

@@ -221,7 +221,7 @@ def check_storage(ray, url: str) -> None:
     elsewhere = [n["NodeManagerAddress"] for n in alive_nodes(ray) if n["NodeManagerAddress"] != here]
     if elsewhere:
         raise CompkitError(f"tune storage {url}: a file on this machine, but the Ray cluster has nodes on {', '.join(sorted(set(elsewhere)))}; "
-                           "give a database every node reaches: OPTUNA_STORAGE=postgresql://user:pass@host/db")
+                           "give a database every node reaches: OPTUNA_STORAGE=postgresql://host/db")
 
 
 def run_trial_remote(config: Config, paths: Paths, backbone: str, name: str, trial_id: int, what: str) -> float:
