@@ -131,7 +131,7 @@ def test_ray_tune_study_finishes_exactly_n_distinct_trials_on_postgres(cluster, 
         pass
     argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path),
             "--config-dir", str(REPO / "configs"), "--backbones", "cnn_small", "--set", "folds.n_splits=2", "--set", "train.epochs=1",
-            "--set", "train.batch_size=128"]
+            "--set", "train.batch_size=128", "--set", "folds.max_rows=600"]
     assert main(["folds", *argv]) == 0
     os.environ["OPTUNA_STORAGE"] = url
     try:
