@@ -118,6 +118,16 @@ def test_a_killed_fold_worker_is_retried_and_leaves_no_half_file(ray_run):
     assert not list(root.rglob(".tmp-*")) and not list(root.rglob(".lock"))
 
 
+def test_a_task_bigger_than_the_cluster_is_one_line_not_a_hang(cluster, tiny_run, tmp_path, dacon_dir, capsys):
+    shutil.copytree(tiny_run[0] / "folds", tmp_path / "folds")
+    argv = [*TINY, "--data-dir", str(dacon_dir), "--root", str(tmp_path), "--config-dir", str(REPO / "configs")]
+    assert main(["train", *argv, "--executor", "ray", "--set", "ray.cpus_per_task=3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "compkit: error: ray: a task needs 3 CPU(s) and 0 GPU(s), but the cluster has 2 CPUs and 0 GPUs; "
+        "lower ray.cpus_per_task / ray.gpus_per_task (--set) or add nodes")
+    assert not list(tmp_path.rglob("fold.json")) and not list(tmp_path.rglob(".lock"))
+
+
 def test_ray_tune_study_finishes_exactly_n_distinct_trials_on_postgres(cluster, tmp_path, dacon_dir):
     url = os.environ.get("COMPKIT_TEST_POSTGRES_URL")
     if not url:

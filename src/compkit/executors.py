@@ -78,12 +78,20 @@ def task_gpus(config: Config) -> float:
 
 
 def capacity(config: Config, ray) -> int:
-    """Tasks the cluster can run at once now (at least 1): its CPUs, or GPUs, divided by one task's share."""
+    """Tasks the cluster can run at once now: its CPUs, or GPUs, divided by one task's share.
+
+    Raises:
+        CompkitError: not one task fits (it would wait forever): names the resources and the keys to change.
+    """
     resources, gpus = ray.cluster_resources(), task_gpus(config)
     fits = resources.get("CPU", 0) // config.ray.cpus_per_task
     if gpus:
         fits = min(fits, resources.get("GPU", 0) // gpus)
-    return max(1, int(fits))
+    if fits < 1:
+        raise CompkitError(f"ray: a task needs {config.ray.cpus_per_task} CPU(s) and {gpus:g} GPU(s), but the cluster has "
+                           f"{resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs; "
+                           "lower ray.cpus_per_task / ray.gpus_per_task (--set) or add nodes")
+    return int(fits)
 
 
 def bundle(paths: Paths, backbone: str) -> dict[str, bytes]:
