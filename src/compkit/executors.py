@@ -32,6 +32,7 @@ from compkit import console
 from compkit.config import Config, Paths
 from compkit.devices import Slot, cores, enter
 from compkit.errors import CompkitError
+from compkit.redact import mask
 
 INSTALL = "pip install -e '.[ray]'"
 
@@ -56,9 +57,15 @@ def connect(config: Config):
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
         if not os.environ.get("RAY_ADDRESS"):
             options |= {"num_cpus": config.ray.num_cpus or cores(), "object_store_memory": config.ray.object_store_mb * 2**20}
-        ray.init(**options)
+        where = mask(os.environ.get("RAY_ADDRESS", "")) or "a local cluster"
+        try:
+            ray.init(**options)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise CompkitError(f"ray: cannot start or join {where} ({type(exc).__name__}: {reason}); check RAY_ADDRESS, "
+                               "that `ray start` runs there, and the auth token (README, \"Many machines\")") from None
         resources = ray.cluster_resources()
-        console.info(f"ray: {os.environ.get('RAY_ADDRESS') or 'a local cluster'}, {len(alive_nodes(ray))} node(s), "
+        console.info(f"ray: {where}, {len(alive_nodes(ray))} node(s), "
                      f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return ray
 
