@@ -1,7 +1,8 @@
 # compkit: `make folds train ensemble submit` runs one competition end to end.
 # Variables: COMPETITION (configs/<name>.toml), PRESET (smoke|cpu|gpu; default gpu with a GPU, else cpu),
 # DATA_DIR (default data/<competition>), BACKBONES ("cnn_small resnet_small"), SET (extra --set overrides),
-# GPU=1 for `make setup` to install TensorFlow's CUDA libraries; DEVICES ("0,2": GPUs for train/tune, one process each).
+# GPU=1 for `make setup` to install TensorFlow's CUDA libraries; DEVICES ("0,2": GPUs for train/tune, one process each);
+# EXECUTOR=ray: train/tune folds and trials as Ray tasks on $RAY_ADDRESS's cluster (README, "Many machines").
 COMPETITION ?= fashion-mnist
 PRESET ?=
 DATA_DIR ?=
@@ -13,6 +14,7 @@ WORKER ?=
 NO_TUNED ?=
 GPU ?=
 DEVICES ?=
+EXECUTOR ?=
 VARIANTS ?=
 FROM_ZIP ?=
 FILE ?=
@@ -22,7 +24,8 @@ GROUP ?= $(shell date -u +%Y%m%dT%H%M%SZ)
 export COMPKIT_GROUP := $(GROUP)
 PYTHON := $(VENV)/bin/python
 ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
-       $(if $(BACKBONES),--backbones "$(BACKBONES)") $(if $(DEVICES),--devices "$(DEVICES)") $(foreach s,$(SET),--set $(s))
+       $(if $(BACKBONES),--backbones "$(BACKBONES)") $(if $(DEVICES),--devices "$(DEVICES)") $(if $(EXECUTOR),--executor $(EXECUTOR)) \
+       $(foreach s,$(SET),--set $(s))
 
 .PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
         bench-throughput bench-pipeline bench-ablation upload lb-sync adversarial
@@ -39,6 +42,7 @@ help:
 	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=... DEVICES=0,1"
 	@echo "make all                   data (when missing), then the four stages in order"
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
+	@echo "make train EXECUTOR=ray    folds (and \`make tune\` trials) as Ray tasks on \$$RAY_ADDRESS's cluster, else a local one (pip install -e '.[ray]')"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
 	@echo "make pseudo                folds/<competition>/pseudo.csv: confident test predictions, fold by fold (then retrain)"
 	@echo "make sync                  upload offline W&B runs (after wandb login)"

@@ -79,7 +79,7 @@ def test_killed_train_resumes_without_redoing_finished_folds(tiny_run, tmp_path,
     job.wait()
     assert not (out / "fold1/fold.json").is_file(), "fold 1 finished before the kill; the test needs it in progress"
     _wait_for(lambda: all(_gone(p) for p in workers), 10, f"the fold processes {workers} exit after their parent")
-    assert (out / "fold1/.lock").read_text() == str(job.pid)  # the dead run's lock is still there
+    assert (out / "fold1/.lock").is_file()  # the dead run's lock file is still there (its kernel lock went with it)
     stamp = (out / "fold0/fold.json").stat().st_mtime_ns
 
     rerun = _start_train(root, dacon_dir)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -274,7 +275,7 @@ class Layout:
         return self.fold_dir(backbone, fold) / ("model.keras" if seed == 0 else f"model-seed{seed}.keras")
 
     def lock(self, backbone: str, fold: int) -> Path:
-        """``fold<k>/.lock``: exists while a process trains the fold; holds that process's pid."""
+        """``fold<k>/.lock``: the driver training the fold holds a kernel lock on it (:func:`compkit.io.claim`)."""
         return self.fold_dir(backbone, fold) / ".lock"
 
     def is_done(self, backbone: str, fold: int) -> bool:
@@ -295,6 +296,36 @@ class Layout:
             _write_bytes(self.fold_dir(backbone, fold) / name, data)
         record = {**result, "files": {name: sha256_bytes(data) for name, data in files.items()}}
         write_json(record, self.fold_record(backbone, fold))
+        return record
+
+    def write_fold_files(self, backbone: str, fold: int, files: dict[str, bytes]) -> dict:
+        """Write a fold trained elsewhere (a Ray worker, see executors.py) from its files' bytes; returns its record.
+
+        Only a fold's own file names are taken (model*.keras, history.csv, the probability files, fold.json), and
+        fold.json must be this fold's and every CSV must match its digest there, so a damaged or foreign transfer
+        never reaches ``runs/``. Each file is written atomically, fold.json last (as :meth:`write_fold`).
+
+        Raises:
+            CompkitError: no readable fold.json, another fold's, an unexpected name, or a CSV missing or unlike its digest.
+        """
+        what, retrain = f"{backbone} fold {fold} (returned by its worker)", f"rerun {self._make('train')}"
+        try:
+            record = json.loads(files["fold.json"])
+        except (KeyError, ValueError):
+            raise CompkitError(f"{what}: no readable fold.json among {sorted(files)}; {retrain}") from None
+        if not isinstance(record, dict) or (record.get("backbone"), record.get("fold")) != (backbone, fold):
+            raise CompkitError(f"{what}: its fold.json is not this fold's; {retrain}")
+        known = {"history.csv", *FOLD_PROBAS, "fold.json"}
+        for name in files:
+            if name not in known and not re.fullmatch(r"model(-seed[0-9]+)?\.keras", name):
+                raise CompkitError(f"{what}: {name!r} is not a fold file; {retrain}")
+        for name, recorded in _digests(record).items():
+            if name not in files or sha256_bytes(files[name]) != recorded:
+                raise CompkitError(f"{what}: {name} is missing or differs from its digest in fold.json; {retrain}")
+        for name, data in files.items():
+            if name != "fold.json":
+                _write_bytes(self.fold_dir(backbone, fold) / name, data)
+        _write_bytes(self.fold_record(backbone, fold), files["fold.json"])
         return record
 
     def read_fold(self, backbone: str, fold: int) -> dict:

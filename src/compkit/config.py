@@ -250,6 +250,7 @@ class Train(Hyper):
     # Keras' run_eagerly: every step in Python, no tf.function tracing. Slower per step, but a large backbone's first
     # step on a CPU goes from minutes of graph building to seconds: for one-step checks and debugging, not for runs.
     run_eagerly: bool = False
+    executor: Literal["local", "ray"] = "local"  # ray: each fold a Ray task on $RAY_ADDRESS's cluster ([ray], executors.py)
 
 
 class ParamSpec(_Strict):
@@ -302,6 +303,7 @@ class Tune(_Strict):
     max_retry: int = Field(2, ge=0)  # times a failed trial's parameters are run again
     space: dict[str, ParamSpec] = {}  # replaces or adds dimensions of DEFAULT_SPACE for every backbone
     backbone_space: dict[str, dict[str, ParamSpec]] = {}  # per backbone: replaces or adds dimensions
+    executor: Literal["local", "ray"] = "local"  # ray: each trial a Ray task ([ray]); the storage must reach every node
 
     def space_for(self, backbone: str) -> dict[str, ParamSpec]:
         """The search space of ``backbone``: DEFAULT_SPACE, updated by ``space``, then ``backbone_space[backbone]``.
@@ -347,6 +349,17 @@ class Adversarial(_Strict):
     seed: int = 42
 
 
+class Ray(_Strict):
+    """The Ray executor (``train.executor`` / ``tune.executor = "ray"``, see executors.py)."""
+
+    cpus_per_task: int = Field(1, ge=1)  # CPUs a fold or trial task reserves; also its TensorFlow threads
+    gpus_per_task: float | None = Field(None, ge=0)  # None: 1 when train.devices names GPUs or the driver sees one, else 0
+    max_retries: int = Field(2, ge=0)  # runs again of a task whose worker died (killed, out of memory, node lost)
+    data_dir: str = ""  # the competition's data on every worker; "": the driver's data folder, as an absolute path
+    num_cpus: int | None = Field(None, ge=1)  # a local cluster's CPUs (no RAY_ADDRESS); None: every core
+    object_store_mb: int = Field(200, ge=80)  # a local cluster's object store (fold files travel through it)
+
+
 class Tracking(_Strict):
     """Weights & Biases naming; the mode comes from WANDB_MODE (see tracking.py)."""
 
@@ -366,6 +379,7 @@ class Config(_Strict):
     pseudo: Pseudo = Pseudo()
     adversarial: Adversarial = Adversarial()
     tracking: Tracking = Tracking()
+    ray: Ray = Ray()
 
     def hyper(self, backbone: str) -> Hyper:
         """The hyperparameters of ``backbone``: ``[train]`` updated by ``[backbones.<backbone>]``."""

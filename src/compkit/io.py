@@ -1,19 +1,19 @@
 """Artefact files: every write goes to a temporary file in the same folder, then is renamed into place,
-so a reader (or a rerun after a crash) never sees half a file. Lock files let several processes share
-the folds of one run: a lock holds its creator's pid, so a dead creator's lock can be taken over."""
+so a reader (or a rerun after a crash) never sees half a file. Fold locks let several processes of one
+machine share the folds of one run: a kernel lock on a file, released when its holder ends however it ends."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from compkit.errors import CompkitError, shown
 
@@ -128,57 +128,40 @@ def read_proba(path: Path, id_column: str, classes: list) -> tuple[np.ndarray, n
     return frame[id_column].to_numpy(), proba
 
 
-def _alive(pid: int) -> bool:
-    """True when process ``pid`` exists and is not a zombie (a killed process its parent has not reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True  # no /proc (macOS): os.kill said it exists
-
-
-def lock_owner(lock: Path) -> int | None:
-    """The live pid holding ``lock``, or None when the lock is free or its holder died."""
-    try:
-        text = Path(lock).read_text().strip()
-    except FileNotFoundError:
-        return None
-    if not text:  # its creator is between os.open and write; live unless that was long ago
-        return -1 if time.time() - Path(lock).stat().st_mtime < 30 else None
-    return int(text) if _alive(int(text)) else None
+_held: dict[Path, FileLock] = {}  # the fold locks this process holds, by absolute path
 
 
 def claim(lock: Path) -> bool:
-    """Take ``lock`` for this process: create it with ``O_CREAT | O_EXCL`` and write our pid.
+    """Take ``lock`` for this process without waiting; False when another holder has it.
 
-    A lock whose pid is dead (a killed `make train`) is taken over. Returns False when a live
-    process holds it.
+    The lock is an exclusive ``flock`` on the file (the ``filelock`` package), held until :func:`release`
+    or until this process ends: the kernel drops a dead process's lock with it, so a killed run's folds
+    are free at once, a reused pid means nothing, and two processes never both hold it (no
+    check-then-delete step to race). A second claim from this process is refused too.
+    Only processes of one machine exclude each other (``flock`` over NFS is not to be trusted).
     """
-    lock = Path(lock)
+    lock = Path(lock).absolute()
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if lock_owner(lock) is not None:
-                return False
-            lock.unlink(missing_ok=True)  # a dead holder's lock; re-checked just above, so the race window is tiny
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
-        return True
-    return False
+    if lock in _held:
+        return False
+    handle = FileLock(lock, timeout=0, thread_local=False)
+    try:
+        handle.acquire()
+    except Timeout:
+        return False
+    _held[lock] = handle
+    return True
 
 
 def release(lock: Path) -> None:
-    """Remove ``lock`` if this process holds it."""
-    try:
-        if Path(lock).read_text().strip() == str(os.getpid()):
-            Path(lock).unlink()
-    except FileNotFoundError:
-        pass
+    """Let go of ``lock`` if this process holds it, deleting the file first (no lock files stay behind).
+
+    Deleting while still holding is safe: a process that opened the old file and then wins its ``flock``
+    finds it unlinked (filelock checks ``st_nlink``) and tries again on the path.
+    """
+    handle = _held.pop(Path(lock).absolute(), None)
+    if handle is None:
+        return
+    with suppress(OSError):
+        Path(lock).unlink()
+    handle.release()

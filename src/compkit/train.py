@@ -17,15 +17,17 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
 A finished fold is skipped on rerun, so a crash loses at most the fold in progress. Its lineage
 (digests of the config parts and fold files it was made from, and of the ids it was fit on and
 validated on; see lineage.py) must match the current ones, else the run stops instead of mixing
-stale folds with new ones. A fold in progress is claimed by a lock file (``fold<k>/.lock``,
-holding the pid), so two `make train` at once share the folds, and a killed run's locks are
-taken over. Each fold runs in a fresh process by default (``train.process_per_fold``), which
+stale folds with new ones. A fold in progress is claimed by a kernel lock on ``fold<k>/.lock``
+(:func:`compkit.io.claim`), so two `make train` at once share the folds, and a killed run's folds
+are free again the moment it dies. Each fold runs in a fresh process by default (``train.process_per_fold``), which
 keeps memory flat fold after fold.
 """
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 import sys
 import time
 
@@ -41,7 +43,7 @@ from compkit.devices import Scheduler, describe, slots
 from compkit.errors import CompkitError
 from compkit.fitting import fit, fold_data, model_inputs
 from compkit.folds import check_folds
-from compkit.io import atomic_path, claim, lock_owner, release
+from compkit.io import atomic_path, claim, release
 from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, stale_reason
 from compkit.metrics import score_table
 from compkit.tracking import tracked
@@ -53,13 +55,14 @@ def tuned_hyper(config: Config, paths: Paths, backbone: str) -> Hyper:
     return config.hyper(backbone) if params is None else config.hyper(backbone).with_params(params)
 
 
-def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
+def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor: str = "local") -> dict:
     """Train ``backbone`` on every fold but ``fold``; write the fold's artefacts (module docstring).
 
     Returns:
         The contents of ``fold.json``: ``oof_accuracy``, ``oof_macro_f1``, ``oof_log_loss``, ``epochs``, ``best_epoch``,
         ``seconds``, ``started`` and ``finished`` (Unix times), ``peak_rss_mb`` (this process's peak resident memory),
-        ``compute`` (device, gpus, threads, precision, replicas: :func:`compkit.devices.describe`), ``hyper``, and ``lineage``:
+        ``compute`` (device, gpus, threads, precision, replicas: :func:`compkit.devices.describe`), ``where`` it ran
+        (``executor``: local or ray, ``host``, ``pid``, ``device``: ``CPU`` or ``GPU <CUDA_VISIBLE_DEVICES>``), ``hyper``, and ``lineage``:
         ``config`` and ``folds`` digests (:mod:`compkit.lineage`), ``fit_ids`` / ``val_ids`` (digests of
         the sorted ids the model was fit on / early-stopped on and predicted OOF) and their counts.
     """
@@ -110,6 +113,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
             "finished": round(time.time(), 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "compute": describe(model),
+            "where": where(executor, describe(model)),
             "hyper": hyper.model_dump(),
             "lineage": {
                 **lineage,
@@ -124,6 +128,12 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int) -> dict:
         tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "lineage")})
         result = layout.write_fold(backbone, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
     return result
+
+
+def where(executor: str, compute: dict) -> dict:
+    """Where a fold ran, for ``fold.json``: ``executor``, ``host`` (name), ``pid``, ``device`` (``CPU`` or ``GPU <ids>``)."""
+    return {"executor": executor, "host": socket.gethostname(), "pid": os.getpid(),
+            "device": f"GPU {compute['device'] or 'all'}" if compute["gpus"] else "CPU"}
 
 
 def best_epoch(history: pd.DataFrame) -> int:
@@ -161,13 +171,35 @@ def _clear_half_written(layout: Layout, backbone: str, fold: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _runner(config: Config, paths: Paths):
+    """This run's scheduler and the call that starts fold (backbone, fold) on it: a fresh local process
+    (:class:`compkit.devices.Scheduler`) or a Ray task (``train.executor = "ray"``, :mod:`compkit.executors`)."""
+    if config.train.executor == "ray":
+        from compkit import executors
+
+        scheduler, data = executors.RayScheduler(config), executors.data_dir(config, paths)
+        return scheduler, lambda b, k: scheduler.submit((b, k), f"{b} fold {k}", executors.train_fold_task, config,
+                                                        executors.bundle(paths, b), data, b, k)
+    scheduler = Scheduler(slots(config.train), fresh=config.train.process_per_fold)
+    return scheduler, lambda b, k: scheduler.submit((b, k), f"{b} fold {k}", train_fold, config, paths, b, k)
+
+
+def _write_returned(layout: Layout, backbone: str, fold: int, files: dict[str, bytes]) -> tuple[dict | None, Exception | None]:
+    """Write a fold's files returned by a Ray task into ``runs/`` (:meth:`Layout.write_fold_files`): (record, None) or (None, error)."""
+    try:
+        return layout.write_fold_files(backbone, fold, files), None
+    except CompkitError as exc:
+        return None, exc
+
+
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: train every unfinished backbone x fold, then print each backbone's OOF score.
 
     Folds locked by another live process are left to it; this run waits until they are done (or takes
     them over if that process dies), so every fold is trained once and the summary covers all of them.
     Folds run in fresh processes, as many at once as :func:`compkit.devices.slots` gives (one per GPU, or
-    ``train.workers`` on a CPU); after a failed fold no new fold starts, the running ones finish, then it raises.
+    ``train.workers`` on a CPU), or as Ray tasks (``train.executor = "ray"``: as many as the cluster fits, their
+    files written here); after a failed fold no new fold starts, the running ones finish, then it raises.
 
     Raises:
         CompkitError: missing or stale fold files, a finished fold made from another config, a fold that failed.
@@ -179,7 +211,7 @@ def run(config: Config, paths: Paths) -> None:
     start, trained, skipped = time.perf_counter(), 0, 0
     pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
     waiting: set = set()
-    scheduler, failure = Scheduler(slots(config.train), fresh=config.train.process_per_fold), None
+    (scheduler, start_fold), failure = _runner(config, paths), None
     try:
         while (pending and not failure) or scheduler.busy():
             for backbone, fold in list(pending):
@@ -189,7 +221,7 @@ def run(config: Config, paths: Paths) -> None:
                 lock = layout.lock(backbone, fold)
                 if not layout.is_done(backbone, fold) and not claim(lock):
                     if (backbone, fold) not in waiting:
-                        console.info(f"{label} being trained by process {lock_owner(lock)}, left to it")
+                        console.info(f"{label} being trained by another process, left to it")
                         waiting.add((backbone, fold))
                     continue
                 pending.remove((backbone, fold))
@@ -199,8 +231,10 @@ def run(config: Config, paths: Paths) -> None:
                     console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
                     continue
                 _clear_half_written(layout, backbone, fold)
-                scheduler.submit((backbone, fold), f"{backbone} fold {fold}", train_fold, config, paths, backbone, fold)
+                start_fold(backbone, fold)
             for (backbone, fold), result, error in scheduler.finished(timeout=1):
+                if error is None and config.train.executor == "ray":  # the driver writes what the worker returned
+                    result, error = _write_returned(layout, backbone, fold, result)
                 release(layout.lock(backbone, fold))
                 if error is not None:
                     failure = failure or error
@@ -214,6 +248,8 @@ def run(config: Config, paths: Paths) -> None:
             if pending and not failure and not scheduler.busy():
                 time.sleep(1)  # every pending fold is another process's: wait for it
     finally:  # interrupted (Ctrl-C): the running folds' locks go (their processes end with this one)
+        if config.train.executor == "ray":
+            scheduler.cancel()
         for backbone, fold in scheduler.running_keys():
             release(layout.lock(backbone, fold))
     if failure:

@@ -235,7 +235,8 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
 
     ``worker`` offsets the sampler seed so that concurrent workers do not sample the same points. Trials run
     as many at once as :func:`compkit.devices.slots` gives (one per GPU, or ``train.workers`` on a CPU), each
-    in its own process on its own slot.
+    in its own process on its own slot; with ``tune.executor = "ray"`` as Ray tasks, as many as the cluster fits
+    (:mod:`compkit.executors`).
     """
     storage, name, target = make_storage(config, paths), study_name(config, backbone), config.tune.trials
     study = optuna.create_study(
@@ -256,7 +257,8 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     console.info(f"[{backbone}] study {name}: {done}/{target} trials finished, {requeued} failed trial(s) queued again")
 
     free = queue.SimpleQueue()  # the slots no trial runs on; optimize's threads take one each
-    places = slots(config.train)
+    remote = config.tune.executor == "ray"
+    places = _ray_places(config) if remote else slots(config.train)
     for slot in places:
         free.put(slot)
 
@@ -264,7 +266,11 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
         suggest(trial, config.tune.space_for(backbone), BACKBONES[backbone].min_size)
         start, slot = time.perf_counter(), free.get()
         try:
-            if config.train.process_per_fold or len(places) > 1:
+            if remote:
+                from compkit.executors import run_trial_remote
+
+                value = run_trial_remote(config, paths, backbone, name, trial._trial_id, f"{backbone} trial {trial.number}")
+            elif config.train.process_per_fold or len(places) > 1:
                 value = in_fresh_process(f"{backbone} trial {trial.number}", run_trial, config, paths, backbone, name,
                                          trial._trial_id, initializer=enter, initargs=(slot,))
             else:
@@ -280,6 +286,13 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
         study.optimize(objective, n_trials=target - done, callbacks=[stop], n_jobs=len(places))
     export_best(study, config, paths, backbone)
     return study
+
+
+def _ray_places(config: Config) -> list:
+    """``tune.executor = "ray"``: one place per trial the Ray cluster runs at once (trials then run as Ray tasks)."""
+    from compkit.executors import capacity, connect
+
+    return [None] * capacity(config, connect(config))
 
 
 def _serial_ask(study: optuna.Study) -> None:
@@ -313,6 +326,10 @@ def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str
 def run(config: Config, paths: Paths, worker: int = 0) -> None:
     """Stage entry point: tune every backbone of ``train.backbones`` in turn."""
     Layout(config, paths).read_folds()  # fail fast when `make folds` has not run or its files are not a pair
+    if config.tune.executor == "ray":  # refuse a storage file the cluster's other machines cannot reach, before any trial
+        from compkit.executors import check_storage, connect
+
+        check_storage(connect(config), storage_url(config, paths))
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial lines say it shorter
     start, lines = time.perf_counter(), []
     for backbone in config.train.backbones:
