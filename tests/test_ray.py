@@ -27,7 +27,8 @@ from compkit.cli import main
 from conftest import REPO, TINY
 
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this module: one Ray cluster, and its tune study shares the CI PostgreSQL study name with test_tune.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgres")]
 
 FOLDS = 3  # TINY's
 RUNS = "runs/dacon-cv-2020/cnn_small"

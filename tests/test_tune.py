@@ -114,7 +114,7 @@ def _storages(tmp_path):
         pytest.fail("CI must provide a PostgreSQL server: set COMPKIT_TEST_POSTGRES_URL (see .ci/run)")
 
 
-@pytest.mark.xdist_group("postgres")  # one study name on the one CI server: tests that use it never run at once
+@pytest.mark.xdist_group("postgres")  # one study name on the one CI server (test_ray too): never two at once
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgres"])
 def test_two_workers_share_one_study(tmp_path, dacon_dir, kind):
     urls = dict(_storages(tmp_path))
