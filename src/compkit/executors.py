@@ -7,7 +7,7 @@ and only on this path: without it the command stops with one line naming ``pip i
 
 No shared file system is needed for artefacts. A fold task carries the fold files (folds.csv, holdout.csv,
 folds.json, pseudo.csv) and the tuned parameters (best/<backbone>.json), a few hundred kB, trains into a
-temporary root on its worker (:func:`compkit.train.train_fold`, unchanged) and returns the fold's files as
+temporary root on its worker (:func:`worker_root`; :func:`compkit.train.train_fold_task`) and returns the fold's files as
 bytes; the driver checks them against the fold.json they came with and writes them into ``runs/`` as a
 local fold is written, fold.json last (:meth:`compkit.artifacts.Layout.write_fold_files`). The competition's
 data is read from ``ray.data_dir`` on the worker, by default the driver's data folder as an absolute path:
@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 from compkit import console
 from compkit.config import Config, Paths
@@ -124,32 +125,15 @@ def _enter(config: Config) -> None:
     enter(Slot(None, threads if threads < cores() else 0))
 
 
-def train_fold_task(config: Config, files: dict[str, bytes], data_dir: str, backbone: str, fold: int) -> dict[str, bytes]:
-    """Ray task: train ``backbone`` on fold ``fold`` in a temporary root; returns the fold folder's files as bytes.
-
-    ``files`` is :func:`bundle`; the data is read from ``data_dir`` on the worker.
-    """
-    from compkit.artifacts import Layout
-    from compkit.train import train_fold
-
+@contextmanager
+def worker_root(config: Config, files: dict[str, bytes], data_dir: str) -> Iterator[Paths]:
+    """Inside a Ray task: the task's threads set (:func:`_enter`), then the Paths of a temporary root holding ``files``
+    (:func:`bundle`) and reading the data from ``data_dir``; the root is deleted after."""
     _enter(config)
-    with tempfile.TemporaryDirectory(prefix="compkit-fold-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="compkit-task-") as tmp:
         paths = _worker_paths(config, Path(tmp), data_dir)
         _unpack(files, paths.root)
-        train_fold(config, paths, backbone, fold, executor="ray")
-        folder = Layout(config, paths).fold_dir(backbone, fold)
-        return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")}
-
-
-def trial_task(config: Config, files: dict[str, bytes], data_dir: str, backbone: str, name: str, trial_id: int) -> float:
-    """Ray task: :func:`compkit.tune.run_trial` in a temporary root (the study is reached through ``tune.storage``)."""
-    from compkit.tune import run_trial
-
-    _enter(config)
-    with tempfile.TemporaryDirectory(prefix="compkit-trial-") as tmp:
-        paths = _worker_paths(config, Path(tmp), data_dir)
-        _unpack(files, paths.root)
-        return run_trial(config, paths, backbone, name, trial_id)
+        yield paths
 
 
 def data_dir(config: Config, paths: Paths) -> str:
@@ -157,12 +141,13 @@ def data_dir(config: Config, paths: Paths) -> str:
     return config.ray.data_dir or str(paths.data.resolve())
 
 
-def _remote(ray, config: Config, fn: Callable):
+def remote(ray, config: Config, fn: Callable):
+    """``fn`` as a Ray remote function with this config's resources, a fresh worker per task and its retries."""
     return ray.remote(num_cpus=config.ray.cpus_per_task, num_gpus=task_gpus(config), max_calls=1,
                       max_retries=config.ray.max_retries, retry_exceptions=False)(fn)
 
 
-def _outcome(ray, what: str, ref, retries: int) -> Any:
+def outcome(ray, what: str, ref, retries: int) -> Any:
     """``ray.get(ref)``; the work's own exception is re-raised as it is, a worker that kept dying is one line.
 
     Raises:
@@ -201,7 +186,7 @@ class RayScheduler:
 
     def submit(self, key: Hashable, what: str, fn: Callable, *args) -> None:
         """Start ``fn(*args)`` as a Ray task (a module-level function: workers import it by name)."""
-        ref = _remote(self.ray, self.config, fn).remote(*args)
+        ref = remote(self.ray, self.config, fn).remote(*args)
         self.running[ref] = (key, what)
 
     def finished(self, timeout: float) -> list[tuple[Hashable, Any, BaseException | None]]:
@@ -211,7 +196,7 @@ class RayScheduler:
             for ref in ready:
                 key, what = self.running.pop(ref)
                 try:
-                    self.ended.append((key, _outcome(self.ray, what, ref, self.config.ray.max_retries), None))
+                    self.ended.append((key, outcome(self.ray, what, ref, self.config.ray.max_retries), None))
                 except Exception as exc:  # noqa: BLE001 - handed to the caller
                     self.ended.append((key, None, exc))
         ended, self.ended = self.ended, []
@@ -237,13 +222,3 @@ def check_storage(ray, url: str) -> None:
     if elsewhere:
         raise CompkitError(f"tune storage {url}: a file on this machine, but the Ray cluster has nodes on {', '.join(sorted(set(elsewhere)))}; "
                            "give a database every node reaches: OPTUNA_STORAGE=postgresql://host/db")
-
-
-def run_trial_remote(config: Config, paths: Paths, backbone: str, name: str, trial_id: int, what: str) -> float:
-    """:func:`compkit.tune.run_trial` as a Ray task, waited for; its exceptions (``optuna.TrialPruned``) re-raised here."""
-    from compkit.tune import storage_url
-
-    ray, url = connect(config), storage_url(config, paths)
-    shipped = config.model_copy(update={"tune": config.tune.model_copy(update={"storage": url})})
-    ref = _remote(ray, config, trial_task).remote(shipped, bundle(paths, backbone), data_dir(config, paths), backbone, name, trial_id)
-    return _outcome(ray, what, ref, config.ray.max_retries)

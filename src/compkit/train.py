@@ -34,7 +34,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from compkit import console
+from compkit import console, executors
 from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
@@ -171,14 +171,21 @@ def _clear_half_written(layout: Layout, backbone: str, fold: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def train_fold_task(config: Config, files: dict[str, bytes], data_dir: str, backbone: str, fold: int) -> dict[str, bytes]:
+    """Ray task: :func:`train_fold` in a temporary root on the worker (:func:`compkit.executors.worker_root`); returns
+    the fold folder's files (name -> bytes) for the driver to check and write."""
+    with executors.worker_root(config, files, data_dir) as paths:
+        train_fold(config, paths, backbone, fold, executor="ray")
+        folder = Layout(config, paths).fold_dir(backbone, fold)
+        return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")}
+
+
 def _runner(config: Config, paths: Paths):
     """This run's scheduler and the call that starts fold (backbone, fold) on it: a fresh local process
     (:class:`compkit.devices.Scheduler`) or a Ray task (``train.executor = "ray"``, :mod:`compkit.executors`)."""
     if config.train.executor == "ray":
-        from compkit import executors
-
         scheduler, data = executors.RayScheduler(config), executors.data_dir(config, paths)
-        return scheduler, lambda b, k: scheduler.submit((b, k), f"{b} fold {k}", executors.train_fold_task, config,
+        return scheduler, lambda b, k: scheduler.submit((b, k), f"{b} fold {k}", train_fold_task, config,
                                                         executors.bundle(paths, b), data, b, k)
     scheduler = Scheduler(slots(config.train), fresh=config.train.process_per_fold)
     return scheduler, lambda b, k: scheduler.submit((b, k), f"{b} fold {k}", train_fold, config, paths, b, k)

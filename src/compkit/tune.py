@@ -32,7 +32,7 @@ import pandas as pd
 import sqlalchemy
 from optuna.trial import TrialState
 
-from compkit import console
+from compkit import console, executors
 from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.backbones import BACKBONES
@@ -267,8 +267,6 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
         start, slot = time.perf_counter(), free.get()
         try:
             if remote:
-                from compkit.executors import run_trial_remote
-
                 value = run_trial_remote(config, paths, backbone, name, trial._trial_id, f"{backbone} trial {trial.number}")
             elif config.train.process_per_fold or len(places) > 1:
                 value = in_fresh_process(f"{backbone} trial {trial.number}", run_trial, config, paths, backbone, name,
@@ -288,11 +286,24 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     return study
 
 
+def trial_task(config: Config, files: dict[str, bytes], data_dir: str, backbone: str, name: str, trial_id: int) -> float:
+    """Ray task: :func:`run_trial` in a temporary root on the worker (the study is reached through ``tune.storage``)."""
+    with executors.worker_root(config, files, data_dir) as paths:
+        return run_trial(config, paths, backbone, name, trial_id)
+
+
+def run_trial_remote(config: Config, paths: Paths, backbone: str, name: str, trial_id: int, what: str) -> float:
+    """:func:`run_trial` as a Ray task, waited for; its exceptions (``optuna.TrialPruned``) re-raised here."""
+    ray, url = executors.connect(config), storage_url(config, paths)
+    shipped = config.model_copy(update={"tune": config.tune.model_copy(update={"storage": url})})
+    ref = executors.remote(ray, config, trial_task).remote(shipped, executors.bundle(paths, backbone),
+                                                           executors.data_dir(config, paths), backbone, name, trial_id)
+    return executors.outcome(ray, what, ref, config.ray.max_retries)
+
+
 def _ray_places(config: Config) -> list:
     """``tune.executor = "ray"``: one place per trial the Ray cluster runs at once (trials then run as Ray tasks)."""
-    from compkit.executors import capacity, connect
-
-    return [None] * capacity(config, connect(config))
+    return [None] * executors.capacity(config, executors.connect(config))
 
 
 def _serial_ask(study: optuna.Study) -> None:
@@ -327,9 +338,7 @@ def run(config: Config, paths: Paths, worker: int = 0) -> None:
     """Stage entry point: tune every backbone of ``train.backbones`` in turn."""
     Layout(config, paths).read_folds()  # fail fast when `make folds` has not run or its files are not a pair
     if config.tune.executor == "ray":  # refuse a storage file the cluster's other machines cannot reach, before any trial
-        from compkit.executors import check_storage, connect
-
-        check_storage(connect(config), storage_url(config, paths))
+        executors.check_storage(executors.connect(config), storage_url(config, paths))
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial lines say it shorter
     start, lines = time.perf_counter(), []
     for backbone in config.train.backbones:
