@@ -15,8 +15,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from compkit import console
 from compkit.artifacts import Layout, remake_hint
 from compkit.config import Config, Paths
-from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission, load_test,
-                          load_train)
+from compkit.data import DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission
 from compkit.errors import shown
 from compkit.formats import load_solution, submission_format
 
@@ -159,7 +158,8 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
 
 
 def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
-    """Read and validate every competition file before anything is written: train, with a test file
+    """Read and validate every competition file before anything is written (but the pixel cache, which holds
+    what validated: :mod:`compkit.cache`): train, with a test file
     test (no id shared with train) and the sample submission (exactly the test ids), and the solution
     file when there is one. Returns (train, test).
 
@@ -167,7 +167,8 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
         DataError: the first problem found (see :func:`compkit.data.read_images`, :func:`compkit.formats.load_solution`).
     """
     comp = config.competition
-    train, test = load_train(paths.data, comp), load_test(paths.data, comp)
+    layout = Layout(config, paths)
+    train, test = layout.load_train(), layout.load_test()  # decoded once, into the cache later stages read
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
         check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
