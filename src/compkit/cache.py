@@ -89,12 +89,14 @@ def build(folder: Path, split: str, digest: str, shape: tuple[int, ...], n: int,
     returns it as a memory map (:func:`open_pixels`).
 
     The ``.npy`` goes through a temporary file and a rename, then its record; afterwards the split's
-    caches under other keys and killed builds' temporary files are deleted. Memory: one chunk.
+    caches under other keys and killed builds' temporary files are deleted. Memory: one chunk. A failed build
+    (an exception from ``chunks``, e.g. a :class:`compkit.data.DataError`) leaves no file or folder it made.
 
     Raises:
         ValueError: the chunks hold other than ``n`` rows or another shape (a bug, not bad data).
     """
     folder = Path(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # removed again if the build fails
     folder.mkdir(parents=True, exist_ok=True)
     _clear_killed(folder)
     npy, record = _paths(folder, split, digest)
@@ -103,8 +105,12 @@ def build(folder: Path, split: str, digest: str, shape: tuple[int, ...], n: int,
     try:
         _write_npy(tmp, n, shape, chunks)
         os.replace(tmp, npy)
-    finally:
+    except BaseException:  # a bad image (DataError from the chunks), Ctrl-C: leave the folders as they were
         tmp.unlink(missing_ok=True)
+        for made_dir in made:
+            if made_dir.is_dir() and not any(made_dir.iterdir()):
+                made_dir.rmdir()
+        raise
     write_json({"key": digest, "shape": [n, *shape], "sources": sources,
                 "seconds": round(time.perf_counter() - start, 2)}, record)
     for old in folder.glob(f"{split}-*"):  # superseded keys (a process still reading one keeps its open file)

@@ -15,7 +15,8 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from compkit import console
 from compkit.artifacts import Layout, remake_hint
 from compkit.config import Config, Paths
-from compkit.data import DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission
+from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_labels, load_sample_submission,
+                          load_test_ids)
 from compkit.errors import shown
 from compkit.formats import load_solution, submission_format
 
@@ -158,23 +159,33 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
 
 
 def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
-    """Read and validate every competition file before anything is written (but the pixel cache, which holds
-    what validated: :mod:`compkit.cache`): train, with a test file
+    """Read and validate every competition file before anything is written: train, with a test file
     test (no id shared with train) and the sample submission (exactly the test ids), and the solution
-    file when there is one. Returns (train, test).
+    file when there is one. Returns (train, test) without pixels (``images`` None): :func:`check_pixels` reads those.
 
     Raises:
         DataError: the first problem found (see :func:`compkit.data.read_images`, :func:`compkit.formats.load_solution`).
     """
     comp = config.competition
-    layout = Layout(config, paths)
-    train, test = layout.load_train(), layout.load_test()  # decoded once, into the cache later stages read
-    if test is not None:
-        check_test_ids(train, test, paths.data, comp)
-        check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
+    train, test_ids = load_labels(paths.data, comp), load_test_ids(paths.data, comp)
+    if test_ids is not None:
+        check_test_ids(train, Images(test_ids, None, None, pd.DataFrame()), paths.data, comp)
+        check_sample_ids(load_sample_submission(paths.data, comp), test_ids, paths.data, comp)
     if (paths.data / comp.solution_file).is_file():  # its problems surface here, not after a day of training
         load_solution(paths.data, comp, submission_format(paths.data, comp))
+    test = None if test_ids is None else Images(test_ids, None, None, pd.DataFrame(index=range(len(test_ids))))
     return train, test
+
+
+def check_pixels(config: Config, paths: Paths) -> tuple[Images, Images | None]:
+    """Train and test with their pixels, validated while decoded (or parsed) once into the cache later stages
+    read (:mod:`compkit.cache`); a bad image or pixel raises before any cache file is written.
+
+    Raises:
+        DataError: see :func:`compkit.data.read_images` and :func:`compkit.data.read_image_files`.
+    """
+    layout = Layout(config, paths)
+    return layout.load_train(), layout.load_test()
 
 
 def run(config: Config, paths: Paths) -> None:
@@ -183,6 +194,7 @@ def run(config: Config, paths: Paths) -> None:
     train, _ = check_inputs(config, paths)
     has_solution = (paths.data / comp.solution_file).is_file()
     folds, holdout = make_folds(train, config, with_holdout=not has_solution)
+    check_pixels(config, paths)  # last before the fold files: every other problem is found without a decode
     Layout(config, paths).write_folds(folds, holdout)
     sizes = folds["fold"].value_counts()
     public = int((holdout["Usage"] == "Public").sum())
