@@ -135,12 +135,12 @@ def test_a_killed_build_leaves_no_cache_that_is_used(tmp_path, photos):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-c", BUILD, str(configs), str(data), str(folder)], env=env)
     deadline = time.monotonic() + 120
-    while not list(folder.glob(".tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
+    while not list(folder.glob(".build-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
-    (left,) = folder.glob(".tmp-*")
+    (left,) = folder.glob(".build-*")
     assert not list(folder.glob("train-*"))  # nothing a reader would take
     train = load_train(data, comp, folder)
     assert not left.exists() and len(list(folder.glob("train-*.npy"))) == 1

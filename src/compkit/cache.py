@@ -9,7 +9,7 @@ In ``runs/<competition>/cache/`` (:attr:`compkit.artifacts.Layout.cache_dir`)::
 the image shape and :data:`VERSION`, so a changed, added or removed source file or a new
 ``image_shape`` gives a new key and a rebuild; the superseded files of that split are deleted then.
 The ``.npy`` is written to a temporary file and renamed, and its record after it: a killed build
-leaves a ``.tmp-*`` file (deleted by the next build) or a ``.npy`` without a record, neither of which
+leaves a ``.build-<pid>-*`` file (deleted by the next build) or a ``.npy`` without a record, neither of which
 is used. The reader checks the record's key and shape and the file's size against the ``.npy`` header.
 
 Stamps, not content digests: hashing 10 GB of photos per stage would cost more than the decode it
@@ -31,6 +31,7 @@ import numpy as np
 from compkit.io import write_json
 
 VERSION = 1  # bump when the decoding changes (resampling, channel conversion): every cache is rebuilt
+BUILDING = ".build-"  # prefix of a .npy being written: .build-<pid>-<split>-<key>.npy
 RELEASE_BYTES = 256 * 2**20  # gathered bytes after which a reader drops its mapped pages (:class:`Gather`)
 
 
@@ -101,7 +102,7 @@ def build(folder: Path, split: str, digest: str, shape: tuple[int, ...], n: int,
     _clear_killed(folder)
     npy, record = _paths(folder, split, digest)
     start = time.perf_counter()
-    tmp = folder / f".tmp-{os.getpid()}-{npy.name}"  # the pid tells a killed build's file from a running one's
+    tmp = folder / f"{BUILDING}{os.getpid()}-{npy.name}"  # the pid tells a killed build's file from a running one's
     try:
         _write_npy(tmp, n, shape, chunks)
         os.replace(tmp, npy)
@@ -135,8 +136,8 @@ def _write_npy(tmp: Path, n: int, shape: tuple[int, ...], chunks: Iterable[np.nd
 
 
 def _clear_killed(folder: Path) -> None:
-    """Delete temporary files (``.tmp-<pid>-...``) whose writing process is gone: a killed build's."""
-    for tmp in folder.glob(".tmp-*"):
+    """Delete ``.build-<pid>-...`` files whose writing process is gone: a killed build's."""
+    for tmp in folder.glob(f"{BUILDING}*"):
         pid = tmp.name.split("-")[1]
         if not pid.isdigit() or not _alive(int(pid)):
             tmp.unlink(missing_ok=True)

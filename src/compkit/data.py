@@ -292,15 +292,17 @@ def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
     Raises:
         DataError: as :func:`read_images`, except for the pixels' values, which are not read.
     """
-    try:
-        head = pd.read_csv(path, nrows=0)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty; download it again") from None
     id_columns = [comp.id_column] if comp.id_column else []
     columns = [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns]
-    _require_columns(head, path, columns)
-    _reject_unknown_columns(head, path, [*columns, *comp.pixel_columns])
-    frame = pd.read_csv(path, usecols=columns or comp.pixel_columns[:1], dtype={c: str for c in id_columns})
+    try:
+        head = pd.read_csv(path, nrows=0)
+        _require_columns(head, path, columns)
+        _reject_unknown_columns(head, path, [*columns, *comp.pixel_columns])
+        frame = pd.read_csv(path, usecols=columns or comp.pixel_columns[:1], dtype={c: str for c in id_columns})
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; download it again") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); download it again") from None
     if frame.empty:
         raise DataError(f"{path}: header only, no rows; download it again")
     for column in id_columns:

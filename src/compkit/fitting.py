@@ -51,6 +51,10 @@ def model_inputs(split: Images, rows: np.ndarray, hyper: Hyper) -> dict[str, np.
     return inputs
 
 
+PREDICT_BATCH = 256  # rows per batch when predicting (OOF, holdout, test, TTA views): memory, not results
+ROW, SOURCE = "__row", "__source"  # a streamed element's row index and the index of its split (see :func:`stream_rows`)
+
+
 def stream_rows(parts: list[tuple[Images, np.ndarray]], hyper: Hyper):
     """The per-row part of a streamed pipeline and its per-batch load map, for ``parts`` (split, (n,) rows) in order.
 
@@ -103,10 +107,6 @@ def training_set(data: FoldData, hyper: Hyper, seed: int):
 def vocabularies(train: Images, hyper: Hyper) -> dict[str, list[str]]:
     """The sorted train values of each embedded column (test-only values fall in the out-of-vocabulary slot)."""
     return {column: sorted(train.extras[column].astype(str).unique()) for column in hyper.embed}
-
-
-PREDICT_BATCH = 256  # rows per batch when predicting (OOF, holdout, test, TTA views): memory, not results
-ROW, SOURCE = "__row", "__source"  # a streamed element's row index and the index of its split (see :func:`stream`)
 
 
 def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, seed: int, load=None):

@@ -168,12 +168,12 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     """
     comp = config.competition
     train, test_ids = load_labels(paths.data, comp), load_test_ids(paths.data, comp)
-    if test_ids is not None:
-        check_test_ids(train, Images(test_ids, None, None, pd.DataFrame()), paths.data, comp)
-        check_sample_ids(load_sample_submission(paths.data, comp), test_ids, paths.data, comp)
+    test = None if test_ids is None else Images(test_ids, None, None, pd.DataFrame(index=range(len(test_ids))))
+    if test is not None:
+        check_test_ids(train, test, paths.data, comp)
+        check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
     if (paths.data / comp.solution_file).is_file():  # its problems surface here, not after a day of training
         load_solution(paths.data, comp, submission_format(paths.data, comp))
-    test = None if test_ids is None else Images(test_ids, None, None, pd.DataFrame(index=range(len(test_ids))))
     return train, test
 
 
