@@ -92,7 +92,7 @@ test:
 BENCH_ARGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(PRESET),--preset $(PRESET)) \
              $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
-# SCALE=10000,30000,70000 (rows): the data-scale mode (bench/scale.py) on Fashion-MNIST written as PNG files; SIZES=96,224 STEPS=30
+# SCALE=10000,30000,70000 (rows): the data-scale mode (bench/scale.py) on Fashion-MNIST written as PNG files; SIZES=96,224 STEPS=20
 SCALE_ARGS = --rows $(SCALE) $(if $(SIZES),--sizes $(SIZES)) $(if $(STEPS),--steps $(STEPS))
 
 bench-memory:

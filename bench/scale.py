@@ -10,7 +10,7 @@ Per (N, S), in a fresh root under ``--scratch``:
 1. ``folds.run`` (as `make folds`): validates, writes the fold files and decodes every image once into
    ``runs/<c>/cache/`` (decode seconds and images/s from the cache's record).
 2. Two fold processes in turn (fresh processes, as `make train` runs folds), each: ``fitting.fold_data``
-   (opens the cache), the streamed training pipeline of ``cnn_small`` for ``--steps`` batches (a full epoch
+   (opens the cache), the streamed training pipeline of ``--backbone`` (from scratch) for ``--steps`` batches (a full epoch
    at 224 px is an hour on 2 cores), then the streamed prediction of ``--predict`` OOF rows. Printed per
    process: peak RSS (ru_maxrss), seconds to open the fold's data (``open_s``: the cache's memory maps) and
    from process start (TensorFlow's import included) to the first batch, train and predict images/s.
@@ -18,7 +18,8 @@ Per (N, S), in a fresh root under ``--scratch``:
 The verdict compares the fold processes' peak RSS across N at each size: "flat" when the largest N is within
 10% of the smallest. A benchmark that prints figures, not a test; timings need a quiet machine.
 
-    python bench/scale.py [--rows 10000,30000,70000] [--sizes 96,224] [--steps 30] [--predict 2048] [--scratch DIR]
+    python bench/scale.py [--rows 10000,30000,70000] [--sizes 96,224] [--steps 20] [--predict 1024]
+                          [--backbone mobilenetv3small] [--scratch DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ stratify = ["category"]
 holdout_fraction = 0.1
 
 [train]
-backbones = ["cnn_small"]
+backbones = ["{backbone}"]
 epochs = 1
 batch_size = 32
 """
@@ -107,18 +108,20 @@ def competition(pool: Path, data: Path, labels: np.ndarray, n_train: int, n_test
 
 
 def probe_fold(config, paths: Paths, fold: int, steps: int, predict: int, started: float) -> dict:
-    """In a fresh fold process: open the fold's data, train ``steps`` streamed batches, predict ``predict`` OOF rows."""
+    """In a fresh fold process: open the fold's data, train ``steps`` streamed batches of the config's backbone,
+    predict ``predict`` OOF rows; returns the figures."""
     import keras
 
     from compkit import fitting
     from compkit.augment import predict_tta
     from compkit.backbones import build_model
 
-    hyper, comp = config.hyper("cnn_small"), config.competition
+    backbone, comp = config.train.backbones[0], config.competition
+    hyper = config.hyper(backbone)
     start = time.perf_counter()
     data = fitting.fold_data(config, paths, fold)
     open_seconds = time.perf_counter() - start
-    model = build_model("cnn_small", comp.image_shape, len(comp.classes), hyper, fitting.vocabularies(data.train, hyper))
+    model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, fitting.vocabularies(data.train, hyper))
     model.compile(optimizer=keras.optimizers.Adam(hyper.learning_rate), loss="categorical_crossentropy")
     batches = iter(fitting.training_set(data, hyper, seed=fold))
     first = next(batches)
@@ -128,6 +131,7 @@ def probe_fold(config, paths: Paths, fold: int, steps: int, predict: int, starte
     for _ in range(steps):
         model.train_on_batch(*next(batches))
     train_seconds = time.perf_counter() - start
+    del batches  # an iterator left open holds tf.data's prefetch threads
     rows = data.val[:predict]
     predict_tta(model, fitting.stream(data.train, rows[:64], hyper, fitting.PREDICT_BATCH), hyper.augment, 1, seed=0)  # traced
     start = time.perf_counter()
@@ -145,7 +149,7 @@ def measure(pool: Path, scratch: Path, labels: np.ndarray, n_test_all: int, rows
     data, root, configs = scratch / f"data-{rows}", scratch / f"root-{tag}", scratch / f"configs-{size}"
     competition(pool, data, labels, n_train, n_test)
     configs.mkdir(exist_ok=True)
-    (configs / "fmnist-photos.toml").write_text(CONFIG.format(classes=json.dumps(CLASSES), size=size))
+    (configs / "fmnist-photos.toml").write_text(CONFIG.format(classes=json.dumps(CLASSES), size=size, backbone=args.backbone))
     config = load_config("fmnist-photos", None, [], configs)
     paths = Paths.for_competition("fmnist-photos", root, data)
     start = time.perf_counter()
@@ -175,8 +179,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="10000,30000,70000", help="comma-separated row counts (train + test)")
     p.add_argument("--sizes", default="96,224", help="comma-separated square image sizes (px)")
-    p.add_argument("--steps", type=int, default=30, help="training batches timed per fold process")
-    p.add_argument("--predict", type=int, default=2048, help="OOF rows predicted per fold process")
+    p.add_argument("--steps", type=int, default=20, help="training batches timed per fold process")
+    p.add_argument("--predict", type=int, default=1024, help="OOF rows predicted per fold process")
+    p.add_argument("--backbone", default="mobilenetv3small", help="from scratch; a 224 px backbone (default %(default)s)")
     p.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "compkit-bench-scale")
     p.add_argument("--keep", action="store_true", help="keep each run's root (and its cache)")
     args = p.parse_args()

@@ -263,7 +263,7 @@ def _folder_pixels(folder: Path, names: list[str], comp: Competition, cache_dir:
     if cache_dir is None:
         return read_image_files(folder, names, comp)
     try:
-        sources = [cache.stamp(Path(folder) / name, folder) for name in names]
+        sources = [cache.stamp(folder, name) for name in names]
     except FileNotFoundError as exc:
         raise DataError(f"{exc.filename}: not found; the labels name a file that is not in {folder}") from None
     digest, shape = cache.key(sources, comp.image_shape), tuple(comp.image_shape)
@@ -278,7 +278,7 @@ def _csv_split(path: Path, comp: Competition, labelled: bool, cache_dir: Path | 
     """A pixel CSV read whole (no ``cache_dir``), or its table plus ``split``'s cache, parsed once on first use."""
     if cache_dir is None:
         return read_images(path, comp, labelled)
-    digest, shape = cache.key([cache.stamp(path, path.parent)], comp.image_shape), tuple(comp.image_shape)
+    digest, shape = cache.key([cache.stamp(path.parent, path.name)], comp.image_shape), tuple(comp.image_shape)
     pixels = cache.find(cache_dir, split, digest, shape)
     if pixels is not None:
         return replace(read_table(path, comp, labelled), images=pixels)
@@ -402,7 +402,7 @@ def check_sample_ids(sample: pd.DataFrame, test_ids: np.ndarray, data_dir: Path,
         DataError: names the first sample row whose id is not a test id, or the first test id the sample lacks.
     """
     id_column = sample.columns[0]
-    sample_ids, test_keys = sample[id_column].astype(str).to_numpy(), np.asarray(test_ids).astype(str)
+    sample_ids, test_keys = sample[id_column].to_numpy().astype(str), np.asarray(test_ids).astype(str)  # str arrays: np.isin sorts
     unknown = ~np.isin(sample_ids, test_keys)
     where = f"{Path(data_dir) / comp.sample_submission}"
     if unknown.any():

@@ -208,7 +208,7 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
         pseudo_labels=pseudo_labels,
         fit=np.flatnonzero((row_fold >= 0) & (row_fold != fold)),
         val=np.flatnonzero(row_fold == fold),
-        held=np.flatnonzero(np.isin(train.ids, holdout[comp.id_key].to_numpy())),
+        held=np.flatnonzero(pd.Series(train.ids).isin(holdout[comp.id_key]).to_numpy()),  # hashed, not np.isin's O(n * m)
         onehot=np.eye(len(comp.classes), dtype=np.float32)[train.labels],
     )
 

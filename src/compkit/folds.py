@@ -142,7 +142,7 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
     remake = remake_hint(config)
     known = np.asarray(train_ids).astype(str)
     for table, file in ((folds, "folds.csv"), (holdout, "holdout.csv")):
-        unknown = ~np.isin(table[id_column].astype(str).to_numpy(), known)
+        unknown = ~table[id_column].astype(str).isin(known).to_numpy()  # hashed: np.isin on object arrays is O(n * m)
         if unknown.any():
             row = int(np.flatnonzero(unknown)[0])
             raise DataError(
