@@ -155,11 +155,11 @@ def _alive(pid: int) -> bool:
 class Gather:
     """Rows of one or more pixel arrays by index, for a ``tf.numpy_function`` in an input pipeline.
 
-    Rows of a cache (the ``np.memmap`` of :func:`open_pixels`) are read with ``os.preadv`` into the batch, not through the memory map:
-    pages a process maps count toward its resident memory, and the kernel maps more than the row around each
-    fault (read-ahead, fault-around), so indexing the map row by row grew a fold process by ~20 MB a batch
-    (96 px). Read with ``preadv`` the file's pages stay in the page cache, shared and reclaimable, and the
-    process holds one batch. In-memory arrays are indexed.
+    Rows of a cache (the ``np.memmap`` of :func:`open_pixels`) are read with ``os.preadv`` into the batch, not
+    through the memory map: pages a process maps count toward its resident memory, and the kernel maps more than
+    the row around each fault (read-ahead, fault-around), so indexing the map row by row grew a fold process by
+    ~20 MB a batch (96 px). Read with ``preadv`` the file's pages stay in the page cache, shared and reclaimable,
+    and the process holds one batch. In-memory arrays are indexed.
     """
 
     def __init__(self, sources: list[np.ndarray]):
