@@ -51,7 +51,7 @@ help:
 	@echo "make bench                 bench-throughput, bench-pipeline, bench-memory in turn (DATA_DIR=...)"
 	@echo "make bench-throughput      img/s of compkit's loop vs a bare model.fit, and of predict, per precision and worker count (DACON; PRECISIONS=float32,mixed_bfloat16 WORKERS=1,2)"
 	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
-	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON)"
+	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON); SCALE=10000,70000 SIZES=96,224: data-scale mode"
 	@echo "make bench-ablation        one fold per recipe variant (bench/ablate.py), TTA scores too (DACON, VARIANTS=a,b)"
 	@echo "make clean                 delete folds/ and runs/ of COMPETITION (submissions are kept; refuses an unsafe name)"
 
@@ -99,14 +99,17 @@ test:
 BENCH_ARGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(PRESET),--preset $(PRESET)) \
              $(if $(BACKBONES),--backbones "$(BACKBONES)") $(foreach s,$(SET),--set $(s))
 
+# SCALE=10000,30000,70000 (rows): the data-scale mode (bench/scale.py) on Fashion-MNIST written as PNG files; SIZES=96,224 STEPS=20
+SCALE_ARGS = --rows $(SCALE) $(if $(SIZES),--sizes $(SIZES)) $(if $(STEPS),--steps $(STEPS))
+
 bench-memory:
-	$(PYTHON) bench/memory.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(if $(SCALE),$(PYTHON) bench/scale.py $(SCALE_ARGS),$(PYTHON) bench/memory.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)))
 
 bench-throughput:
 	$(PYTHON) bench/throughput.py $(BENCH_ARGS) $(if $(PRECISIONS),--precisions $(PRECISIONS)) $(if $(WORKERS),--workers $(WORKERS))
 
 bench-pipeline:
-	$(PYTHON) bench/pipeline.py $(BENCH_ARGS)
+	$(if $(SCALE),$(PYTHON) bench/scale.py $(SCALE_ARGS),$(PYTHON) bench/pipeline.py $(BENCH_ARGS))
 
 bench-ablation:
 	$(PYTHON) bench/ablate.py --root runs/ablation $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(VARIANTS),--variants $(VARIANTS))

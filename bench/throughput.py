@@ -20,7 +20,7 @@ loops under it) and per worker count (``--workers 1,2``: n processes measuring a
 intra-op threads as ``train.workers = n`` runs folds; the img/s columns are the sum over the n processes,
 the ratios their mean), so a user on a GPU or a many-core CPU can choose with figures.
 
-Warm-up rule (both loops): the first epoch (tracing, tf.data cache filling) is run but not timed;
+Warm-up rule (both loops): the first epoch (tracing) is run but not timed;
 epochs are timed by a Keras callback with epoch hooks only (no per-batch hook, so Keras keeps
 dispatching batches asynchronously). Prediction: one untimed call, then the median of ``--repeats``.
 A benchmark that prints figures, not a test; timings need a quiet machine. About 1.5 minutes per
@@ -52,7 +52,7 @@ from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import build_model  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
 
-PREDICT_BATCH = 256  # predict_tta's default batch, as train_fold predicts
+PREDICT_BATCH = fitting.PREDICT_BATCH  # as train_fold predicts
 WARMUP_EPOCHS = 1  # run, not timed: graph tracing and the tf.data cache
 OK_RATIO = 0.9
 
@@ -121,15 +121,16 @@ def time_bare(config, data, backbone: str, seed: int, compile_config: dict):
     return timer
 
 
-def predict_inputs(data, hyper) -> dict[str, np.ndarray]:
-    """The model inputs train_fold predicts besides OOF: the holdout, and test when the competition ships it."""
-    parts = [fitting.model_inputs(data.train, data.held, hyper)]
+def predict_inputs(data, hyper):
+    """(streamed batches, rows) train_fold predicts besides OOF: the holdout, and test when the competition ships it."""
+    inputs, rows = fitting.stream(data.train, data.held, hyper, PREDICT_BATCH), len(data.held)
     if data.test is not None:
-        parts.append(fitting.model_inputs(data.test, np.arange(len(data.test.ids)), hyper))
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        inputs = inputs.concatenate(fitting.stream(data.test, np.arange(len(data.test.ids)), hyper, PREDICT_BATCH))
+        rows += len(data.test.ids)
+    return inputs, rows
 
 
-def time_predict(model, inputs: dict, hyper, repeats: int) -> float:
+def time_predict(model, inputs, hyper, repeats: int) -> float:
     """Median seconds of train_fold's prediction (``predict_tta`` with the config's ``tta`` views) after one untimed call."""
     predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0, batch_size=PREDICT_BATCH)
     seconds = []
@@ -149,7 +150,7 @@ def measure(config, data, backbone: str, repeats: int) -> dict:
     bare = steady_seconds(time_bare(config, data, backbone, config.train.seed, ck_timer.compile_config))
     ck = steady_seconds(ck_timer)
     trained = n_fit * ck["epochs"]  # images through the timed epochs, the same for both loops
-    inputs = predict_inputs(data, hyper)
+    inputs, predict_rows = predict_inputs(data, hyper)
     row = {
         "backbone": backbone,
         "fit_rows": n_fit,
@@ -160,8 +161,8 @@ def measure(config, data, backbone: str, repeats: int) -> dict:
         "epoch": trained / ck["wall"],
         "val_s": ck["val"] / ck["epochs"],
         "other_s": (ck["wall"] - ck["train"] - ck["val"]) / ck["epochs"],
-        "predict_rows": len(inputs["image"]),
-        "predict": len(inputs["image"]) / time_predict(model, inputs, hyper, repeats),
+        "predict_rows": predict_rows,
+        "predict": predict_rows / time_predict(model, inputs, hyper, repeats),
     }
     row["ratio"], row["epoch_ratio"] = row["compkit"] / row["bare"], row["epoch"] / row["bare"]
     return row

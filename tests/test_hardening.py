@@ -53,7 +53,7 @@ def root(tmp_path, data) -> Path:
     root = tmp_path / "root"
     assert main(["folds", *argv(root, data)]) == 0
     for part in ("runs", "submissions"):
-        (root / part / NAME).mkdir(parents=True)
+        (root / part / NAME).mkdir(parents=True, exist_ok=True)  # runs/<c>/cache: make folds's
         (root / part / NAME / "kept.txt").write_text(f"{part} of an earlier run\n")
     return root
 

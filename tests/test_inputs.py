@@ -110,4 +110,4 @@ def test_train_refuses_folds_for_other_data(tmp_path, dacon_dir, capsys, breakag
     before = snapshot(root)
     err = _run("train", root, dacon_dir, capsys)
     assert fragment in err and "`make clean COMPETITION=dacon-cv-2020` then `make folds COMPETITION=dacon-cv-2020`" in err
-    assert snapshot(root) == before and not (root / "runs").exists()
+    assert snapshot(root) == before and not (root / "runs/dacon-cv-2020/cnn_small").exists()  # runs/<c>/cache/: make folds's

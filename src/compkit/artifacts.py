@@ -8,6 +8,7 @@ Stages ask a :class:`Layout` for their inputs and outputs, never each other. Und
     runs/<c>/<backbone>/fold<k>/       model*.keras, history.csv, oof.csv, holdout.csv, test.csv, .lock, and
                                        fold.json, the record: scores, lineage, sha256 of each CSV; written last
     runs/<c>/best/<backbone>.json      the best Optuna trial (make tune)
+    runs/<c>/cache/                    <split>-<key>.npy: decoded pixels, read as a memory map, and <split>-<key>.json
     runs/<c>/ensemble/                 oof.csv, holdout.csv, test.csv and ensemble.json, their record (make ensemble)
     submissions/<c>/<time>_<name>.csv  a submission; leaderboard.csv holds a row per submission (make submit)
 
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from compkit.config import Config, Paths
-from compkit.data import DataError, Images, line
+from compkit.data import DataError, Images, line, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.io import atomic_path, proba_columns, read_id_csv, read_proba, write_csv, write_json
 from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
@@ -219,6 +220,21 @@ class Layout:
     def folds_digest(self) -> str:
         """The current fold files' digest (:func:`compkit.lineage.folds_digest`)."""
         return folds_digest(self.paths)
+
+    # --------------------------------------------------------------------------------------- pixel cache
+
+    @property
+    def cache_dir(self) -> Path:
+        """``runs/<c>/cache/``: each split's decoded pixels, ``<split>-<key>.npy`` and its record (:mod:`compkit.cache`)."""
+        return self.paths.runs / "cache"
+
+    def load_train(self) -> Images:
+        """The training split with its pixels from the decode-once cache (:func:`compkit.data.load_train`)."""
+        return load_train(self.paths.data, self.config.competition, self.cache_dir)
+
+    def load_test(self) -> Images | None:
+        """The test split with its pixels from the decode-once cache, or None without one (:func:`compkit.data.load_test`)."""
+        return load_test(self.paths.data, self.config.competition, self.cache_dir)
 
     # -------------------------------------------------------------------------------------- pseudo-labels
 

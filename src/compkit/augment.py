@@ -75,27 +75,30 @@ def training(aug: Augment, seed: int) -> Callable | None:
     return transform
 
 
-def predict_tta(model: keras.Model, inputs: dict, aug: Augment, n: int, seed: int, batch_size: int = 256):
+def predict_tta(model: keras.Model, inputs, aug: Augment, n: int, seed: int, batch_size: int = 256):
     """Mean of ``model``'s probabilities over the images and ``n - 1`` geometrically augmented views of them.
 
     Args:
-        inputs: the model's inputs; ``"image"`` is (N, H, W, C) float32 pixels 0-255.
+        inputs: the model's inputs: a dict whose ``"image"`` is (N, H, W, C) float32 pixels 0-255, or a
+            ``tf.data.Dataset`` of such dicts in batches (:func:`compkit.fitting.stream`), read batch by batch.
         aug: the training augmentation; its geometric part makes the views (without one, ``n`` is ignored).
         n: views per image, the original included (1: no TTA).
+        batch_size: rows per batch of a dict ``inputs`` (a dataset comes batched).
 
     Returns:
         (N, K) float32 probabilities.
     """
     import numpy as np
+    import tensorflow as tf
 
-    proba = model.predict(inputs, batch_size=batch_size, verbose=0)
+    if isinstance(inputs, dict):
+        inputs = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
+    proba = model.predict(inputs, verbose=0)
     shape = geometric(aug, seed) if n > 1 else None
     if shape is None:
         return proba
-    for _ in range(n - 1):
-        views = np.concatenate([
-            np.asarray(shape(inputs["image"][i:i + batch_size], training=True))
-            for i in range(0, len(inputs["image"]), batch_size)
+    for _ in range(n - 1):  # view by view, batch by batch: memory O(batch)
+        proba = proba + np.concatenate([
+            np.asarray(model.predict_on_batch({**batch, "image": shape(batch["image"], training=True)})) for batch in inputs
         ])
-        proba = proba + model.predict({**inputs, "image": views}, batch_size=batch_size, verbose=0)
     return proba / n

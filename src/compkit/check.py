@@ -8,7 +8,7 @@ import pandas as pd
 from compkit import console
 from compkit.config import Config, Paths
 from compkit.data import load_sample_submission
-from compkit.folds import check_inputs, make_folds
+from compkit.folds import check_inputs, check_pixels, make_folds
 from compkit.formats import load_solution, require_probabilities_for_log_loss, submission_format
 
 
@@ -25,6 +25,7 @@ def run(config: Config, paths: Paths) -> None:
     require_probabilities_for_log_loss(fmt, comp, str(paths.data / comp.sample_submission))
     solution = load_solution(paths.data, comp, fmt)
     folds, holdout = make_folds(train, config, with_holdout=solution is None)  # feasibility only: nothing is written
+    train, test = check_pixels(config, paths)  # every image read: decoded once, into the cache `make folds` reuses
 
     counts = pd.Series(np.bincount(train.labels, minlength=len(comp.classes)), index=[str(c) for c in comp.classes])
     console.table(counts.rename("rows").rename_axis("class").reset_index(), title=f"{comp.name}: train rows per class")

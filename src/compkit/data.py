@@ -6,15 +6,21 @@ shows it: the header is line 1, the first data row line 2) or column, and the fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from compkit import cache
 from compkit.config import Competition
 from compkit.errors import CompkitError, shown
-from compkit.io import read_id_csv
+from compkit.io import as_ids, read_id_csv
+
+
+DECODE_CHUNK = 512  # images decoded per block on the way into the cache: bounds the builder's memory
 
 
 class DataError(CompkitError):
@@ -27,13 +33,14 @@ class Images:
 
     Attributes:
         ids: (N,) the id column, in file order.
-        images: (N, H, W, C) uint8 pixels 0-255.
+        images: (N, H, W, C) uint8 pixels 0-255 (a read-only memory map when read through the cache:
+            :mod:`compkit.cache`); None when read without pixels (:func:`load_labels`).
         labels: (N,) int64 class indices into ``Competition.classes``; None for unlabelled test data.
         extras: (N, E) DataFrame of the configured extra columns (e.g. DACON's letter).
     """
 
     ids: np.ndarray
-    images: np.ndarray
+    images: np.ndarray | None
     labels: np.ndarray | None
     extras: pd.DataFrame
 
@@ -180,31 +187,45 @@ def read_image_files(folder: Path, names: list[str], comp: Competition) -> np.nd
     """Load image files (PNG, JPG, ... of any size, gray or RGB) as (N, H, W, C) uint8 in ``comp.image_shape``.
 
     Images are converted to the configured channels (L or RGB) and resized with bilinear filtering;
-    16-bit grayscale images are scaled to 0-255 first (see :func:`_eight_bit`).
+    16-bit grayscale images are scaled to 0-255 first (see :func:`_eight_bit`). Decoded by a thread pool.
 
     Raises:
         DataError: a file is missing, not a readable image, or over Pillow's decompression-bomb limit
             (``PIL.Image.MAX_IMAGE_PIXELS`` times 2).
     """
+    if not names:
+        return np.empty((0, *comp.image_shape), np.uint8)
+    return np.concatenate(list(decode_chunks(folder, names, comp, len(names))))
+
+
+def decode_chunks(folder: Path, names: list[str], comp: Competition, chunk: int) -> Iterator[np.ndarray]:
+    """:func:`read_image_files` ``chunk`` files at a time: yields (m <= chunk, H, W, C) uint8 blocks in ``names`` order.
+
+    Pillow releases the GIL while it decodes and resizes, so a thread pool (its default size) decodes in parallel.
+    """
+    with ThreadPoolExecutor() as pool:
+        for start in range(0, len(names), chunk):
+            part = [Path(folder) / str(name) for name in names[start:start + chunk]]
+            yield np.stack(list(pool.map(lambda path: _decode(path, folder, comp), part)))
+
+
+def _decode(path: Path, folder: Path, comp: Competition) -> np.ndarray:
+    """One image file as (H, W, C) uint8 in ``comp.image_shape``; see :func:`read_image_files`."""
     from PIL import Image, UnidentifiedImageError
 
     height, width, channels = comp.image_shape
-    out = np.empty((len(names), height, width, channels), dtype=np.uint8)
-    for i, name in enumerate(names):
-        path = Path(folder) / str(name)
-        try:
-            with Image.open(path) as image:
-                image = _eight_bit(image).convert("L" if channels == 1 else "RGB")
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.Resampling.BILINEAR)
-                out[i] = np.asarray(image).reshape(height, width, channels)
-        except FileNotFoundError:
-            raise DataError(f"{path}: not found; the labels name a file that is not in {folder}") from None
-        except Image.DecompressionBombError as exc:
-            raise DataError(f"{path}: too large to decode safely ({exc}); downscale or remove it") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{path}: not a readable image ({exc}); replace or remove it") from None
-    return out
+    try:
+        with Image.open(path) as image:
+            image = _eight_bit(image).convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            return np.asarray(image).reshape(height, width, channels)
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; the labels name a file that is not in {folder}") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: too large to decode safely ({exc}); downscale or remove it") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc}); replace or remove it") from None
 
 
 def _eight_bit(image):
@@ -221,37 +242,114 @@ def _eight_bit(image):
     return Image.fromarray(np.clip(np.rint(pixels / 257), 0, 255).astype(np.uint8), mode="L")
 
 
-def _image_folder_train(data_dir: Path, comp: Competition) -> Images:
+def _image_folder_table(data_dir: Path, comp: Competition) -> Images:
     path = locate(data_dir, comp.train_file, comp)
     frame = _read_csv(path, comp.id_column)
     _require_columns(frame, path, [comp.id_column, comp.target_column, *comp.extra_columns])
     ids = _check_ids(frame, path, comp.id_column)
     labels = class_indices(frame[comp.target_column], path, comp, comp.target_column)
-    images = read_image_files(Path(data_dir) / comp.train_images, [str(i) for i in ids], comp)
-    return Images(ids, images, labels, frame[comp.extra_columns].reset_index(drop=True))
+    return Images(ids, None, labels, frame[comp.extra_columns].reset_index(drop=True))
 
 
-def _image_folder_test(data_dir: Path, comp: Competition) -> Images | None:
+def _test_names(data_dir: Path, comp: Competition) -> np.ndarray | None:
     folder = Path(data_dir) / comp.test_images
     if not folder.is_dir():
         return None
-    names = np.array(sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
-    return Images(names, read_image_files(folder, list(names), comp), None, pd.DataFrame(index=range(len(names))))
+    return np.array(sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
 
 
-def load_train(data_dir: Path, comp: Competition) -> Images:
-    """The labelled training split; see :func:`read_images` and :func:`read_image_files`."""
+def _folder_pixels(folder: Path, names: list[str], comp: Competition, cache_dir: Path | None, split: str) -> np.ndarray:
+    """The named images decoded (no ``cache_dir``), or from ``split``'s cache in ``cache_dir``, built on first use."""
+    if cache_dir is None:
+        return read_image_files(folder, names, comp)
+    try:
+        sources = [cache.stamp(folder, name) for name in names]
+    except FileNotFoundError as exc:
+        raise DataError(f"{exc.filename}: not found; the labels name a file that is not in {folder}") from None
+    digest, shape = cache.key(sources, comp.image_shape), tuple(comp.image_shape)
+    pixels = cache.find(cache_dir, split, digest, shape)
+    if pixels is None:
+        chunks = decode_chunks(folder, names, comp, DECODE_CHUNK)
+        pixels = cache.build(cache_dir, split, digest, shape, len(names), chunks, sources=len(names))
+    return pixels
+
+
+def _csv_split(path: Path, comp: Competition, labelled: bool, cache_dir: Path | None, split: str) -> Images:
+    """A pixel CSV read whole (no ``cache_dir``), or its table plus ``split``'s cache, parsed once on first use."""
+    if cache_dir is None:
+        return read_images(path, comp, labelled)
+    digest, shape = cache.key([cache.stamp(path.parent, path.name)], comp.image_shape), tuple(comp.image_shape)
+    pixels = cache.find(cache_dir, split, digest, shape)
+    if pixels is not None:
+        return replace(read_table(path, comp, labelled), images=pixels)
+    whole = read_images(path, comp, labelled)
+    return replace(whole, images=cache.build(cache_dir, split, digest, shape, len(whole.ids), [whole.images], sources=1))
+
+
+def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
+    """A pixel CSV's ids, labels (when ``labelled``) and extras, its pixel columns left unparsed (``images`` None).
+
+    Raises:
+        DataError: as :func:`read_images`, except for the pixels' values, which are not read.
+    """
+    id_columns = [comp.id_column] if comp.id_column else []
+    columns = [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns]
+    try:
+        head = pd.read_csv(path, nrows=0)
+        _require_columns(head, path, columns)
+        _reject_unknown_columns(head, path, [*columns, *comp.pixel_columns])
+        frame = pd.read_csv(path, usecols=columns or comp.pixel_columns[:1], dtype={c: str for c in id_columns})
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; download it again") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); download it again") from None
+    if frame.empty:
+        raise DataError(f"{path}: header only, no rows; download it again")
+    for column in id_columns:
+        frame[column] = as_ids(frame[column])
+    labels = class_indices(frame[comp.target_column], path, comp, comp.target_column) if labelled else None
+    return Images(_ids(frame, path, comp), None, labels, frame[comp.extra_columns].reset_index(drop=True))
+
+
+def load_train(data_dir: Path, comp: Competition, cache_dir: Path | None = None) -> Images:
+    """The labelled training split; see :func:`read_images` and :func:`read_image_files`.
+
+    With ``cache_dir`` (:attr:`compkit.artifacts.Layout.cache_dir`) the pixels are decoded (or parsed) once into
+    the split's cache there and returned as a read-only memory map (:mod:`compkit.cache`).
+    """
     if comp.layout == "image_folder":
-        return _image_folder_train(data_dir, comp)
-    return read_images(locate(data_dir, comp.train_file, comp), comp, labelled=True)
+        table = _image_folder_table(data_dir, comp)
+        names = [str(i) for i in table.ids]
+        return replace(table, images=_folder_pixels(Path(data_dir) / comp.train_images, names, comp, cache_dir, "train"))
+    return _csv_split(locate(data_dir, comp.train_file, comp), comp, True, cache_dir, "train")
 
 
-def load_test(data_dir: Path, comp: Competition) -> Images | None:
-    """The unlabelled test split, or None when the competition's test file (or folder) is not in ``data_dir``."""
+def load_test(data_dir: Path, comp: Competition, cache_dir: Path | None = None) -> Images | None:
+    """The unlabelled test split, or None when the competition's test file (or folder) is not in ``data_dir``;
+    ``cache_dir`` as in :func:`load_train`."""
     if comp.layout == "image_folder":
-        return _image_folder_test(data_dir, comp)
+        names = _test_names(data_dir, comp)
+        if names is None:
+            return None
+        pixels = _folder_pixels(Path(data_dir) / comp.test_images, list(names), comp, cache_dir, "test")
+        return Images(names, pixels, None, pd.DataFrame(index=range(len(names))))
     path = Path(data_dir) / comp.test_file
-    return read_images(path, comp, labelled=False) if path.is_file() else None
+    return _csv_split(path, comp, False, cache_dir, "test") if path.is_file() else None
+
+
+def load_labels(data_dir: Path, comp: Competition) -> Images:
+    """The training split's ids, labels and extras without decoding or parsing a pixel (``images`` None)."""
+    if comp.layout == "image_folder":
+        return _image_folder_table(data_dir, comp)
+    return read_table(locate(data_dir, comp.train_file, comp), comp, labelled=True)
+
+
+def load_test_ids(data_dir: Path, comp: Competition) -> np.ndarray | None:
+    """The test split's (N,) ids without reading a pixel, or None without a test file (or folder)."""
+    if comp.layout == "image_folder":
+        return _test_names(data_dir, comp)
+    path = Path(data_dir) / comp.test_file
+    return read_table(path, comp, labelled=False).ids if path.is_file() else None
 
 
 def has_test(data_dir: Path, comp: Competition) -> bool:
@@ -304,7 +402,7 @@ def check_sample_ids(sample: pd.DataFrame, test_ids: np.ndarray, data_dir: Path,
         DataError: names the first sample row whose id is not a test id, or the first test id the sample lacks.
     """
     id_column = sample.columns[0]
-    sample_ids, test_keys = sample[id_column].astype(str).to_numpy(), np.asarray(test_ids).astype(str)
+    sample_ids, test_keys = sample[id_column].to_numpy().astype(str), np.asarray(test_ids).astype(str)  # str arrays: np.isin sorts
     unknown = ~np.isin(sample_ids, test_keys)
     where = f"{Path(data_dir) / comp.sample_submission}"
     if unknown.any():

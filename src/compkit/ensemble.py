@@ -26,7 +26,7 @@ from compkit import console
 from compkit.artifacts import Layout
 from compkit.blends import caruana_weights, cross_fitted_oof, equal_weights, fit_meta_model, fit_weights, hard_vote, soft_vote, stacked_oof
 from compkit.config import Config, Ensemble, Paths
-from compkit.data import has_test, load_train
+from compkit.data import has_test, load_labels
 from compkit.errors import CompkitError, shown
 from compkit.lineage import folds_digest, ids_digest
 from compkit.metrics import best, score_table
@@ -88,7 +88,7 @@ def run(config: Config, paths: Paths) -> None:
     comp, backbones, spec, layout = config.competition, config.train.backbones, config.ensemble, Layout(config, paths)
     layout.read_folds()  # the fold files are a verified pair
     inputs = layout.fold_inputs(backbones)
-    train = load_train(paths.data, comp)
+    train = load_labels(paths.data, comp)
     label_of = pd.Series(train.labels, index=train.ids)
     oof_ids, oof = _stack([layout.load_oof(b)[:2] for b in backbones], "OOF")
     labels = label_of.loc[oof_ids].to_numpy()

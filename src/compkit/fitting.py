@@ -13,7 +13,7 @@ import pandas as pd
 from compkit import console, finetune
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
-from compkit.data import Images, check_test_ids, load_test, load_train
+from compkit.data import Images, check_test_ids
 from compkit.folds import check_folds
 
 
@@ -51,22 +51,79 @@ def model_inputs(split: Images, rows: np.ndarray, hyper: Hyper) -> dict[str, np.
     return inputs
 
 
+PREDICT_BATCH = 256  # rows per batch when predicting (OOF, holdout, test, TTA views): memory, not results
+ROW, SOURCE = "__row", "__source"  # a streamed element's row index and the index of its split (see :func:`stream_rows`)
+
+
+def stream_rows(parts: list[tuple[Images, np.ndarray]], hyper: Hyper):
+    """The per-row part of a streamed pipeline and its per-batch load map, for ``parts`` (split, (n,) rows) in order.
+
+    Returns:
+        (dict of (n,) arrays: :data:`SOURCE` (index into ``parts``), :data:`ROW` (index into that split's images)
+        and each embedded column (str); ``load``: a batch of that dict -> the model's inputs, ``"image"`` (B, H, W, C)
+        float32 0-255 gathered from the splits' uint8 images (memory maps: :class:`compkit.cache.Gather`)).
+    """
+    import tensorflow as tf
+
+    from compkit.cache import Gather
+
+    elements = {
+        SOURCE: np.concatenate([np.full(len(rows), i, np.int32) for i, (_, rows) in enumerate(parts)]),
+        ROW: np.concatenate([np.asarray(rows, np.int64) for _, rows in parts]),
+        **{c: np.concatenate([split.extras[c].astype(str).to_numpy()[rows] for split, rows in parts]) for c in hyper.embed},
+    }
+    gather, shape = Gather([split.images for split, _ in parts]), parts[0][0].images.shape[1:]
+
+    def load(batch: dict) -> dict:
+        image = tf.numpy_function(gather, [batch[SOURCE], batch[ROW]], tf.uint8, stateful=False)
+        image.set_shape((None, *shape))
+        return {"image": tf.cast(image, tf.float32), **{c: batch[c] for c in hyper.embed}}
+
+    return elements, load
+
+
+def stream(split: Images, rows: np.ndarray, hyper: Hyper, batch_size: int, onehot: np.ndarray | None = None):
+    """``rows`` of ``split`` as a tf.data pipeline of model-input batches (:func:`model_inputs`' dict), in order,
+    read from its images by index per batch: resident memory O(batch), whatever the split's size.
+    With ``onehot`` ((n, K) float32, the rows' labels) it yields (inputs, (B, K) one-hot) pairs."""
+    import tensorflow as tf
+
+    elements, load = stream_rows([(split, rows)], hyper)
+    if onehot is None:
+        ds = tf.data.Dataset.from_tensor_slices(elements).batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((elements, onehot)).batch(batch_size)
+        ds = ds.map(lambda x, y: (load(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def training_set(data: FoldData, hyper: Hyper, seed: int):
+    """:func:`_dataset` over the fold's training rows (``fit`` then ``pseudo``), streamed from the splits' images."""
+    parts, onehot = data.fit_rows()
+    elements, load = stream_rows(parts, hyper)
+    return _dataset(elements, onehot, hyper, seed, load)
+
+
 def vocabularies(train: Images, hyper: Hyper) -> dict[str, list[str]]:
     """The sorted train values of each embedded column (test-only values fall in the out-of-vocabulary slot)."""
     return {column: sorted(train.extras[column].astype(str).unique()) for column in hyper.embed}
 
 
-def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, seed: int):
-    """The training pipeline: cached, shuffled, batched, augmented by a parallel map, prefetched.
+def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, seed: int, load=None):
+    """The training pipeline: shuffled (per epoch), batched, loaded, augmented by a parallel map, prefetched.
 
+    ``inputs`` are (n, ...) arrays per row: the model's inputs themselves, or the row indices a ``load`` map
+    (:func:`stream`'s) turns into them per batch. Nothing is cached: the rows are on disk or in memory already.
     Yields (inputs dict, (B, K) float32 one-hot) batches; the augmentation is :func:`compkit.augment.training`.
     """
     import tensorflow as tf
 
     from compkit.augment import training
 
-    ds = tf.data.Dataset.from_tensor_slices((inputs, onehot)).cache()
+    ds = tf.data.Dataset.from_tensor_slices((inputs, onehot))
     ds = ds.shuffle(len(onehot), seed=seed, reshuffle_each_iteration=True).batch(hyper.batch_size)
+    if load is not None:
+        ds = ds.map(lambda x, y: (load(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     transform = training(hyper.augment, seed)
     if transform:
         ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
@@ -115,6 +172,13 @@ class FoldData:
     pseudo: np.ndarray
     pseudo_labels: np.ndarray
 
+    def fit_rows(self) -> tuple[list[tuple[Images, np.ndarray]], np.ndarray]:
+        """The training rows as (split, rows) parts, ``fit`` then ``pseudo``, and their (n + p, K) float32 one-hot labels."""
+        if len(self.pseudo) == 0:
+            return [(self.train, self.fit)], self.onehot[self.fit]
+        pseudo = np.eye(self.onehot.shape[1], dtype=np.float32)[self.pseudo_labels]
+        return [(self.train, self.fit), (self.test, self.pseudo)], np.concatenate([self.onehot[self.fit], pseudo])
+
     def fit_set(self, hyper: Hyper) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The training rows' model inputs and (n + p, K) float32 one-hot labels: ``fit`` then ``pseudo``."""
         inputs, onehot = model_inputs(self.train, self.fit, hyper), self.onehot[self.fit]
@@ -128,8 +192,8 @@ class FoldData:
 def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
     """Read train, test and the fold files, and split train's rows (and pseudo-labelled test rows) for ``fold``."""
     comp = config.competition
-    train, test = load_train(paths.data, comp), load_test(paths.data, comp)
     layout = Layout(config, paths)
+    train, test = layout.load_train(), layout.load_test()  # pixels: memory maps of the cache
     folds, holdout = layout.read_folds()
     check_folds(folds, holdout, train.ids, config, paths)
     if test is not None:
@@ -144,7 +208,7 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
         pseudo_labels=pseudo_labels,
         fit=np.flatnonzero((row_fold >= 0) & (row_fold != fold)),
         val=np.flatnonzero(row_fold == fold),
-        held=np.flatnonzero(np.isin(train.ids, holdout[comp.id_key].to_numpy())),
+        held=np.flatnonzero(pd.Series(train.ids).isin(holdout[comp.id_key]).to_numpy()),  # hashed, not np.isin's O(n * m)
         onehot=np.eye(len(comp.classes), dtype=np.float32)[train.labels],
     )
 
@@ -195,8 +259,8 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     with strategy.scope():
         model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
     steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))
-    dataset = _dataset(*data.fit_set(hyper), hyper, seed)
-    validation = (model_inputs(data.train, data.val, hyper), data.onehot[data.val])
+    dataset = training_set(data, hyper, seed)
+    validation = stream(data.train, data.val, hyper, hyper.batch_size, data.onehot[data.val])
     histories = []
     for phase in finetune.phases(hyper):  # one phase from scratch; head, then fine-tune, with pretrained weights
         finetune.set_phase(model, hyper, phase)

@@ -15,8 +15,8 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from compkit import console
 from compkit.artifacts import Layout, remake_hint
 from compkit.config import Config, Paths
-from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_sample_submission, load_test,
-                          load_train)
+from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_labels, load_sample_submission,
+                          load_test_ids)
 from compkit.errors import shown
 from compkit.formats import load_solution, submission_format
 
@@ -142,7 +142,7 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
     remake = remake_hint(config)
     known = np.asarray(train_ids).astype(str)
     for table, file in ((folds, "folds.csv"), (holdout, "holdout.csv")):
-        unknown = ~np.isin(table[id_column].astype(str).to_numpy(), known)
+        unknown = ~table[id_column].astype(str).isin(known).to_numpy()  # hashed: np.isin on object arrays is O(n * m)
         if unknown.any():
             row = int(np.flatnonzero(unknown)[0])
             raise DataError(
@@ -161,13 +161,14 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
 def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     """Read and validate every competition file before anything is written: train, with a test file
     test (no id shared with train) and the sample submission (exactly the test ids), and the solution
-    file when there is one. Returns (train, test).
+    file when there is one. Returns (train, test) without pixels (``images`` None): :func:`check_pixels` reads those.
 
     Raises:
         DataError: the first problem found (see :func:`compkit.data.read_images`, :func:`compkit.formats.load_solution`).
     """
     comp = config.competition
-    train, test = load_train(paths.data, comp), load_test(paths.data, comp)
+    train, test_ids = load_labels(paths.data, comp), load_test_ids(paths.data, comp)
+    test = None if test_ids is None else Images(test_ids, None, None, pd.DataFrame(index=range(len(test_ids))))
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
         check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
@@ -176,12 +177,24 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     return train, test
 
 
+def check_pixels(config: Config, paths: Paths) -> tuple[Images, Images | None]:
+    """Train and test with their pixels, validated while decoded (or parsed) once into the cache later stages
+    read (:mod:`compkit.cache`); a bad image or pixel raises before any cache file is written.
+
+    Raises:
+        DataError: see :func:`compkit.data.read_images` and :func:`compkit.data.read_image_files`.
+    """
+    layout = Layout(config, paths)
+    return layout.load_train(), layout.load_test()
+
+
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: validate the inputs, write the fold and holdout files, print a summary."""
     comp = config.competition
     train, _ = check_inputs(config, paths)
     has_solution = (paths.data / comp.solution_file).is_file()
     folds, holdout = make_folds(train, config, with_holdout=not has_solution)
+    check_pixels(config, paths)  # last before the fold files: every other problem is found without a decode
     Layout(config, paths).write_folds(folds, holdout)
     sizes = folds["fold"].value_counts()
     public = int((holdout["Usage"] == "Public").sum())

@@ -21,7 +21,7 @@ import pandas as pd
 from compkit import console
 from compkit.artifacts import Layout
 from compkit.config import Config, Paths
-from compkit.data import load_test
+from compkit.data import load_test_ids
 from compkit.errors import CompkitError
 
 
@@ -46,7 +46,7 @@ def run(config: Config, paths: Paths) -> None:
         CompkitError: the competition has no test file, or a fold's ``test.csv`` is missing or fails verification.
     """
     comp, layout = config.competition, Layout(config, paths)
-    if load_test(paths.data, comp) is None:
+    if load_test_ids(paths.data, comp) is None:
         raise CompkitError(f"{paths.data / comp.test_file}: not found; pseudo-labelling needs the unlabelled test data")
     table = pd.concat([fold_labels(config, paths, k) for k in range(config.folds.n_splits)], ignore_index=True)
     layout.write_pseudo(table)

@@ -25,7 +25,7 @@ import pandas as pd
 from compkit import console
 from compkit.artifacts import Layout, csv_bytes
 from compkit.config import Competition, Config, Paths
-from compkit.data import check_sample_ids, has_test, load_sample_submission, load_test, load_train
+from compkit.data import check_sample_ids, has_test, load_labels, load_sample_submission, load_test_ids
 from compkit.errors import CompkitError, shown
 from compkit.formats import (SubmissionFormat, as_submitted, check_values, format_of, load_solution, read_submission,
                              require_probabilities_for_log_loss, submission_format, to_frame)
@@ -114,7 +114,7 @@ def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, pro
         truth, usage, where = solution["label"].to_numpy(), solution["Usage"].to_numpy(), comp.solution_file
     else:
         _, holdout = layout.read_folds()
-        train = load_train(paths.data, comp)
+        train = load_labels(paths.data, comp)
         held = holdout[comp.id_key].to_numpy()
         if has_test(paths.data, comp):  # the file predicts test: the ensemble's holdout predictions, as the format writes them
             held_ids, held_proba = layout.read_ensemble_proba(blend, "holdout.csv")
@@ -136,7 +136,7 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     comp, layout = config.competition, Layout(config, paths)
     sample, fmt = load_sample_submission(paths.data, comp), submission_format(paths.data, comp)
     require_probabilities_for_log_loss(fmt, comp, str(paths.data / comp.sample_submission))
-    test_ids = load_test(paths.data, comp).ids if has_test(paths.data, comp) else None
+    test_ids = load_test_ids(paths.data, comp) if has_test(paths.data, comp) else None
     if test_ids is not None:
         check_sample_ids(sample, test_ids, paths.data, comp)
     blend = layout.read_ensemble()

@@ -38,10 +38,10 @@ from compkit import console, executors
 from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
-from compkit.data import load_train
+from compkit.data import load_labels
 from compkit.devices import Scheduler, describe, slots
 from compkit.errors import CompkitError
-from compkit.fitting import fit, fold_data, model_inputs
+from compkit.fitting import PREDICT_BATCH, fit, fold_data, stream
 from compkit.folds import check_folds
 from compkit.io import atomic_path, claim, release
 from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, stale_reason
@@ -86,7 +86,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
         if data.test is not None:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
         probas = {name: np.zeros((len(rows), len(comp.classes)), np.float32) for name, (_, rows) in sets.items()}
-        inputs = {name: model_inputs(split, rows, hyper) for name, (split, rows) in sets.items()}  # once, for every seed
+        inputs = {name: stream(split, rows, hyper, PREDICT_BATCH) for name, (split, rows) in sets.items()}  # read per batch
         histories = []
         for s in range(seeds):  # seed averaging: each model's probabilities weigh 1 / seeds
             model_seed = seed + 1000 * s
@@ -213,8 +213,10 @@ def run(config: Config, paths: Paths) -> None:
     """
     layout = Layout(config, paths)
     folds, holdout = layout.read_folds()  # fail fast, before any process starts
-    check_folds(folds, holdout, load_train(paths.data, config.competition).ids, config, paths)
+    check_folds(folds, holdout, load_labels(paths.data, config.competition).ids, config, paths)
     check_done_folds(config, paths)
+    layout.load_train()  # the pixel cache is built here (when `make folds` has not), once, not by each fold process
+    layout.load_test()
     start, trained, skipped = time.perf_counter(), 0, 0
     pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
     waiting: set = set()

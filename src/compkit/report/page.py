@@ -16,7 +16,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from compkit import console
 from compkit.config import Competition, Config, Paths
-from compkit.data import Images, load_train
+from compkit.data import Images
 from compkit.errors import CompkitError
 from compkit.artifacts import Layout
 from compkit.io import atomic_path
@@ -305,7 +305,7 @@ def run(config: Config, paths: Paths) -> Path:
     comp, layout = config.competition, Layout(config, paths)
     blend = layout.read_ensemble()
     folds, holdout = layout.read_folds()
-    train = load_train(paths.data, comp)
+    train = layout.load_train()  # pixels (a memory map of the cache) for the wrong-images figure
     models = [blend_oof(config, paths, blend, folds), *(backbone_oof(config, paths, b) for b in blend["backbones"])]
     rows = {m.key: rows_of(m.ids, train, paths.runs / (m.key if m.key != "blend" else "ensemble")) for m in models}
     labels = {key: train.labels[r] for key, r in rows.items()}
