@@ -24,7 +24,7 @@ import ray
 from optuna.trial import TrialState
 
 from compkit.cli import main
-from conftest import REPO, TINY
+from conftest import REPO, TINY, tree_digest
 
 
 # One xdist worker runs this module: one Ray cluster, and its tune study shares the CI PostgreSQL study name with test_tune.
@@ -162,6 +162,7 @@ def test_without_ray_the_ray_executor_is_one_line_naming_the_install(tmp_path, d
     argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path),
             "--config-dir", str(REPO / "configs"), "--backbones", "cnn_small", "--set", "folds.n_splits=2"]
     assert main(["folds", *argv]) == 0
+    before = tree_digest(tmp_path)  # folds/ and the pixel cache `make folds` built
     code = ("import sys; sys.modules['ray'] = None\nfrom compkit.cli import main\n"
             f"sys.exit(main({['train', *argv, '--executor', 'ray']!r}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -169,7 +170,7 @@ def test_without_ray_the_ray_executor_is_one_line_naming_the_install(tmp_path, d
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == ("compkit: error: executor 'ray': Ray is not installed; "
                                                     "run `pip install -e '.[ray]'` (or use the local executor)")
-    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+    assert tree_digest(tmp_path) == before  # nothing started, nothing written
 
 
 def _ray_start(log: Path, env: dict, *options: str) -> subprocess.Popen:

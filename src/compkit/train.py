@@ -215,12 +215,12 @@ def run(config: Config, paths: Paths) -> None:
     folds, holdout = layout.read_folds()  # fail fast, before any process starts
     check_folds(folds, holdout, load_labels(paths.data, config.competition).ids, config, paths)
     check_done_folds(config, paths)
+    (scheduler, start_fold), failure = _runner(config, paths), None  # a missing or unreachable Ray fails here, before any write
     layout.load_train()  # the pixel cache is built here (when `make folds` has not), once, not by each fold process
     layout.load_test()
     start, trained, skipped = time.perf_counter(), 0, 0
     pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
     waiting: set = set()
-    (scheduler, start_fold), failure = _runner(config, paths), None
     try:
         while (pending and not failure) or scheduler.busy():
             for backbone, fold in list(pending):
