@@ -345,6 +345,35 @@ def test_a_damaged_probability_file_is_one_line(tmp_path, dacon, breakage, fragm
 
 # -- Ctrl-C --------------------------------------------------------------------------------------------------
 
+def _children(pid: int) -> list[int]:
+    """Pids of ``pid``'s child processes (Linux /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _signal_masks(pid: int) -> dict[str, str]:
+    """SigBlk / SigIgn / SigCgt of ``pid`` (hex masks from /proc/<pid>/status)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines) if k in ("SigBlk", "SigIgn", "SigCgt")}
+
+
+def _catches_sigint(pids: list[int]) -> bool:
+    """True when one of ``pids`` has a SIGINT handler of its own (bit 1 of SigCgt): a fold process past its start-up."""
+    for pid in pids:
+        try:
+            fold = "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        except OSError:
+            continue
+        if fold and int(_signal_masks(pid).get("SigCgt", "0"), 16) & 2:
+            return True
+    return False
+
+
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130(root, data):
     """SIGINT to the process group (what a terminal's Ctrl-C sends) while the first fold trains."""
@@ -354,13 +383,14 @@ def test_ctrl_c_is_one_line_and_exit_130(root, data):
     env = {**os.environ, "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "compkit", "train", *argv(root, data), "--set", "train.epochs=50", "--set", "train.patience=50"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list((root / "runs" / NAME / "cnn_small").glob("fold0*")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(3)  # into the fold's own process
+    deadline = time.monotonic() + 180
+    while not _catches_sigint(_children(proc.pid)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # until the fold's own process has started and set its Ctrl-C handler
+    time.sleep(2)
+    masks = {pid: _signal_masks(pid) for pid in [proc.pid, *_children(proc.pid)]}
     os.killpg(proc.pid, signal.SIGINT)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 130, (masks, err[-2000:])
     assert err.rstrip("\n").splitlines()[-1] == "compkit: interrupted; rerun the same command to resume" and "Traceback" not in err
     assert not (root / "runs" / NAME / "cnn_small" / "fold0" / "fold.json").exists()
 
