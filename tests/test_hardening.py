@@ -382,7 +382,10 @@ def test_ctrl_c_is_one_line_and_exit_130(root, data):
 
     env = {**os.environ, "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "compkit", "train", *argv(root, data), "--set", "train.epochs=50", "--set", "train.patience=50"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A terminal's foreground job has Ctrl-C at its default; an ignored SIGINT is inherited (a pytest-xdist worker
+    # that ran ray.init ignores it), and Python then never raises KeyboardInterrupt.
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while not _catches_sigint(_children(proc.pid)) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)  # until the fold's own process has started and set its Ctrl-C handler
