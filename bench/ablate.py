@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 from compkit import fitting, folds, train  # noqa: E402
 from compkit.artifacts import Layout  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
+from compkit.formats import load_solution, submission_format  # noqa: E402
 from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import load_model  # noqa: E402
 from compkit.process import in_fresh_process  # noqa: E402
@@ -58,39 +59,48 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def accuracies(oof: tuple, held: tuple, holdout: pd.DataFrame, labels: pd.Series, id_key: str, suffix: str = "") -> dict:
-    """Accuracy of the fold's OOF rows and of the holdout, all and its public and private rows; ``oof`` and
-    ``held`` are (ids, (n, K) probabilities)."""
+def accuracies(oof: tuple, scored: tuple, truth: pd.DataFrame, labels: pd.Series, suffix: str = "") -> dict:
+    """Accuracy of the fold's OOF rows and of the scored rows (holdout, or test with a solution file), all and
+    their public and private parts; ``oof`` and ``scored`` are (ids, (n, K) probabilities), ``truth`` has
+    ``label`` (class index) and ``Usage`` indexed by id."""
     out = {f"oof{suffix}": float(np.mean(oof[1].argmax(1) == labels.loc[oof[0]].to_numpy()))}
-    usage = holdout.set_index(id_key).loc[held[0], "Usage"].to_numpy()
-    correct = held[1].argmax(1) == labels.loc[held[0]].to_numpy()
+    usage = truth.loc[scored[0], "Usage"].to_numpy()
+    correct = scored[1].argmax(1) == truth.loc[scored[0], "label"].to_numpy()
     out[f"holdout{suffix}"] = float(correct.mean())
     for part in ("Public", "Private"):
         out[f"{part.lower()}{suffix}"] = float(correct[usage == part].mean())
     return out
 
 
-def tta_probas(config, data, variant_dir: Path, backbone: str, n: int) -> tuple[tuple, tuple]:
-    """OOF and holdout (ids, probabilities) of the fold's saved models (every seed) with ``n`` TTA views each."""
+def tta_probas(config, data, variant_dir: Path, backbone: str, n: int, on_test: bool) -> tuple[tuple, tuple]:
+    """OOF and holdout (or test) (ids, probabilities) of the fold's saved models (every seed) with ``n`` TTA views each."""
     hyper = config.hyper(backbone)
-    models = sorted(variant_dir.glob("model*.keras"))
+    models = [load_model(m) for m in sorted(variant_dir.glob("model*.keras"))]
     parts = []
-    for rows in (data.val, data.held):
-        inputs = fitting.model_inputs(data.train, rows, hyper)
-        proba = np.mean([predict_tta(load_model(m), inputs, hyper.augment, n, seed=i) for i, m in enumerate(models)], axis=0)
-        parts.append((data.train.ids[rows], proba))
+    for split, rows in ((data.train, data.val), (data.test, np.arange(len(data.test.ids))) if on_test else (data.train, data.held)):
+        inputs = fitting.model_inputs(split, rows, hyper)
+        proba = np.mean([predict_tta(m, inputs, hyper.augment, n, seed=i) for i, m in enumerate(models)], axis=0)
+        parts.append((split.ids[rows], proba))
     return parts[0], parts[1]
 
 
 def score(config, paths: Paths, args) -> dict:
-    """The variant's accuracies as trained and with ``args.tta`` TTA views (``*_tta``)."""
-    comp, out = config.competition, Layout(config, paths).fold_dir(args.backbone, args.fold)
+    """The variant's accuracies as trained and with ``args.tta`` TTA views (``*_tta``): on the holdout, or, for a
+    competition that ships its test labels (no holdout), on test against the solution file."""
+    comp, layout = config.competition, Layout(config, paths)
+    out = layout.fold_dir(args.backbone, args.fold)
     data = fitting.fold_data(config, paths, args.fold)
     labels = pd.Series(data.train.labels, index=data.train.ids)
-    holdout = pd.read_csv(paths.folds / "holdout.csv")
-    oof, held = (Layout(config, paths).read_fold_proba(args.backbone, args.fold, f) for f in ("oof.csv", "holdout.csv"))
-    return {**accuracies(oof, held, holdout, labels, comp.id_key),
-            **accuracies(*tta_probas(config, data, out, args.backbone, args.tta), holdout, labels, comp.id_key, "_tta")}
+    solution = load_solution(paths.data, comp, submission_format(paths.data, comp))
+    on_test = len(data.held) == 0 and solution is not None
+    if on_test:
+        truth = solution.set_index(comp.id_key)
+    else:
+        holdout = pd.read_csv(paths.folds / "holdout.csv").set_index(comp.id_key)
+        truth = holdout.assign(label=labels.loc[holdout.index].to_numpy())
+    oof, scored = (layout.read_fold_proba(args.backbone, args.fold, f) for f in ("oof.csv", "test.csv" if on_test else "holdout.csv"))
+    return {**accuracies(oof, scored, truth, labels),
+            **accuracies(*tta_probas(config, data, out, args.backbone, args.tta, on_test), truth, labels, "_tta")}
 
 
 def main() -> int:
@@ -102,17 +112,21 @@ def main() -> int:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
     p.add_argument("--tta", type=int, default=8, help="views per image of the *_tta scores")
+    p.add_argument("--variant", dest="adhoc", action="append", default=[], metavar="NAME=K=V;K=V",
+                   help="an ad-hoc variant: a name and its overrides separated by ';' (repeatable)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra override for every variant")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("COMPKIT_DACON_DIR", REPO.parent / "shared/data/dacon-cv-2020")))
     args = p.parse_args()
     results = args.root / "ablation.csv"
     table = pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=["variant"])
+    variants = {**VARIANTS, **{n: o.split(";") for n, _, o in (v.partition("=") for v in args.adhoc)}}
+    names = [n for n, _, _ in (v.partition("=") for v in args.adhoc)] or args.variants.split(",")
     base = [*args.overrides, f'train.backbones=["{args.backbone}"]', "train.use_tuned=false"]
-    for name in args.variants.split(","):
-        config = load_config(args.competition, args.preset, [*base, *VARIANTS[name]], REPO / "configs")
+    for name in names:
+        config = load_config(args.competition, args.preset, [*base, *variants[name]], REPO / "configs")
         paths = Paths.for_competition(config.competition.name, args.root, args.data_dir)
-        # fold files per fold count (the holdout is carved first, so it is the same for every count)
-        folds_dir = args.root / f"folds-k{config.folds.n_splits}" / config.competition.name
+        # fold files per fold count and sample size (the holdout is carved first, so it is the same for every count)
+        folds_dir = args.root / f"folds-k{config.folds.n_splits}-r{config.folds.max_rows}" / config.competition.name
         paths = Paths(paths.root, paths.data, folds_dir, paths.runs / name, paths.submissions)
         done = table["variant"].eq(name)
         if done.any() and "oof_tta" in table and table.loc[done, "oof_tta"].notna().all():
@@ -125,7 +139,7 @@ def main() -> int:
             extra = {"epochs": result["epochs"], "seconds": round(time.perf_counter() - start)}
         else:  # trained before the *_tta columns existed: score its saved models
             extra = table.loc[done, ["epochs", "seconds"]].iloc[0].to_dict()
-        row = {"variant": name, "overrides": " ".join(VARIANTS[name]), **score(config, paths, args), **extra}
+        row = {"variant": name, "overrides": " ".join(variants[name]), **score(config, paths, args), **extra}
         table = pd.concat([table[~done], pd.DataFrame([row])], ignore_index=True)
         table.to_csv(results, index=False)
         print(f"== {name}: " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "variant"), flush=True)

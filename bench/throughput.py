@@ -10,7 +10,7 @@ root), for each backbone of the preset (or ``--backbones``) it prints one row:
 - bare img/s: ``model.fit(x, y, batch_size, epochs, verbose=0)`` on numpy arrays of the same fit rows,
   same ``build_model`` call and the compile (optimizer, loss, metrics) compkit's model had when its
   training began; no validation, no callbacks but the timer.
-- ratio = compkit / bare, verdict ``ok`` when >= 0.9 else ``SLOW``.
+- ratio = compkit / bare, verdict ``ok`` when >= 0.95 else ``SLOW``.
 - whole-epoch img/s and ratio: compkit's epochs including validation and the callbacks, with the
   seconds per epoch of validation and of the rest (callbacks, Keras bookkeeping), to see what costs.
 - predict img/s: train_fold's prediction (``predict_tta``: ``tta`` views per image) of the holdout + test rows.
@@ -54,7 +54,7 @@ from compkit.config import Paths, load_config  # noqa: E402
 
 PREDICT_BATCH = fitting.PREDICT_BATCH  # as train_fold predicts
 WARMUP_EPOCHS = 1  # run, not timed: graph tracing and the tf.data cache
-OK_RATIO = 0.9
+OK_RATIO = 0.95  # issue 17: compkit's loop may cost at most 5% against a bare model.fit
 
 
 def epoch_timer():
@@ -215,6 +215,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=3, help="epochs per fit, the first one untimed (default %(default)s)")
     p.add_argument("--backbones", default=None, help="comma- or space-separated (default: the cpu preset's)")
+    p.add_argument("--competition", default="dacon-cv-2020", help="configs/<name>.toml (default %(default)s)")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--repeats", type=int, default=5, help="timed predict calls; their median is shown")
     p.add_argument("--precisions", default=None, help="comma-separated train.precision policies, one row each "
@@ -231,7 +232,7 @@ def main() -> int:
     overrides = [f"train.epochs={args.epochs}", f"train.patience={args.epochs}", *args.overrides]
     if args.backbones:
         overrides.append("train.backbones=[" + ", ".join(f'"{b}"' for b in args.backbones.replace(",", " ").split()) + "]")
-    config = load_config("dacon-cv-2020", args.preset, overrides, REPO / "configs")
+    config = load_config(args.competition, args.preset, overrides, REPO / "configs")
     rows = []
     with tempfile.TemporaryDirectory() as root:
         paths = Paths.for_competition(config.competition.name, Path(root), args.data_dir)
@@ -247,13 +248,13 @@ def main() -> int:
                     rows.append({**row, "precision": precision, "workers": workers})
     for row in rows:
         row["verdict"] = "ok" if row["ratio"] >= OK_RATIO else "SLOW"
-    print(f"\nthroughput, dacon-cv-2020 fold 0, preset {args.preset}, {args.epochs} epochs (epoch 1 untimed), {devices.cores()} cores")
+    print(f"\nthroughput, {args.competition} fold 0, preset {args.preset}, {args.epochs} epochs (epoch 1 untimed), {devices.cores()} cores")
     print_row(None)
     for row in rows:
         print_row(row)
     print(
         "compkit img/s: training part of compkit.fitting.fit's epochs (validation excluded); bare img/s: model.fit on numpy\n"
-        "arrays, no validation, no callbacks but the epoch timer; ratio = compkit / bare (ok >= 0.9). epoch img/s: compkit's whole epochs,\n"
+        f"arrays, no validation, no callbacks but the epoch timer; ratio = compkit / bare (ok >= {OK_RATIO}). epoch img/s: compkit's whole epochs,\n"
         "validation and callbacks included; val s/ep and other s/ep (callbacks, Keras bookkeeping) split their cost.\n"
         f"predict img/s: model.predict of holdout + test rows, batch {PREDICT_BATCH}, median of {args.repeats} calls.\n"
         "workers n > 1: n processes measured at once, each with cores // n intra-op threads; img/s summed, ratios averaged."

@@ -175,3 +175,20 @@ def test_pseudo_needs_a_test_file(tmp_path, dacon_dir, capsys):
 def test_embedding_an_unknown_column_is_a_config_error():
     with pytest.raises(ConfigError, match="embed column 'font' is not an extra column; use one of \\['letter'\\]"):
         _config('train.embed=["font"]')
+
+
+def test_cosine_warmup_is_one_cycle_shaped():
+    """From learning_rate / 25 up to learning_rate over the warm-up epochs, then cosine down to 0 at the last step."""
+    hyper = _config("train.lr_schedule='cosine'", "train.epochs=5", "train.warmup_epochs=2", "train.learning_rate=0.01").hyper("cnn_small")
+    schedule, steps = fitting.cosine_schedule(hyper, 10), 10
+    rates = np.array([float(schedule(step)) for step in range(5 * steps + 1)])
+    np.testing.assert_allclose(rates[[0, 2 * steps, 5 * steps]], [0.01 / 25, 0.01, 0.0], atol=1e-7)
+    assert np.all(np.diff(rates[: 2 * steps + 1]) > 0) and np.all(np.diff(rates[2 * steps:]) < 0)
+    np.testing.assert_allclose(rates[int(3.5 * steps)], 0.005, rtol=1e-5)  # half-way down the cosine: half the peak
+    plain = fitting.cosine_schedule(hyper.model_copy(update={"warmup_epochs": 0}), steps)
+    assert float(plain(0)) == pytest.approx(0.01) and float(plain(5 * steps)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_warmup_as_long_as_training_is_a_config_error():
+    with pytest.raises(ConfigError, match="warmup_epochs 5 must be below epochs 5"):
+        _config("train.lr_schedule='cosine'", "train.epochs=5", "train.warmup_epochs=5")

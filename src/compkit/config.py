@@ -166,6 +166,7 @@ class Hyper(_Strict):
     learning_rate: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     lr_schedule: Literal["constant", "plateau", "cosine"] = "plateau"
+    warmup_epochs: int = Field(0, ge=0)  # cosine: a linear warm-up from learning_rate / 25 first (one-cycle's start)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     dropout: float = Field(0.3, ge=0, lt=1)
     patience: int = Field(8, ge=1)  # epochs without val_loss improvement before early stopping
@@ -182,6 +183,11 @@ class Hyper(_Strict):
     finetune_batchnorm: bool = False  # with weights: BatchNorm learns while fine-tuning (the new data's statistics); false: inference mode
     augment: Augment = Augment()
 
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> Hyper:
+        if self.lr_schedule == "cosine" and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} must be below epochs {self.epochs}: lower it or raise epochs")
+        return self
 
     def with_params(self, params: dict[str, Any]) -> Hyper:
         """A copy with ``params`` applied; keys are field names or ``augment.<field>`` (as Optuna names them).
@@ -211,6 +217,7 @@ class HyperOverride(_Strict):
     learning_rate: float | None = Field(None, gt=0)
     weight_decay: float | None = Field(None, ge=0)
     lr_schedule: Literal["constant", "plateau", "cosine"] | None = None
+    warmup_epochs: int | None = Field(None, ge=0)
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     dropout: float | None = Field(None, ge=0, lt=1)
     patience: int | None = Field(None, ge=1)

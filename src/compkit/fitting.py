@@ -26,12 +26,30 @@ def no_decay_variables(model) -> list:
     return [v for v in model.trainable_variables if len(v.shape) <= 1]
 
 
+def cosine_schedule(hyper: Hyper, steps_per_epoch: int):
+    """Cosine decay to 0 over the epochs (Loshchilov & Hutter, SGDR, ICLR 2017), after ``warmup_epochs`` of linear warm-up.
+
+    With a warm-up it is the one-cycle shape (Smith & Topin, "Super-Convergence", 2019; fastai's ``fit_one_cycle``):
+    from ``learning_rate / 25`` (fastai's ``div_factor``) up to ``learning_rate``, then down to 0 by the last step.
+    Keras' ``CosineDecay`` with ``warmup_target``; learning rates per optimizer step (float32). A fine-tuning phase
+    shorter than the warm-up warms up for all but its last epoch.
+    """
+    import keras
+
+    lr, warmup_epochs = hyper.learning_rate, min(hyper.warmup_epochs, hyper.epochs - 1)
+    decay = (hyper.epochs - warmup_epochs) * steps_per_epoch
+    if not warmup_epochs:
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=decay)
+    return keras.optimizers.schedules.CosineDecay(lr / 25, decay_steps=decay, warmup_target=lr,
+                                                  warmup_steps=warmup_epochs * steps_per_epoch)
+
+
 def _optimizer(hyper: Hyper, steps_per_epoch: int):
     import keras
 
     lr = hyper.learning_rate
     if hyper.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=hyper.epochs * steps_per_epoch)
+        lr = cosine_schedule(hyper, steps_per_epoch)
     wd = hyper.weight_decay or None
     ema = {"use_ema": hyper.ema > 0, "ema_momentum": hyper.ema or 0.99}
     if hyper.optimizer == "adam":
