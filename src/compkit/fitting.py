@@ -118,8 +118,9 @@ def stream(split: Images, rows: np.ndarray, hyper: Hyper, batch_size: int, oneho
 def bounded(ds, hyper: Hyper):
     """``ds`` with tf.data's autotuning held to ``hyper.pipeline_ram_mb`` MiB of buffers (``AutotuneOptions.ram_budget``;
     TF's default: half the machine's RAM) and parallel maps starting from one call in flight (``initial_parallelism``,
-    TF's default 16: 16 batches of 224-px float32 images, ~0.6 GB, before autotuning has measured anything; TF's docs
-    advise 1 for memory-sensitive pipelines). Autotuning still raises parallelism and prefetch within the budget."""
+    TF's default 16: 16 batches in flight before autotuning has measured anything, which at 224 px is 0.6 GB of float32
+    images at batch 64 and 2.4 GB at :data:`PREDICT_BATCH`; TF's docs advise 1 for memory-sensitive pipelines).
+    Autotuning still raises parallelism and prefetch within the budget; the batches themselves are unchanged."""
     import tensorflow as tf
 
     options = tf.data.Options()
