@@ -206,3 +206,20 @@ def test_streamed_oof_equals_the_in_memory_pipeline_on_dacon(tmp_path, dacon_dir
     assert oof_streamed.shape == (128, 10)
     np.testing.assert_allclose(oof_streamed, oof_memory, atol=1e-6, rtol=0)
     assert not np.allclose(oof_streamed, oof_streamed.mean(axis=0))  # a model that learned something per row
+
+
+def test_streamed_pipelines_hold_their_buffers_to_the_budget(tmp_path, dacon_dir):
+    """Training and prediction pipelines carry `train.pipeline_ram_mb` as tf.data's autotune RAM budget and start
+    their parallel maps at one call (TF's defaults: half the RAM, 16 calls); their batches are unchanged by it."""
+    from compkit import fitting
+
+    config = load_config("dacon-cv-2020", "smoke", ["train.pipeline_ram_mb=64"], REPO / "configs")
+    hyper, train = config.hyper("cnn_small"), load_train(dacon_dir, config.competition, tmp_path)
+    onehot = np.eye(10, dtype=np.float32)[train.labels]
+    data = fitting.FoldData(train=train, test=None, fit=np.arange(96), val=np.arange(96, 160), held=np.arange(0),
+                            onehot=onehot, pseudo=np.array([], int), pseudo_labels=np.array([], int))
+    predicted = fitting.stream(train, data.val, hyper, 32)
+    for ds in (fitting.training_set(data, hyper, seed=0), predicted):
+        assert ds.options().autotune.ram_budget == 64 * 2**20 and ds.options().autotune.initial_parallelism == 1
+    images = np.concatenate([batch["image"].numpy() for batch in predicted])
+    np.testing.assert_array_equal(images, train.images[96:160].astype(np.float32))

@@ -112,7 +112,21 @@ def stream(split: Images, rows: np.ndarray, hyper: Hyper, batch_size: int, oneho
     else:
         ds = tf.data.Dataset.from_tensor_slices((elements, onehot)).batch(batch_size)
         ds = ds.map(lambda x, y: (load(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return bounded(ds.prefetch(tf.data.AUTOTUNE), hyper)
+
+
+def bounded(ds, hyper: Hyper):
+    """``ds`` with tf.data's autotuning held to ``hyper.pipeline_ram_mb`` MiB of buffers (``AutotuneOptions.ram_budget``;
+    TF's default: half the machine's RAM) and parallel maps starting from one call in flight (``initial_parallelism``,
+    TF's default 16: 16 batches in flight before autotuning has measured anything, which at 224 px is 0.6 GB of float32
+    images at batch 64 and 2.4 GB at :data:`PREDICT_BATCH`; TF's docs advise 1 for memory-sensitive pipelines).
+    Autotuning still raises parallelism and prefetch within the budget; the batches themselves are unchanged."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.ram_budget = hyper.pipeline_ram_mb * 2**20
+    options.autotune.initial_parallelism = 1
+    return ds.with_options(options)
 
 
 def training_set(data: FoldData, hyper: Hyper, seed: int):
@@ -145,7 +159,7 @@ def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, se
     transform = training(hyper.augment, seed)
     if transform:
         ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return bounded(ds.prefetch(tf.data.AUTOTUNE), hyper)
 
 
 def _epoch_logger(label: str, epochs: int, phase: str = finetune.SCRATCH):
