@@ -1,9 +1,11 @@
 """Ablation: train one fold per variant through the real code path and print each variant's scores.
 
-Every variant is a list of ``--set`` overrides on top of a base (competition, preset, backbone). All
-variants share one set of fold files, so they differ only by their overrides. For each variant, fold
+Every variant is a list of ``--set`` overrides on top of a base (competition, preset, backbone). Variants
+with the same fold count and sample size (``folds.n_splits``, ``folds.max_rows``) share one set of fold files,
+so they differ only by their overrides. For each variant, fold
 ``--fold`` is trained as `make train` trains it (``train_fold`` in a fresh process) and scored on its
-validation rows (OOF) and on the holdout's public and private parts, with the seconds it took. Rows are
+validation rows (OOF) and on the holdout's public and private parts (for a competition that ships its test
+labels, on test against its solution file), with the seconds it took. Rows are
 appended to ``<root>/ablation.csv`` as they finish, with the same scores under ``--tta`` views per
 image (``*_tta`` columns, computed from the saved models, so TTA's effect on every variant costs no retraining), so a long ablation can be read while it runs and
 resumed (finished variants are skipped). A benchmark that prints figures, not a test.
@@ -12,6 +14,7 @@ One fold is noisy: on DACON's fold 0 (328 rows) one standard error of an accurac
 2.2 points, on the 410 holdout rows about 2 points. Read differences below ~3 points as noise.
 
     python bench/ablate.py --root runs-ablation [--variants base,masks] [--backbone cnn_small] [--set k=v]
+                           [--competition fashion-mnist --data-dir data/fashion-mnist] [--variant 'name=k=v;k=v']
 """
 
 from __future__ import annotations
