@@ -176,8 +176,8 @@ class Hyper(_Strict):
     embed: list[str] = []  # extra columns fed to the head through an embedding (e.g. DACON's letter)
     ema: float = Field(0.0, ge=0, lt=1)  # momentum of an exponential moving average of the weights; 0: off
     tta: int = Field(1, ge=1)  # predictions averaged per image: the image, then tta - 1 augmented views
-    # MiB tf.data's autotuned buffers (prefetch, parallel maps) may hold: TF's default is half the machine's RAM,
-    # which at 224 px let a fold process grow by a GB from run to run (issue 14). Not a model setting.
+    # MiB tf.data's autotuned buffers (prefetch, parallel maps) may hold; TF's default is half the machine's RAM,
+    # too much beside several 224-px fold processes. Not a model setting (fitting.bounded).
     pipeline_ram_mb: int = Field(1024, ge=1)
     weights: str = ""  # "": from scratch; "imagenet" (keras.applications); or a .weights.h5 / .h5 / .keras file
     freeze_epochs: int = Field(0, ge=0)  # with weights: epochs training the head only, backbone frozen (BatchNorm in inference mode)
