@@ -122,8 +122,8 @@ def main() -> int:
     args = p.parse_args()
     results = args.root / "ablation.csv"
     table = pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=["variant"])
-    variants = {**VARIANTS, **{n: o.split(";") for n, _, o in (v.partition("=") for v in args.adhoc)}}
-    names = [n for n, _, _ in (v.partition("=") for v in args.adhoc)] or args.variants.split(",")
+    adhoc = {n: o.split(";") for n, _, o in (v.partition("=") for v in args.adhoc)}
+    variants, names = {**VARIANTS, **adhoc}, list(adhoc) or args.variants.split(",")
     base = [*args.overrides, f'train.backbones=["{args.backbone}"]', "train.use_tuned=false"]
     for name in names:
         config = load_config(args.competition, args.preset, [*base, *variants[name]], REPO / "configs")
