@@ -12,7 +12,7 @@ Per (N, S), in a fresh root under ``--scratch``:
 2. Two fold processes in turn (fresh processes, as `make train` runs folds), each: ``fitting.fold_data``
    (opens the cache), the streamed training pipeline of ``--backbone`` (from scratch) for ``--steps`` batches (a full epoch
    at 224 px is an hour on 2 cores), then the streamed prediction of ``--predict`` OOF rows. Printed per
-   process: peak RSS (ru_maxrss), seconds to open the fold's data (``open_s``: the cache's memory maps) and
+   process: peak RSS (ru_maxrss; also as it stood after training, before prediction), seconds to open the fold's data (``open_s``: the cache's memory maps) and
    from process start (TensorFlow's import included) to the first batch, train and predict images/s.
 
 The verdict compares the fold processes' peak RSS across N at each size: "flat" when the largest N is within
@@ -131,13 +131,15 @@ def probe_fold(config, paths: Paths, fold: int, steps: int, predict: int, starte
     for _ in range(steps):
         model.train_on_batch(*next(batches))
     train_seconds = time.perf_counter() - start
+    train_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before prediction: which phase sets the peak
     del batches  # an iterator left open holds tf.data's prefetch threads
     rows = data.val[:predict]
     predict_tta(model, fitting.stream(data.train, rows[:64], hyper, fitting.PREDICT_BATCH), hyper.augment, 1, seed=0)  # traced
     start = time.perf_counter()
     predict_tta(model, fitting.stream(data.train, rows, hyper, fitting.PREDICT_BATCH), hyper.augment, 1, seed=0)
     predict_seconds = time.perf_counter() - start
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "first_batch_s": first_batch,
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "train_peak_rss_mb": train_peak,
+            "first_batch_s": first_batch,
             "open_s": open_seconds,
             "train_img_s": steps * hyper.batch_size / train_seconds, "predict_img_s": len(rows) / predict_seconds}
 
@@ -163,7 +165,8 @@ def measure(pool: Path, scratch: Path, labels: np.ndarray, n_test_all: int, rows
         row = in_fresh_process(f"{tag} fold {fold}", probe_fold, config, paths, fold, args.steps, args.predict, time.time())
         row.update(rows=n_train + n_test, size=size, fold=fold, decode_s=decode, decode_img_s=(n_train + n_test) / decode,
                    folds_s=folds_seconds, cache_gb=cache_gb)
-        print(f"{row['rows']:>6} {size:>4}px fold {fold}: peak RSS {row['peak_rss_mb']:.0f} MiB, data opened in "
+        print(f"{row['rows']:>6} {size:>4}px fold {fold}: peak RSS {row['peak_rss_mb']:.0f} MiB "
+              f"(after training {row['train_peak_rss_mb']:.0f}), data opened in "
               f"{row['open_s']:.1f}s, first batch "
               f"{row['first_batch_s']:.1f}s, train {row['train_img_s']:.0f} img/s, predict {row['predict_img_s']:.0f} img/s "
               f"(cache {cache_gb:.2f} GB decoded in {decode:.0f}s, {row['decode_img_s']:.0f} img/s)", flush=True)
@@ -191,7 +194,7 @@ def main() -> int:
     for size in map(int, args.sizes.split(",")):
         for n in map(int, args.rows.split(",")):
             rows += measure(pool, args.scratch, labels, n_test, n, size, args)
-    table = pd.DataFrame(rows)[["rows", "size", "fold", "peak_rss_mb", "open_s", "first_batch_s", "train_img_s", "predict_img_s",
+    table = pd.DataFrame(rows)[["rows", "size", "fold", "peak_rss_mb", "train_peak_rss_mb", "open_s", "first_batch_s", "train_img_s", "predict_img_s",
                                 "decode_s", "decode_img_s", "cache_gb"]]
     print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     for size, group in table.groupby("size"):
