@@ -82,7 +82,7 @@ def tta_probas(config, data, variant_dir: Path, backbone: str, n: int, on_test: 
     parts = []
     for split, rows in ((data.train, data.val), (data.test, np.arange(len(data.test.ids))) if on_test else (data.train, data.held)):
         inputs = fitting.model_inputs(split, rows, hyper)
-        proba = np.mean([predict_tta(m, inputs, hyper.augment, n, seed=i) for i, m in enumerate(models)], axis=0)
+        proba = np.mean([predict_tta(m, inputs, hyper.augment, n, seed=i, batch_size=hyper.batch_size) for i, m in enumerate(models)], axis=0)
         parts.append((split.ids[rows], proba))
     return parts[0], parts[1]
 

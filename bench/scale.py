@@ -134,9 +134,9 @@ def probe_fold(config, paths: Paths, fold: int, steps: int, predict: int, starte
     train_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before prediction: which phase sets the peak
     del batches  # an iterator left open holds tf.data's prefetch threads
     rows = data.val[:predict]
-    predict_tta(model, fitting.stream(data.train, rows[:64], hyper, fitting.PREDICT_BATCH), hyper.augment, 1, seed=0)  # traced
+    predict_tta(model, fitting.stream(data.train, rows[:64], hyper), hyper.augment, 1, seed=0)  # traced
     start = time.perf_counter()
-    predict_tta(model, fitting.stream(data.train, rows, hyper, fitting.PREDICT_BATCH), hyper.augment, 1, seed=0)
+    predict_tta(model, fitting.stream(data.train, rows, hyper), hyper.augment, 1, seed=0)
     predict_seconds = time.perf_counter() - start
     return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "train_peak_rss_mb": train_peak,
             "first_batch_s": first_batch,

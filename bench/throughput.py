@@ -52,7 +52,6 @@ from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import build_model  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
 
-PREDICT_BATCH = fitting.PREDICT_BATCH  # as train_fold predicts
 WARMUP_EPOCHS = 1  # run, not timed: graph tracing and the tf.data cache
 OK_RATIO = 0.95  # issue 17: compkit's loop may cost at most 5% against a bare model.fit
 
@@ -123,20 +122,20 @@ def time_bare(config, data, backbone: str, seed: int, compile_config: dict):
 
 def predict_inputs(data, hyper):
     """(streamed batches, rows) train_fold predicts besides OOF: the holdout, and test when the competition ships it."""
-    inputs, rows = fitting.stream(data.train, data.held, hyper, PREDICT_BATCH), len(data.held)
+    inputs, rows = fitting.stream(data.train, data.held, hyper), len(data.held)
     if data.test is not None:
-        inputs = inputs.concatenate(fitting.stream(data.test, np.arange(len(data.test.ids)), hyper, PREDICT_BATCH))
+        inputs = inputs.concatenate(fitting.stream(data.test, np.arange(len(data.test.ids)), hyper))
         rows += len(data.test.ids)
     return inputs, rows
 
 
 def time_predict(model, inputs, hyper, repeats: int) -> float:
     """Median seconds of train_fold's prediction (``predict_tta`` with the config's ``tta`` views) after one untimed call."""
-    predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0, batch_size=PREDICT_BATCH)
+    predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0, batch_size=PREDICT_BATCH)
+        predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
@@ -256,7 +255,7 @@ def main() -> int:
         "compkit img/s: training part of compkit.fitting.fit's epochs (validation excluded); bare img/s: model.fit on numpy\n"
         f"arrays, no validation, no callbacks but the epoch timer; ratio = compkit / bare (ok >= {OK_RATIO}). epoch img/s: compkit's whole epochs,\n"
         "validation and callbacks included; val s/ep and other s/ep (callbacks, Keras bookkeeping) split their cost.\n"
-        f"predict img/s: model.predict of holdout + test rows, batch {PREDICT_BATCH}, median of {args.repeats} calls.\n"
+        f"predict img/s: model.predict of holdout + test rows in training-sized batches, median of {args.repeats} calls.\n"
         "workers n > 1: n processes measured at once, each with cores // n intra-op threads; img/s summed, ratios averaged."
     )
     verdicts = ", ".join(f"{r['backbone']}/{r['precision']}/x{r['workers']} {r['ratio']:.2f} {r['verdict']}" for r in rows)

@@ -194,14 +194,14 @@ def test_streamed_oof_equals_the_in_memory_pipeline_on_dacon(tmp_path, dacon_dir
 
     net = model()
     net.fit(fitting.training_set(data, hyper, seed=0), epochs=1, verbose=0, shuffle=False,
-            validation_data=fitting.stream(streamed, val, hyper, hyper.batch_size, onehot[val]))
-    oof_streamed = predict_tta(net, fitting.stream(streamed, val, hyper, fitting.PREDICT_BATCH), hyper.augment, 2, seed=1)
+            validation_data=fitting.stream(streamed, val, hyper, onehot[val]))
+    oof_streamed = predict_tta(net, fitting.stream(streamed, val, hyper), hyper.augment, 2, seed=1)
 
     net = model()
     inputs = fitting.model_inputs(memory, fit_rows, hyper)
     net.fit(fitting._dataset(inputs, onehot[fit_rows], hyper, seed=0), epochs=1, verbose=0, shuffle=False,
             validation_data=(fitting.model_inputs(memory, val, hyper), onehot[val]), batch_size=hyper.batch_size)
-    oof_memory = predict_tta(net, fitting.model_inputs(memory, val, hyper), hyper.augment, 2, seed=1)
+    oof_memory = predict_tta(net, fitting.model_inputs(memory, val, hyper), hyper.augment, 2, seed=1, batch_size=hyper.batch_size)
 
     assert oof_streamed.shape == (128, 10)
     np.testing.assert_allclose(oof_streamed, oof_memory, atol=1e-6, rtol=0)
@@ -210,7 +210,8 @@ def test_streamed_oof_equals_the_in_memory_pipeline_on_dacon(tmp_path, dacon_dir
 
 def test_streamed_pipelines_hold_their_buffers_to_the_budget(tmp_path, dacon_dir):
     """Training and prediction pipelines carry `train.pipeline_ram_mb` as tf.data's autotune RAM budget and start
-    their parallel maps at one call (TF's defaults: half the RAM, 16 calls); their batches are unchanged by it."""
+    their parallel maps at one call (TF's defaults: half the RAM, 16 calls); their batches are unchanged by it, and
+    prediction's batches are training's size (a larger one would outgrow training's memory at 224 px)."""
     from compkit import fitting
 
     config = load_config("dacon-cv-2020", "smoke", ["train.pipeline_ram_mb=64"], REPO / "configs")
@@ -218,8 +219,9 @@ def test_streamed_pipelines_hold_their_buffers_to_the_budget(tmp_path, dacon_dir
     onehot = np.eye(10, dtype=np.float32)[train.labels]
     data = fitting.FoldData(train=train, test=None, fit=np.arange(96), val=np.arange(96, 160), held=np.arange(0),
                             onehot=onehot, pseudo=np.array([], int), pseudo_labels=np.array([], int))
-    predicted = fitting.stream(train, data.val, hyper, 32)
+    predicted = fitting.stream(train, data.val, hyper)
     for ds in (fitting.training_set(data, hyper, seed=0), predicted):
         assert ds.options().autotune.ram_budget == 64 * 2**20 and ds.options().autotune.initial_parallelism == 1
-    images = np.concatenate([batch["image"].numpy() for batch in predicted])
-    np.testing.assert_array_equal(images, train.images[96:160].astype(np.float32))
+    batches = [batch["image"].numpy() for batch in predicted]
+    assert [len(b) for b in batches] == [hyper.batch_size, 64 - hyper.batch_size] and hyper.batch_size < 64
+    np.testing.assert_array_equal(np.concatenate(batches), train.images[96:160].astype(np.float32))

@@ -101,7 +101,7 @@ def test_fit_and_tta_predict_under_each_policy_and_reload_in_float32(dacon_train
         model, history = fitting.fit(config, hyper, "cnn_small", data, 0, f"[{dtype_policy}]")
         assert model.dtype_policy.name == dtype_policy and model.get_layer("proba").dtype_policy.name == "float32"
         assert model.inputs[0].dtype == "float32" and np.isfinite(history["loss"]).all()
-        proba = augment.predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0)
+        proba = augment.predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0, batch_size=hyper.batch_size)
         assert proba.dtype == np.float32 and proba.shape == (16, 10)
         np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
         model.save(tmp_path / f"{dtype_policy}.keras")

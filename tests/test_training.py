@@ -63,7 +63,7 @@ def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_d
         model = load_model(out / name)  # in a fresh process: the custom layer registers itself first
         assert set(model.input) == {"image", "letter"}
         assert model.get_layer(index=1).compute_output_shape((None, 28, 28, 1))[-1] == 3  # image + 2 masks
-        views.append(augment.predict_tta(model, inputs, hyper.augment, 3, config.train.seed + 1 + 1000 * s))
+        views.append(augment.predict_tta(model, inputs, hyper.augment, 3, config.train.seed + 1 + 1000 * s, hyper.batch_size))
         assert not np.allclose(views[-1], model.predict(inputs, verbose=0), atol=1e-4)  # the views are not the image
     np.save(tmp_path / "images.npy", inputs["image"][:5])
     np.save(tmp_path / "letters.npy", inputs["letter"][:5])
@@ -192,3 +192,9 @@ def test_cosine_warmup_is_one_cycle_shaped():
 def test_a_warmup_as_long_as_training_is_a_config_error():
     with pytest.raises(ConfigError, match="warmup_epochs 5 must be below epochs 5"):
         _config("train.lr_schedule='cosine'", "train.epochs=5", "train.warmup_epochs=5")
+
+
+def test_predict_tta_refuses_arrays_without_a_batch_size():
+    """The views are drawn per batch: arrays without a batch size could not reproduce train's predictions."""
+    with pytest.raises(ValueError, match="pass batch_size with a dict of arrays"):
+        augment.predict_tta(None, {"image": np.zeros((2, 28, 28, 1), np.float32)}, Augment(shift=0.1), 2, seed=0)

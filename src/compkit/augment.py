@@ -75,7 +75,7 @@ def training(aug: Augment, seed: int) -> Callable | None:
     return transform
 
 
-def predict_tta(model: keras.Model, inputs, aug: Augment, n: int, seed: int, batch_size: int = 256):
+def predict_tta(model: keras.Model, inputs, aug: Augment, n: int, seed: int, batch_size: int | None = None):
     """Mean of ``model``'s probabilities over the images and ``n - 1`` geometrically augmented views of them.
 
     Args:
@@ -83,15 +83,22 @@ def predict_tta(model: keras.Model, inputs, aug: Augment, n: int, seed: int, bat
             ``tf.data.Dataset`` of such dicts in batches (:func:`compkit.fitting.stream`), read batch by batch.
         aug: the training augmentation; its geometric part makes the views (without one, ``n`` is ignored).
         n: views per image, the original included (1: no TTA).
-        batch_size: rows per batch of a dict ``inputs`` (a dataset comes batched).
+        batch_size: rows per batch of a dict ``inputs``, required for one (a dataset comes batched). The views are
+            drawn batch by batch, so the same rows in other batches get other views: pass the training batch size, as
+            :func:`compkit.fitting.stream` batches, to reproduce `make train`'s predictions.
 
     Returns:
         (N, K) float32 probabilities.
+
+    Raises:
+        ValueError: a dict ``inputs`` without ``batch_size``.
     """
     import numpy as np
     import tensorflow as tf
 
     if isinstance(inputs, dict):
+        if batch_size is None:
+            raise ValueError("predict_tta: pass batch_size with a dict of arrays (the training batch size reproduces train's views)")
         inputs = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
     proba = model.predict(inputs, verbose=0)
     shape = geometric(aug, seed) if n > 1 else None

@@ -69,7 +69,6 @@ def model_inputs(split: Images, rows: np.ndarray, hyper: Hyper) -> dict[str, np.
     return inputs
 
 
-PREDICT_BATCH = 256  # rows per batch when predicting (OOF, holdout, test, TTA views): memory, not results
 ROW, SOURCE = "__row", "__source"  # a streamed element's row index and the index of its split (see :func:`stream_rows`)
 
 
@@ -100,17 +99,22 @@ def stream_rows(parts: list[tuple[Images, np.ndarray]], hyper: Hyper):
     return elements, load
 
 
-def stream(split: Images, rows: np.ndarray, hyper: Hyper, batch_size: int, onehot: np.ndarray | None = None):
+def stream(split: Images, rows: np.ndarray, hyper: Hyper, onehot: np.ndarray | None = None):
     """``rows`` of ``split`` as a tf.data pipeline of model-input batches (:func:`model_inputs`' dict), in order,
     read from its images by index per batch: resident memory O(batch), whatever the split's size.
-    With ``onehot`` ((n, K) float32, the rows' labels) it yields (inputs, (B, K) one-hot) pairs."""
+    With ``onehot`` ((n, K) float32, the rows' labels) it yields (inputs, (B, K) one-hot) pairs.
+
+    Batches have ``hyper.batch_size`` rows, for validation and prediction (OOF, holdout, test, TTA views) alike: a forward
+    pass over a training-sized batch holds fewer activations than the training step that keeps them for the backward
+    pass, so predicting never needs more memory than training did (at 224 px a batch of 256 did: issue 14).
+    """
     import tensorflow as tf
 
     elements, load = stream_rows([(split, rows)], hyper)
     if onehot is None:
-        ds = tf.data.Dataset.from_tensor_slices(elements).batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.from_tensor_slices(elements).batch(hyper.batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((elements, onehot)).batch(batch_size)
+        ds = tf.data.Dataset.from_tensor_slices((elements, onehot)).batch(hyper.batch_size)
         ds = ds.map(lambda x, y: (load(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return bounded(ds.prefetch(tf.data.AUTOTUNE), hyper)
 
@@ -119,7 +123,7 @@ def bounded(ds, hyper: Hyper):
     """``ds`` with tf.data's autotuning held to ``hyper.pipeline_ram_mb`` MiB of buffers (``AutotuneOptions.ram_budget``;
     TF's default: half the machine's RAM) and parallel maps starting from one call in flight (``initial_parallelism``,
     TF's default 16: 16 batches in flight before autotuning has measured anything, which at 224 px is 0.6 GB of float32
-    images at batch 64 and 2.4 GB at :data:`PREDICT_BATCH`; TF's docs advise 1 for memory-sensitive pipelines).
+    images at batch 64 and 2.4 GB at batch 256; TF's docs advise 1 for memory-sensitive pipelines).
     Autotuning still raises parallelism and prefetch within the budget; the batches themselves are unchanged."""
     import tensorflow as tf
 
@@ -292,7 +296,7 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
     steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))
     dataset = training_set(data, hyper, seed)
-    validation = stream(data.train, data.val, hyper, hyper.batch_size, data.onehot[data.val])
+    validation = stream(data.train, data.val, hyper, data.onehot[data.val])
     histories = []
     for phase in finetune.phases(hyper):  # one phase from scratch; head, then fine-tune, with pretrained weights
         finetune.set_phase(model, hyper, phase)

@@ -41,7 +41,7 @@ from compkit.config import Config, Hyper, Paths
 from compkit.data import load_labels
 from compkit.devices import Scheduler, describe, slots
 from compkit.errors import CompkitError
-from compkit.fitting import PREDICT_BATCH, fit, fold_data, stream
+from compkit.fitting import fit, fold_data, stream
 from compkit.folds import check_folds
 from compkit.io import atomic_path, claim, release
 from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, stale_reason
@@ -86,7 +86,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
         if data.test is not None:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
         probas = {name: np.zeros((len(rows), len(comp.classes)), np.float32) for name, (_, rows) in sets.items()}
-        inputs = {name: stream(split, rows, hyper, PREDICT_BATCH) for name, (split, rows) in sets.items()}  # read per batch
+        inputs = {name: stream(split, rows, hyper) for name, (split, rows) in sets.items()}  # read per batch
         histories = []
         for s in range(seeds):  # seed averaging: each model's probabilities weigh 1 / seeds
             model_seed = seed + 1000 * s

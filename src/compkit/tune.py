@@ -43,7 +43,7 @@ from compkit.metrics import GREATER_IS_BETTER, direction, score
 from compkit.process import in_fresh_process
 from compkit.redact import mask
 from compkit.tracking import tracked
-from compkit.fitting import PREDICT_BATCH, fit, fold_data, stream
+from compkit.fitting import fit, fold_data, stream
 
 # Heartbeats and fail_stale_trials are marked experimental, and have been stable since Optuna 2.9.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -196,7 +196,7 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
                     callbacks.append(KerasPruningCallback(trial, _monitor(config)))
                 label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
                 model, _ = fit(config, hyper, backbone, data, seed, label, callbacks)
-                proba = predict_tta(model, stream(data.train, data.val, hyper, PREDICT_BATCH), hyper.augment, hyper.tta, seed)
+                proba = predict_tta(model, stream(data.train, data.val, hyper), hyper.augment, hyper.tta, seed)
                 scores.append(score(config.competition.metric, data.train.labels[data.val], proba))
             trial.set_user_attr("compute", {**describe(model), "started": started, "finished": time.time()})
             state, value = "COMPLETE", float(np.mean(scores))
