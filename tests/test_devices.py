@@ -134,7 +134,8 @@ def test_env_names_versions_cpu_flags_and_a_driver_without_cuda(tmp_path):
     flags = devices.cpu_flags()
     if flags is not None:
         assert "avx512_bf16 " + ("yes" if flags["avx512_bf16"] else "no") in run.stdout
-    assert "preset cpu by default, precision float32" in lines[-1]
+    # DACON's cpu preset: bfloat16 on two one-thread fold processes (configs/dacon-cv-2020.toml)
+    assert "preset cpu by default, precision mixed_bfloat16 (train.precision = 'mixed_bfloat16'), 2 fold process(es)" in lines[-1]
 
 
 @pytest.mark.slow
