@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from compkit.tasks import for_config
 from compkit import cache
 from compkit.config import load_config
 from compkit.data import load_labels, load_test, load_test_ids, load_train
@@ -183,13 +184,13 @@ def test_streamed_oof_equals_the_in_memory_pipeline_on_dacon(tmp_path, dacon_dir
     rows = np.random.default_rng(0).permutation(len(memory.ids))
     fit_rows, val = rows[:384], rows[384:512]
     onehot = np.eye(10, dtype=np.float32)[memory.labels]
-    data = fitting.FoldData(train=streamed, test=None, fit=fit_rows, val=val, held=val, onehot=onehot,
-                            pseudo=np.array([], int), pseudo_labels=np.array([], int))
+    data = fitting.FoldData(train=streamed, test=None, fit=fit_rows, val=val, held=val, targets=onehot,
+                            pseudo=np.array([], int), pseudo_targets=np.zeros((0, 10), np.float32))
 
     def model():
         keras.utils.set_random_seed(0)
         net = build_model("cnn_small", comp.image_shape, 10, hyper, fitting.vocabularies(memory, hyper))
-        net.compile(optimizer=fitting._optimizer(hyper, 6), loss=fitting._loss(config, hyper))
+        net.compile(optimizer=fitting._optimizer(hyper, 6), loss=for_config(config).loss(hyper.label_smoothing))
         return net
 
     net = model()
@@ -218,7 +219,7 @@ def test_streamed_pipelines_hold_their_buffers_to_the_budget(tmp_path, dacon_dir
     hyper, train = config.hyper("cnn_small"), load_train(dacon_dir, config.competition, tmp_path)
     onehot = np.eye(10, dtype=np.float32)[train.labels]
     data = fitting.FoldData(train=train, test=None, fit=np.arange(96), val=np.arange(96, 160), held=np.arange(0),
-                            onehot=onehot, pseudo=np.array([], int), pseudo_labels=np.array([], int))
+                            targets=onehot, pseudo=np.array([], int), pseudo_targets=np.zeros((0, 10), np.float32))
     predicted = fitting.stream(train, data.val, hyper)
     for ds in (fitting.training_set(data, hyper, seed=0), predicted):
         assert ds.options().autotune.ram_budget == 64 * 2**20 and ds.options().autotune.initial_parallelism == 1

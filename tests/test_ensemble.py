@@ -12,6 +12,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
+from compkit import tasks
 from compkit.artifacts import Layout
 from compkit.cli import main
 from compkit.config import ConfigError, Paths, load_config
@@ -19,10 +20,13 @@ from compkit.data import load_train
 from compkit.errors import CompkitError
 from conftest import REPO
 from compkit.blends import caruana_weights, cross_fitted_oof, fit_weights, hard_vote, meta_model, soft_vote, stacked_oof
-from compkit.ensemble import BLENDS, oof_folds
+from compkit.ensemble import oof_folds
 from compkit.metrics import best, score_table
+from compkit.tasks import Multiclass
 
 COMP = "dacon-cv-2020"
+
+BLENDS = Multiclass.blend_names  # the multiclass task's blends, in order
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +257,12 @@ def test_cross_fitted_oof_fits_each_fold_on_the_other_folds_only(real_oof):
         np.testing.assert_allclose(got[fold == k], soft_vote(copies[:, fold == k], weights), atol=1e-12)
 
 
+def _caruana_key(metric: str):
+    """The multiclass task's Caruana objective under ``metric`` (DACON's config with that metric)."""
+    config = load_config("dacon-cv-2020", "smoke", [f"competition.metric='{metric}'"], REPO / "configs")
+    return tasks.of(config.competition).caruana_key
+
+
 @pytest.mark.slow
 def test_caruana_drops_a_harmful_model_and_beats_equal_weights_out_of_fold(real_oof):
     """A library of the real model, a noisy copy and a harmful one (0.9 on the class after the true one)."""
@@ -261,9 +271,9 @@ def test_caruana_drops_a_harmful_model_and_beats_equal_weights_out_of_fold(real_
     harmful[np.arange(len(labels)), (labels + 1) % 10] = 0.9
     library = np.stack([proba, _noisy(proba, 0.5, np.random.default_rng(4)), harmful])
     for metric in ("accuracy", "log_loss"):
-        weights = caruana_weights(library, labels, metric, 25)
+        weights = caruana_weights(library, labels, _caruana_key(metric), 25)
         assert weights[2] == 0 and weights[0] > 0 and weights.sum() == pytest.approx(1)
-        fit = partial(caruana_weights, metric=metric, iterations=25)
+        fit = partial(caruana_weights, key=_caruana_key(metric), iterations=25)
         caruana = score_table(labels, cross_fitted_oof(fit, library, labels, fold))[metric]
         equal = score_table(labels, soft_vote(library, np.full(3, 1 / 3)))[metric]
         assert best(metric, {"equal": equal, "caruana": caruana}) == "caruana" and caruana != equal
@@ -274,7 +284,7 @@ def test_caruana_picks_with_replacement_and_keeps_the_best_prefix():
     labels = rng.integers(0, 3, size=400)
     good = np.eye(3)[np.where(rng.random(400) < 0.8, labels, (labels + 1) % 3)] * 0.7 + 0.1
     bad = np.full((400, 3), 1 / 3)
-    weights = caruana_weights(np.stack([bad, good]), labels, "log_loss", 10)
+    weights = caruana_weights(np.stack([bad, good]), labels, _caruana_key("log_loss"), 10)
     assert weights.tolist() == [0.0, 1.0]  # the good model alone, picked again and again: adding `bad` only hurts
 
 

@@ -333,7 +333,7 @@ def test_a_damaged_probability_file_is_one_line(tmp_path, dacon, breakage, fragm
     from compkit.errors import CompkitError
     from compkit.io import read_proba, write_proba
 
-    classes = dacon().competition.classes
+    classes = [f"p_{c}" for c in dacon().competition.classes]
     path = tmp_path / "holdout.csv"
     write_proba(path, "id", np.arange(10), np.full((10, 10), 0.1), classes)
     path.write_text(breakage(path.read_text()))

@@ -83,8 +83,8 @@ def test_submit_refuses_a_sample_for_other_test_ids(tmp_path, data, capsys, daco
     assert main(["folds", "--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(data), "--root", str(root), "--config-dir", str(REPO / "configs")]) == 0
     comp, ensemble = dacon().competition, root / "runs/dacon-cv-2020/ensemble"
     held = pd.read_csv(root / "folds/dacon-cv-2020/holdout.csv")["id"].to_numpy()
-    write_proba(ensemble / "holdout.csv", "id", held, np.full((len(held), 10), 0.1), comp.classes)
-    write_proba(ensemble / "test.csv", "id", np.arange(3001, 3301), np.full((300, 10), 0.1), comp.classes)
+    write_proba(ensemble / "holdout.csv", "id", held, np.full((len(held), 10), 0.1), [f"p_{c}" for c in comp.classes])
+    write_proba(ensemble / "test.csv", "id", np.arange(3001, 3301), np.full((300, 10), 0.1), [f"p_{c}" for c in comp.classes])
     write_json({"selected": "equal", "backbones": ["cnn_small"], "cv": 0.5}, ensemble / "ensemble.json")
     pd.DataFrame({"id": np.arange(3001, 3300), "digit": 0}).to_csv(data / "submission.csv", index=False)
     before = snapshot(root)

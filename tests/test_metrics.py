@@ -7,7 +7,7 @@ from sklearn.metrics import f1_score
 from compkit.config import load_config
 from compkit.data import load_train
 from compkit.metrics import GREATER_IS_BETTER, best, direction, gain, score_table
-from compkit.fitting import FoldData, _class_weight
+from compkit.tasks import for_config
 from conftest import REPO
 
 
@@ -43,9 +43,8 @@ def test_balanced_class_weights_follow_sklearns_formula(dacon_dir):
     config = load_config("dacon-cv-2020", "smoke", ["train.class_weight='balanced'"], REPO / "configs")
     train = load_train(dacon_dir, config.competition)
     fit = np.flatnonzero((train.labels != 0) | (np.arange(len(train.labels)) % 10 == 0))  # digit 0 made rare
-    none = np.array([], dtype=int)
-    data = FoldData(train, None, fit, none, none, np.eye(10)[train.labels], none, none)
-    weights = _class_weight(config, data)
+    weights = for_config(config).class_weight(config.train.class_weight, train.labels[fit])
     counts = np.bincount(train.labels[fit], minlength=10)
     assert weights[0] == pytest.approx(len(fit) / (10 * counts[0])) and weights[0] > 5 * weights[1]
-    assert _class_weight(load_config("dacon-cv-2020", "smoke", [], REPO / "configs"), data) is None
+    plain = load_config("dacon-cv-2020", "smoke", [], REPO / "configs")
+    assert for_config(plain).class_weight(plain.train.class_weight, train.labels[fit]) is None

@@ -48,8 +48,8 @@ def _config(*overrides):
 def _fold(dacon_train, n_fit: int, n_val: int) -> fitting.FoldData:
     rows = np.arange(n_fit + n_val)
     return fitting.FoldData(train=dacon_train, test=None, fit=rows[:n_fit], val=rows[n_fit:], held=rows[n_fit:],
-                          onehot=np.eye(10, dtype=np.float32)[dacon_train.labels], pseudo=np.array([], int),
-                          pseudo_labels=np.array([], int))
+                          targets=np.eye(10, dtype=np.float32)[dacon_train.labels], pseudo=np.array([], int),
+                          pseudo_targets=np.zeros((0, 10), np.float32))
 
 
 @pytest.mark.parametrize("name", [*AUGMENTS, "tta"])

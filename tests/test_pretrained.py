@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from compkit.tasks import for_config
 from compkit import finetune, fitting
 from compkit.backbones import BACKBONES, _preprocess_layer, build_backbone, build_model, load_model
 from compkit.cli import main
@@ -122,7 +123,7 @@ def _dacon_rows(config, dacon_dir, n_fit: int, n_val: int) -> fitting.FoldData:
     data = load_train(dacon_dir, config.competition)
     rows = np.random.default_rng(0).permutation(len(data.ids))
     return fitting.FoldData(train=data, test=None, fit=rows[:n_fit], val=rows[n_fit:n_fit + n_val], held=rows[:0],
-                          onehot=np.eye(10, dtype=np.float32)[data.labels], pseudo=rows[:0], pseudo_labels=rows[:0])
+                          targets=np.eye(10, dtype=np.float32)[data.labels], pseudo=rows[:0], pseudo_targets=np.zeros((0, 10), np.float32))
 
 
 class _Snapshots(keras.callbacks.Callback):
@@ -228,8 +229,8 @@ def test_new_backbone_trains_a_step_at_its_true_minimum_size(name, dacon_dir, co
     model = build_model(name, config.competition.image_shape, 10, hyper)
     assert model.get_layer("backbone").input.shape[1:] == (spec.min_size, spec.min_size, 3)  # gray 28 px -> RGB at the minimum
     before = model.get_layer("backbone").get_weights()
-    model.compile(optimizer=fitting._optimizer(hyper, 1), loss=fitting._loss(config, hyper), run_eagerly=True)
-    loss = model.train_on_batch(fitting.model_inputs(data.train, data.fit, hyper), data.onehot[data.fit])
+    model.compile(optimizer=fitting._optimizer(hyper, 1), loss=for_config(config).loss(hyper.label_smoothing), run_eagerly=True)
+    loss = model.train_on_batch(fitting.model_inputs(data.train, data.fit, hyper), data.targets[data.fit])
     assert np.isfinite(loss) and not _same(before, model.get_layer("backbone").get_weights())
     print(f"{name}: built and trained one step at {spec.min_size} px in {time.perf_counter() - start:.1f}s")
 

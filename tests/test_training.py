@@ -71,7 +71,7 @@ def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_d
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), load_model(out / "model.keras").predict(
         {"image": inputs["image"][:5], "letter": inputs["letter"][:5]}, verbose=0), atol=1e-6)
-    ids, oof = read_proba(out / "oof.csv", "id", CLASSES)
+    ids, oof = read_proba(out / "oof.csv", "id", [f"p_{c}" for c in CLASSES])
     assert ids.tolist() == data.train.ids[data.val].tolist()
     np.testing.assert_allclose(oof, np.mean(views, axis=0), atol=1e-5)
     history = pd.read_csv(out / "history.csv")
@@ -113,7 +113,7 @@ def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, dacon_dir):
         hyper, data = config.hyper("cnn_small"), fitting.fold_data(config, paths, 0)
         keras.utils.set_random_seed(7)
         model, history = fitting.fit(config, hyper, "cnn_small", data, 7, "[ema test]")
-        loss = model.evaluate(fitting.model_inputs(data.train, data.val, hyper), data.onehot[data.val], verbose=0)[0]
+        loss = model.evaluate(fitting.model_inputs(data.train, data.val, hyper), data.targets[data.val], verbose=0)[0]
         runs[ema] = (history, loss)
     (plain, _), (averaged, kept) = runs[0.0], runs[0.9]
     np.testing.assert_allclose(plain["loss"], averaged["loss"], rtol=1e-4)
@@ -146,7 +146,7 @@ def test_pseudo_labels_are_fold_safe_test_rows_only(tmp_path, dacon_dir, capsys)
     holdout = pd.read_csv(tmp_path / "folds/dacon-cv-2020/holdout.csv")["id"]
     assert set(pseudo["id"]) == set(test_ids) and not pseudo["id"].isin(holdout).any()
     for k in range(2):  # fold k's labels come from fold k's model alone
-        ids, proba = read_proba(tmp_path / f"runs/dacon-cv-2020/cnn_small/fold{k}/test.csv", "id", CLASSES)
+        ids, proba = read_proba(tmp_path / f"runs/dacon-cv-2020/cnn_small/fold{k}/test.csv", "id", [f"p_{c}" for c in CLASSES])
         mine = pseudo[pseudo["fold"] == k].set_index("id").loc[ids]
         assert mine["label"].tolist() == proba.argmax(axis=1).tolist()
         np.testing.assert_allclose(mine["confidence"], proba.max(axis=1), atol=1e-6)

@@ -40,11 +40,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from compkit import tasks
 from compkit.config import Config, Paths
 from compkit.data import DataError, Images, line, load_test, load_train
 from compkit.errors import CompkitError, shown
-from compkit.io import atomic_path, proba_columns, read_id_csv, read_proba, write_csv, write_json
+from compkit.io import atomic_path, read_id_csv, read_proba, write_csv, write_json
 from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
+from compkit.tasks import Task
 
 FOLD_PROBAS = ("oof.csv", "holdout.csv", "test.csv")  # test.csv only with a test file
 ENSEMBLE_PROBAS = FOLD_PROBAS
@@ -67,9 +69,10 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
-def proba_frame(id_column: str, ids: np.ndarray, proba: np.ndarray, classes: list) -> pd.DataFrame:
-    """A probability file's table: ``<id_column>, p_<class>...`` from (N,) ids and (N, K) probabilities."""
-    frame = pd.DataFrame(np.asarray(proba), columns=proba_columns(classes))
+def proba_frame(id_column: str, ids: np.ndarray, pred: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """A prediction file's table: ``<id_column>, <columns>...`` from (N,) ids and (N, D) predictions (the task's
+    columns: :attr:`compkit.tasks.Task.columns`)."""
+    frame = pd.DataFrame(np.asarray(pred), columns=columns)
     frame.insert(0, id_column, ids)
     return frame
 
@@ -167,6 +170,11 @@ class Layout:
 
     config: Config
     paths: Paths
+
+    @property
+    def task(self) -> Task:
+        """The competition's task: it names the prediction files' columns and reads their labels."""
+        return tasks.of(self.config.competition)
 
     def _make(self, stages: str) -> str:
         return f"`make {stages} COMPETITION={self.config.competition.name}`"
@@ -266,15 +274,14 @@ class Layout:
         ids = table[comp.id_key].astype(str).to_numpy()
         for bad, what in ((np.isin(ids, train.ids.astype(str)) & bool(comp.id_column), f"a {comp.train_file} id: holdout and train rows are never pseudo-labelled"),
                           (~np.isin(ids, test.ids.astype(str)), f"not in {comp.test_file}"),
-                          (~table["label"].astype(str).isin([str(c) for c in comp.classes]).to_numpy(), "labelled outside the classes")):
+                          (~table["label"].astype(str).isin([str(c) for c in self.task.classes]).to_numpy(), "labelled outside the classes")):
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise DataError(f"{path}: row {row + 1}: {comp.id_key} {ids[row]} is {what}; {remake}")
         mine = table[table["fold"] == fold]
         row_of = {i: r for r, i in enumerate(test.ids.astype(str))}
-        class_of = {str(c): k for k, c in enumerate(comp.classes)}
         rows = np.array([row_of[i] for i in mine[comp.id_key].astype(str)], dtype=int)
-        return rows, np.array([class_of[str(c)] for c in mine["label"]], dtype=int)
+        return rows, self.task.encode(mine["label"].reset_index(drop=True), path, "label")
 
     # ------------------------------------------------------------------------------------------ fold runs
 
@@ -307,7 +314,7 @@ class Layout:
         then fold.json: ``result`` plus ``files``, the sha256 of each CSV. Returns the record written."""
         comp = self.config.competition
         files = {"history.csv": csv_bytes(history)}
-        files |= {name: csv_bytes(proba_frame(comp.id_key, ids, p, comp.classes)) for name, (ids, p) in probas.items()}
+        files |= {name: csv_bytes(proba_frame(comp.id_key, ids, p, self.task.columns)) for name, (ids, p) in probas.items()}
         for name, data in files.items():
             _write_bytes(self.fold_dir(backbone, fold) / name, data)
         record = {**result, "files": {name: sha256_bytes(data) for name, data in files.items()}}
@@ -374,7 +381,7 @@ class Layout:
         """
         comp = self.config.competition
         path = self.fold_file(backbone, fold, name)
-        ids, proba = read_proba(path, comp.id_key, comp.classes)
+        ids, proba = read_proba(path, comp.id_key, self.task.columns)
         lineage = self.read_fold(backbone, fold).get("lineage", {})
         if name == "oof.csv" and (len(ids) != lineage.get("n_val") or ids_digest(ids) != lineage.get("val_ids")):
             raise CompkitError(f"{path}: its {len(ids)} ids are not the {lineage.get('n_val')} ids fold {fold} validated on "
@@ -469,7 +476,7 @@ class Layout:
         ensemble.json (``record`` plus ``files``, the sha256 of each CSV) go into a fresh folder beside
         ``ensemble/``, which then replaces it by two renames."""
         comp, parent = self.config.competition, self.paths.runs
-        files = {name: csv_bytes(proba_frame(comp.id_key, ids, p, comp.classes)) for name, (ids, p) in probas.items()}
+        files = {name: csv_bytes(proba_frame(comp.id_key, ids, p, self.task.columns)) for name, (ids, p) in probas.items()}
         text = json.dumps({**record, "files": {n: sha256_bytes(d) for n, d in files.items()}}, indent=2, sort_keys=True) + "\n"
         parent.mkdir(parents=True, exist_ok=True)
         for left in parent.glob(".ensemble-*"):  # a killed run's folders
@@ -528,7 +535,7 @@ class Layout:
             raise CompkitError(f"{path}: not in {self.ensemble_record.name} (no {name} was made); {again}")
         if not path.is_file() or sha256_file(path) != record["files"][name]:
             raise CompkitError(f"{path}: missing or differs from its digest in ensemble.json; {again}")
-        return read_proba(path, comp.id_key, comp.classes)
+        return read_proba(path, comp.id_key, self.task.columns)
 
     # -------------------------------------------------------------------------------------- submissions
 

@@ -257,14 +257,15 @@ def _mask_layer():
 
 
 def build_model(
-    backbone: str, image_shape: list[int], num_classes: int, hyper: Hyper, vocabularies: dict[str, list[str]] | None = None
+    backbone: str, image_shape: list[int], head: int | Callable, hyper: Hyper, vocabularies: dict[str, list[str]] | None = None
 ) -> keras.Model:
     """The classifier for one backbone, read top to bottom.
 
     Args:
         backbone: a key of :data:`BACKBONES`.
         image_shape: (H, W, C) of the input images, pixels 0-255 (any numeric dtype).
-        num_classes: size of the softmax output.
+        head: the output layer: a task's :meth:`compkit.tasks.Task.head` (called on the pooled features), or an int K
+            for a K-class softmax (``proba``).
         hyper: ``masks`` (thresholds, one binary channel each: e.g. the DACON letter's strokes are the
             pixels > 4), ``input_size`` (square side the backbone sees; None keeps H x W), ``width``,
             ``embed`` (extra columns joined to the pooled features through an 8-d embedding each),
@@ -274,7 +275,7 @@ def build_model(
 
     Returns:
         An uncompiled ``keras.Model`` with dict inputs ``"image"`` (B, H, W, C) and one (B,) string input per
-        embedded column, mapping them to (B, num_classes) float32 probabilities.
+        embedded column, mapping them to the head's (B, D) float32 outputs.
     """
     import keras
     from keras import layers
@@ -297,7 +298,10 @@ def build_model(
         features.append(layers.Embedding(len(vocabulary) + 1, 8)(index))
     x = layers.Concatenate()(features) if len(features) > 1 else features[0]
     x = layers.Dropout(hyper.dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="proba")(x)
+    if isinstance(head, int):
+        outputs = layers.Dense(head, activation="softmax", dtype="float32", name="proba")(x)
+    else:
+        outputs = head(x)
     return keras.Model(inputs, outputs, name=backbone)
 
 

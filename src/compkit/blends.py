@@ -1,5 +1,6 @@
-"""Blend algorithms on out-of-fold (OOF) probabilities: soft voting with equal, fitted or Caruana weights,
-hard voting, and a stacked logistic-regression meta-model.
+"""Blend algorithms on out-of-fold (OOF) predictions: soft voting with equal, fitted or Caruana weights,
+hard voting, and a stacked meta-model (logistic regression on class probabilities, ridge on values).
+Which of them a competition uses, and on what, is its task's (:mod:`compkit.tasks`).
 
 Every blend is scored on the same footing, out of fold: a blend that is fitted (weights, the
 meta-model) is fitted on the other folds' OOF rows and applied to this fold's, over the competition's
@@ -13,10 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
-
-from compkit.metrics import score_table, sign
 
 # (M, N, K) OOF probabilities, (N,) labels -> (M,) weights on the simplex
 WeightFit = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -65,6 +64,32 @@ def fit_weights(probas: np.ndarray, labels: np.ndarray) -> np.ndarray:
         loss, equal, jac=grad, method="SLSQP", bounds=[(0, 1)] * m,
         constraints={"type": "eq", "fun": lambda w: w.sum() - 1},
     )
+    weights = np.clip(result.x, 0, None)
+    weights /= weights.sum()
+    return weights if loss(weights) <= loss(equal) else equal
+
+
+def fit_weights_lsq(preds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Soft-voting weights on the simplex that minimise the blend's mean squared error on OOF (a regression's
+    fitted blend): SLSQP as :func:`fit_weights`, equal weights kept unless beaten.
+
+    Args:
+        preds: (M, N, 1) OOF predictions of M models; values: (N,) float targets.
+
+    Returns:
+        (M,) float64 weights, non-negative, summing to 1.
+    """
+    m, x = preds.shape[0], preds[:, :, 0]
+
+    def loss(w):
+        return np.mean((w @ x - values) ** 2)
+
+    def grad(w):
+        return 2 * x @ (w @ x - values) / len(values)
+
+    equal = np.full(m, 1 / m)
+    result = minimize(loss, equal, jac=grad, method="SLSQP", bounds=[(0, 1)] * m,
+                      constraints={"type": "eq", "fun": lambda w: w.sum() - 1})
     weights = np.clip(result.x, 0, None)
     weights /= weights.sum()
     return weights if loss(weights) <= loss(equal) else equal
@@ -120,24 +145,38 @@ def fit_meta_model(probas: np.ndarray, labels: np.ndarray, c: float) -> Callable
     return lambda new: _all_classes(model.predict_proba(meta_features(new)), model.classes_, probas.shape[2])
 
 
+def ridge_oof(preds: np.ndarray, values: np.ndarray, fold: np.ndarray, c: float) -> np.ndarray:
+    """Out-of-fold predictions of a ridge meta-model (L2 strength 1 / ``c``) on the backbones' (M, N, 1) OOF
+    predictions, cross-fitted as :func:`stacked_oof`: the regression's stacked blend. Returns (N, 1) float64."""
+    return cross_val_predict(Ridge(alpha=1 / c), meta_features(preds), values, cv=PredefinedSplit(fold))[:, None]
+
+
+def fit_ridge(preds: np.ndarray, values: np.ndarray, c: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The ridge meta-model refitted on all OOF rows, as a function from (M, N', 1) predictions to (N', 1) float64."""
+    model = Ridge(alpha=1 / c).fit(meta_features(preds), values)
+    return lambda new: model.predict(meta_features(new))[:, None]
+
+
 def equal_weights(probas: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(M,) weights 1 / M for (M, N, K) ``probas``; ``labels`` are unused (the signature of a :data:`WeightFit`)."""
     return np.full(probas.shape[0], 1 / probas.shape[0])
 
 
-def caruana_weights(probas: np.ndarray, labels: np.ndarray, metric: str, iterations: int) -> np.ndarray:
+def caruana_weights(probas: np.ndarray, labels: np.ndarray, key: Callable[[np.ndarray, np.ndarray], tuple],
+                    iterations: int) -> np.ndarray:
     """Ensemble selection: greedy forward selection of models, with replacement, on the competition metric.
 
     Caruana, Niculescu-Mizil, Crew & Ksikes, "Ensemble Selection from Libraries of Models", ICML 2004
     (the blend AutoGluon uses by default): start from the empty ensemble; ``iterations`` times, add
     the model (any model, again if it helps: with replacement) whose addition gives the soft-voting
-    average the best ``metric``; keep the best ensemble seen along the way. A model's weight is the
-    share of the kept ensemble's picks it has. Ties in the metric (frequent for accuracy) go to the
-    lower log loss, then to the first model.
+    average the best ``key``; keep the best ensemble seen along the way. A model's weight is the
+    share of the kept ensemble's picks it has. ``key(labels, blend)`` is a tuple, larger is better: the task's
+    metric, then a tie-break (:meth:`compkit.tasks.Task.caruana_key`: ties in accuracy go to the lower log loss);
+    equal keys go to the first model.
 
     Args:
-        probas: (M, N, K) OOF probabilities of M models; labels: (N,) int class indices.
-        metric: a key of :data:`compkit.metrics.GREATER_IS_BETTER`; iterations: picks, >= 1.
+        probas: (M, N, D) OOF predictions of M models; labels: (N,) truth.
+        key: the objective; iterations: picks, >= 1.
 
     Returns:
         (M,) float64 weights, multiples of 1 / (picks kept), summing to 1; a model never picked gets 0.
@@ -146,10 +185,7 @@ def caruana_weights(probas: np.ndarray, labels: np.ndarray, metric: str, iterati
     total, counts = np.zeros(probas.shape[1:]), np.zeros(m, dtype=np.int64)
     best_key, best_counts = None, None
     for n in range(1, iterations + 1):
-        keys = []
-        for j in range(m):
-            scores = score_table(labels, (total + probas[j]) / n)
-            keys.append((sign(metric) * scores[metric], -scores["log_loss"]))
+        keys = [key(labels, (total + probas[j]) / n) for j in range(m)]
         pick = max(range(m), key=lambda j: keys[j])  # max keeps the first of equal keys
         total += probas[pick]
         counts[pick] += 1

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compkit.errors import CompkitError
+from compkit.metrics import TASKS, problem
 
 
 class ConfigError(CompkitError):
@@ -61,6 +62,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class MetricFile(_Strict):
+    """The competition's own metric code: a Python file defining Kaggle's
+    ``score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str) -> float``.
+
+    ``file`` is relative to the config's folder (``configs/``); ``probabilities``: the submission frames it is given
+    hold probabilities (binary: P(positive) in the target column; multiclass: one column per class), else labels.
+    """
+
+    file: str = Field(min_length=1)
+    greater_is_better: bool
+    probabilities: bool = False
+
+
 class Competition(_Strict):
     """What the competition ships and how it is scored.
 
@@ -80,12 +94,15 @@ class Competition(_Strict):
     solution_file: str = "solution.csv"  # test labels + Usage (Public/Private); when present, scored on it
     id_column: str = "id"  # "": ids are the 1-based row numbers of each file (Kaggle digit-recognizer)
     target_column: str
-    classes: list[int] | list[str] = Field(min_length=2)
+    # multiclass | binary (classes = [negative, positive]) | regression (no classes) | ordinal (classes: the grades in order)
+    task: Literal[TASKS] = "multiclass"
+    classes: list[int] | list[str] | None = Field(None, min_length=2)
+    target_range: list[float] | None = Field(None, min_length=2, max_length=2)  # regression: [low, high], clips what is submitted
     extra_columns: list[str] = []
     image_shape: list[int] = Field(min_length=3, max_length=3)
     pixel_prefix: str = ""
     pixel_start: int = Field(0, ge=0)  # number of the first pixel column: pixel0.. or pixel1..
-    metric: Literal["accuracy", "macro_f1", "log_loss"] = "accuracy"
+    metric: str | MetricFile = "accuracy"  # a name of compkit.metrics.SCORERS the task can use, or { file = ..., greater_is_better = ... }
     submission_columns: list[str] | None = Field(None, min_length=2)  # None: the sample submission's header decides
     builder: Literal["", "fashion_mnist"] = ""  # `make data` can build this competition's files
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
@@ -122,6 +139,21 @@ class Competition(_Strict):
         return self.id_column or self.submission_columns[0]
 
     @model_validator(mode="after")
+    def _task_fits(self) -> Competition:
+        if self.task == "regression" and self.classes is not None:
+            raise ValueError('task = "regression" has no classes; remove classes (set target_range to clip the values)')
+        if self.task != "regression" and self.classes is None:
+            raise ValueError(f"task = {self.task!r} needs classes (ordinal: the grades in order)")
+        if self.task == "binary" and len(self.classes) != 2:
+            raise ValueError(f"task = 'binary' needs exactly 2 classes [negative, positive], got {len(self.classes)}")
+        if self.target_range is not None and not self.target_range[0] < self.target_range[1]:
+            raise ValueError(f"target_range {self.target_range}: give [low, high] with low < high")
+        why = isinstance(self.metric, str) and problem(self.metric, self.task)
+        if why:
+            raise ValueError(why)
+        return self
+
+    @model_validator(mode="after")
     def _row_number_ids_need_columns(self) -> Competition:
         if not self.id_column and self.submission_columns is None:
             raise ValueError('id_column = "" (row-number ids) needs submission_columns, whose first is the id column')
@@ -132,7 +164,8 @@ class Folds(_Strict):
     """Cross-validation scheme and the local public/private holdout."""
 
     n_splits: int = Field(5, ge=2)
-    stratify: list[str] = Field(min_length=1)
+    stratify: list[str] | None = Field(None, min_length=1)  # columns; None: the task's own strata of the target
+    group_column: str = ""  # an extra column whose groups (e.g. a patient) stay whole: StratifiedGroupKFold
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     public_share: float = Field(0.5, gt=0, lt=1)
     max_rows: int | None = Field(None, ge=2)  # stratified subsample of the CV rows, to bound compute
@@ -255,7 +288,9 @@ class Train(Hyper):
     workers: int = Field(1, ge=1)  # without a GPU: fold/trial processes at once, the cores split between them
     process_per_fold: bool = True  # a fresh process per fold keeps memory flat across folds
     class_weight: Literal["none", "balanced"] = "none"  # balanced: n / (k * count), sklearn's formula
-    loss: Literal["crossentropy", "focal"] = "crossentropy"  # focal: Lin et al. 2017, gamma 2
+    # auto: crossentropy (classification), mse (regression, ordinal); focal: Lin et al. 2017, gamma 2 (classification);
+    # huber (regression, ordinal); crossentropy on a regression: the bounded recipe (target scaled to 0-1, sigmoid, BCE)
+    loss: Literal["auto", "crossentropy", "focal", "mse", "huber"] = "auto"
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism(): same seed, same predictions
     seeds: int = Field(1, ge=1)  # models per fold, each from its own seed; their predictions are averaged
     # Keras' run_eagerly: every step in Python, no tf.function tracing. Slower per step, but a large backbone's first
@@ -510,6 +545,7 @@ def load_config(
         _set_dotted(tree, keys, value)
     if overrides:
         sources.append("--set")
+    _anchor_metric_file(tree, config_dir)
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
@@ -518,7 +554,45 @@ def load_config(
     _check_space(config, " + ".join(sources))
     _check_embed(config, " + ".join(sources))
     _check_weights(config, " + ".join(sources))
+    _check_task(config, " + ".join(sources))
     return config
+
+
+def _anchor_metric_file(tree: dict, config_dir: Path) -> None:
+    """A metric file's path relative to the config folder made absolute, so every stage and worker finds it."""
+    metric = tree.get("competition", {}).get("metric")
+    if isinstance(metric, dict) and isinstance(metric.get("file"), str) and not Path(metric["file"]).is_absolute():
+        metric["file"] = str((Path(config_dir) / metric["file"]).resolve())
+
+
+CLASSIFICATION_LOSSES = {"auto", "crossentropy", "focal"}
+REGRESSION_LOSSES = {"auto", "crossentropy", "mse", "huber"}
+
+
+def _check_task(config: Config, source: str) -> None:
+    """The training, fold and blend settings that the competition's task can use."""
+    comp, task = config.competition, config.competition.task
+    numeric = task in ("regression", "ordinal")
+    allowed = REGRESSION_LOSSES if numeric else CLASSIFICATION_LOSSES
+    if config.train.loss not in allowed:
+        raise ConfigError(f"{source}: train.loss = {config.train.loss!r} does not apply to task {task!r}; use one of {sorted(allowed)}")
+    if task == "regression" and config.train.loss == "crossentropy" and comp.target_range is None:
+        raise ConfigError(f"{source}: train.loss = 'crossentropy' on a regression scales the target to 0-1 and needs "
+                          "competition.target_range = [low, high]; set it or use mse / huber")
+    if task == "regression" and config.train.class_weight != "none":
+        raise ConfigError(f"{source}: train.class_weight = {config.train.class_weight!r} needs classes; a regression has none: remove it")
+    if numeric and config.ensemble.select == "hard":
+        raise ConfigError(f"{source}: ensemble.select = 'hard' (majority vote) needs classes to vote for; task {task!r} "
+                          "blends by averaging: use best, equal, fitted, caruana or stacked")
+    if config.folds.group_column and config.folds.group_column not in comp.extra_columns:
+        raise ConfigError(f"{source}: folds.group_column {config.folds.group_column!r} is not an extra column; "
+                          f"add it to competition.extra_columns {comp.extra_columns}")
+    if config.folds.group_column and config.folds.max_rows:
+        raise ConfigError(f"{source}: folds.max_rows samples rows, not groups, so it would split folds.group_column's groups; "
+                          "remove one of the two")
+    if not isinstance(comp.metric, str) and not Path(comp.metric.file).is_file():
+        raise ConfigError(f"{source}: competition.metric.file {comp.metric.file!r}: not found; put the metric file there "
+                          "(a path relative to the config folder)")
 
 
 def _check_weights(config: Config, source: str) -> None:

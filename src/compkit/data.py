@@ -14,17 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from compkit import cache
+from compkit import cache, tasks
 from compkit.config import Competition
-from compkit.errors import CompkitError, shown
+from compkit.errors import DataError, line, shown
 from compkit.io import as_ids, read_id_csv
 
 
 DECODE_CHUNK = 512  # images decoded per block on the way into the cache: bounds the builder's memory
-
-
-class DataError(CompkitError):
-    """A competition file that is missing or malformed."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +31,8 @@ class Images:
         ids: (N,) the id column, in file order.
         images: (N, H, W, C) uint8 pixels 0-255 (a read-only memory map when read through the cache:
             :mod:`compkit.cache`); None when read without pixels (:func:`load_labels`).
-        labels: (N,) int64 class indices into ``Competition.classes``; None for unlabelled test data.
+        labels: (N,) the encoded target (:meth:`compkit.tasks.Task.encode`: int64 class indices into
+            ``Competition.classes``, or float64 values for a regression); None for unlabelled test data.
         extras: (N, E) DataFrame of the configured extra columns (e.g. DACON's letter).
     """
 
@@ -88,11 +85,6 @@ def _reject_unknown_columns(frame: pd.DataFrame, path: Path, known: list[str]) -
         )
 
 
-def line(index: int) -> int:
-    """The file line of 0-based data row ``index`` of a one-header CSV, as an editor shows it (header: line 1)."""
-    return int(index) + 2
-
-
 def _first_bad(mask: np.ndarray) -> int:
     """0-based index of the first True in ``mask``."""
     return int(np.flatnonzero(mask)[0])
@@ -135,31 +127,6 @@ def _pixels(frame: pd.DataFrame, path: Path, comp: Competition) -> np.ndarray:
     return values.astype(np.uint8).reshape(len(frame), *comp.image_shape)
 
 
-def class_indices(values: pd.Series, path: Path, comp: Competition, column: str) -> np.ndarray:
-    """Map class labels (as written in a CSV) to (N,) int64 indices into ``comp.classes``.
-
-    Raises:
-        DataError: a label is empty or not one of the configured classes (names the row).
-    """
-    index = {str(c): i for i, c in enumerate(comp.classes)}
-    mapped = values.map(_label_text).map(index)
-    bad = mapped.isna().to_numpy()
-    if bad.any():
-        row = _first_bad(bad)
-        raise DataError(
-            f"{path}: line {line(row)}, column {column!r}: label {shown(values.iloc[row])} is not one of the classes "
-            f"{list(comp.classes)}; fix the row or competition.classes"
-        )
-    return mapped.to_numpy(dtype=np.int64)
-
-
-def _label_text(value) -> str:
-    """A label as text: ``3.0`` is ``"3"``, because one empty cell makes pandas read a whole integer column as float."""
-    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _ids(frame: pd.DataFrame, path: Path, comp: Competition) -> np.ndarray:
     if not comp.id_column:  # Kaggle digit-recognizer: the id is the 1-based row number
         return np.arange(1, len(frame) + 1)
@@ -179,7 +146,7 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
     _require_columns(frame, path, columns)
     _reject_unknown_columns(frame, path, [*columns, *comp.pixel_columns])
     ids = _ids(frame, path, comp)
-    labels = class_indices(frame[comp.target_column], path, comp, comp.target_column) if labelled else None
+    labels = tasks.of(comp).encode(frame[comp.target_column], path, comp.target_column) if labelled else None
     return Images(ids, _pixels(frame, path, comp), labels, frame[comp.extra_columns].reset_index(drop=True))
 
 
@@ -247,7 +214,7 @@ def _image_folder_table(data_dir: Path, comp: Competition) -> Images:
     frame = _read_csv(path, comp.id_column)
     _require_columns(frame, path, [comp.id_column, comp.target_column, *comp.extra_columns])
     ids = _check_ids(frame, path, comp.id_column)
-    labels = class_indices(frame[comp.target_column], path, comp, comp.target_column)
+    labels = tasks.of(comp).encode(frame[comp.target_column], path, comp.target_column)
     return Images(ids, None, labels, frame[comp.extra_columns].reset_index(drop=True))
 
 
@@ -307,7 +274,7 @@ def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
         raise DataError(f"{path}: header only, no rows; download it again")
     for column in id_columns:
         frame[column] = as_ids(frame[column])
-    labels = class_indices(frame[comp.target_column], path, comp, comp.target_column) if labelled else None
+    labels = tasks.of(comp).encode(frame[comp.target_column], path, comp.target_column) if labelled else None
     return Images(_ids(frame, path, comp), None, labels, frame[comp.extra_columns].reset_index(drop=True))
 
 

@@ -1,5 +1,6 @@
-"""Stage 3: blend the backbones' probabilities: soft voting (equal, OOF-fitted and Caruana-selected weights),
-hard voting and, with ``ensemble.stacking``, a stacked logistic-regression meta-model (algorithms: blends.py).
+"""Stage 3: blend the backbones' predictions: soft voting (equal, OOF-fitted and Caruana-selected weights),
+hard voting and, with ``ensemble.stacking``, a stacked meta-model (algorithms: blends.py; which of them apply, and
+the post-processing, are the task's: tasks.py).
 
 Reads each backbone's fold files (``runs/<competition>/<backbone>/fold<k>/``): OOF predictions are
 concatenated over folds, holdout and test predictions averaged over the fold models. Weights are
@@ -7,7 +8,9 @@ fitted on OOF only. Every fold must have been made from the current fold files, 
 folds from one config: stale or mixed fold artefacts are refused. Every blend is scored out of fold
 over the competition's folds (``folds.csv``): a fitted blend (weights, Caruana, stacked) is fitted on
 the other folds' OOF rows for each fold's, and refitted on all OOF rows for holdout and test. Writes ``runs/<competition>/ensemble/``:
-``ensemble.json`` (per-backbone and per-blend scores, weights, the selected blend, and its lineage:
+``ensemble.json`` (per-backbone and per-blend scores, each decided by post-processing cross-fitted over the folds,
+weights, the selected blend, ``post``: its post-processing refitted on all OOF rows (a binary threshold, ordinal cut
+points; {} for none), and its lineage:
 the fold-file digest, a digest per backbone of its folds' lineages, and the digest and count of the
 OOF ids the weights were fitted on; the stacked blend, having no weight per backbone, has no ``weights``;
 and ``files``, the sha256 of each file below) and the selected blend's ``oof.csv``,
@@ -22,17 +25,15 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from compkit import console
+from compkit import console, tasks
 from compkit.artifacts import Layout
-from compkit.blends import caruana_weights, cross_fitted_oof, equal_weights, fit_meta_model, fit_weights, hard_vote, soft_vote, stacked_oof
+from compkit.blends import caruana_weights, cross_fitted_oof, equal_weights, soft_vote
 from compkit.config import Config, Ensemble, Paths
 from compkit.data import has_test, load_labels
 from compkit.errors import CompkitError, shown
 from compkit.lineage import folds_digest, ids_digest
-from compkit.metrics import best, score_table
+from compkit.tasks import Task
 from compkit.tracking import tracked
-
-BLENDS = ("equal", "fitted", "hard", "caruana")  # always made; "stacked" joins them with ensemble.stacking
 
 
 def oof_folds(config: Config, paths: Paths, oof_ids: np.ndarray) -> np.ndarray:
@@ -61,75 +62,86 @@ def _stack(parts: list[tuple[np.ndarray, np.ndarray]], what: str) -> tuple[np.nd
     return ids, np.stack([p for _, p in parts])
 
 
-def blend_all(oof: np.ndarray, labels: np.ndarray, fold: np.ndarray, metric: str, spec: Ensemble) -> tuple[dict, dict, dict]:
-    """Every blend of (M, N, K) OOF probabilities with (N,) int labels and (N,) folds.
+def blend_all(task: Task, oof: np.ndarray, labels: np.ndarray, fold: np.ndarray, spec: Ensemble) -> tuple[dict, dict, dict]:
+    """Every blend the task uses (:attr:`compkit.tasks.Task.blend_names`, then ``stacked`` with ``ensemble.stacking``)
+    of (M, N, D) OOF predictions with (N,) truth and (N,) folds.
 
     Returns:
-        ``combine``: name -> the blend refitted on all OOF rows, a function (M, N', K) -> (N', K);
-        ``oof_blend``: name -> (N, K) out-of-fold blend (fitted on the other folds, see blends.py);
+        ``combine``: name -> the blend refitted on all OOF rows, a function (M, N', D) -> (N', D);
+        ``oof_blend``: name -> (N, D) out-of-fold blend (fitted on the other folds, see blends.py);
         ``weights``: name -> (M,) weights refitted on all rows, for the weighted blends and ``hard`` (equal).
     """
-    fits = {"equal": equal_weights, "fitted": fit_weights,
-            "caruana": partial(caruana_weights, metric=metric, iterations=spec.caruana_iterations)}
+    fits = {"equal": equal_weights, "fitted": task.fit_weights,
+            "caruana": partial(caruana_weights, key=task.caruana_key, iterations=spec.caruana_iterations)}
     weights = {name: fit(oof, labels) for name, fit in fits.items()}
     oof_blend = {name: cross_fitted_oof(fit, oof, labels, fold) for name, fit in fits.items()}
-    weights["hard"], oof_blend["hard"] = weights["equal"], hard_vote(oof)
     combine = {name: partial(soft_vote, weights=weights[name]) for name in fits}
-    combine["hard"] = hard_vote
+    if "hard" in task.blend_names:
+        weights["hard"], oof_blend["hard"], combine["hard"] = weights["equal"], task.hard_vote(oof), task.hard_vote
     if spec.stacking:
-        combine["stacked"] = fit_meta_model(oof, labels, spec.stacking_c)
-        oof_blend["stacked"] = stacked_oof(oof, labels, fold, spec.stacking_c)
-    order = [*BLENDS, *(["stacked"] if spec.stacking else [])]
+        oof_blend["stacked"], combine["stacked"] = task.stack(oof, labels, fold, spec.stacking_c)
+    order = [*task.blend_names, *(["stacked"] if spec.stacking else [])]
     return {n: combine[n] for n in order}, {n: oof_blend[n] for n in order}, weights
+
+
+def scored(task: Task, truth: np.ndarray, pred: np.ndarray, fold: np.ndarray) -> dict[str, float]:
+    """The task's score table of (N, D) OOF predictions, decided by post-processing cross-fitted over the folds
+    (:meth:`compkit.tasks.Task.cross_fit_decide`): a fitted threshold or cut points never see the rows they decide."""
+    return task.score_table(truth, pred, task.cross_fit_decide(truth, pred, fold))
 
 
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: score each backbone and blend on OOF, write the selected blend's files."""
     comp, backbones, spec, layout = config.competition, config.train.backbones, config.ensemble, Layout(config, paths)
+    task, metric = tasks.for_config(config), tasks.for_config(config).scorer
     layout.read_folds()  # the fold files are a verified pair
     inputs = layout.fold_inputs(backbones)
     train = load_labels(paths.data, comp)
     label_of = pd.Series(train.labels, index=train.ids)
     oof_ids, oof = _stack([layout.load_oof(b)[:2] for b in backbones], "OOF")
     labels = label_of.loc[oof_ids].to_numpy()
+    fold = oof_folds(config, paths, oof_ids)
 
-    scores = {b: score_table(labels, p) for b, p in zip(backbones, oof)}
-    combine, oof_blend, weights = blend_all(oof, labels, oof_folds(config, paths, oof_ids), comp.metric, spec)
-    blends = {name: score_table(labels, proba) for name, proba in oof_blend.items()}
-    for name in BLENDS:
+    scores = {b: scored(task, labels, p, fold) for b, p in zip(backbones, oof)}
+    combine, oof_blend, weights = blend_all(task, oof, labels, fold, spec)
+    blends = {name: scored(task, labels, pred, fold) for name, pred in oof_blend.items()}
+    for name in weights:
         blends[name]["weights"] = dict(zip(backbones, weights[name].round(6).tolist()))
     if spec.select == "best":
-        selected = best(comp.metric, {n: blends[n][comp.metric] for n in blends})
+        selected = metric.best({n: blends[n][metric.name] for n in blends})
     else:
         selected = spec.select
+    post = task.fit_post(labels, oof_blend[selected])  # refitted on all OOF rows, for holdout and test
 
     out = layout.ensemble_dir
     sets = {"holdout.csv": _stack([layout.load_fold_mean(b, "holdout.csv") for b in backbones], "holdout")}
     if has_test(paths.data, comp):
         sets["test.csv"] = _stack([layout.load_fold_mean(b, "test.csv") for b in backbones], "test")
     layout.write_ensemble(
-        {"backbones": backbones, "scores": scores, "blends": blends, "selected": selected, "metric": comp.metric,
-         "cv": blends[selected][comp.metric],
+        {"backbones": backbones, "scores": scores, "blends": blends, "selected": selected, "metric": metric.name,
+         "task": task.kind, "post": post, "cv": blends[selected][metric.name],
          "lineage": {"folds": folds_digest(paths), "inputs": inputs, "fit_ids": ids_digest(oof_ids), "n_fit": len(oof_ids)}},
         {"oof.csv": (oof_ids, oof_blend[selected]),
          **{name: (ids, combine[selected](probas)) for name, (ids, probas) in sets.items()}},
     )
 
     rows = [{"model": b, "kind": "backbone", **scores[b]} for b in backbones]
-    rows += [{"model": n, "kind": "blend", **{k: blends[n][k] for k in scores[backbones[0]]}} for n in blends]
+    rows += [{"model": n, "kind": "blend", **{k: blends[n][k] for k in task.metric_names}} for n in blends]
     table = pd.DataFrame(rows)
     console.table(table, title=f"OOF scores ({len(labels)} rows)")
     with tracked(config, paths, "ensemble", "ensemble") as tracker:
-        tracker.summarize({"scores": scores, "blends": blends, "selected": selected, "cv": blends[selected][comp.metric]})
+        tracker.summarize({"scores": scores, "blends": blends, "selected": selected, "cv": blends[selected][metric.name]})
         tracker.table("oof_scores", table)
-        predicted = oof_blend[selected].argmax(axis=1)
-        tracker.confusion_matrix("oof_confusion_matrix", labels, predicted, [str(c) for c in comp.classes])
-    best_single = best(comp.metric, {b: scores[b][comp.metric] for b in backbones})
+        if task.classes:  # a confusion matrix needs classes
+            predicted = task.cross_fit_decide(labels, oof_blend[selected], fold)
+            tracker.confusion_matrix("oof_confusion_matrix", labels, predicted, [str(c) for c in task.classes])
+    best_single = metric.best({b: scores[b][metric.name] for b in backbones})
     if selected == "stacked":
         how = f"logistic regression on the OOF probabilities, C {spec.stacking_c:g}"
     else:
         how = "weights " + ", ".join(f"{b} {w:.3f}" for b, w in blends[selected]["weights"].items())
     console.summary(
-        f"ensemble: selected {selected} blend, OOF {comp.metric} {blends[selected][comp.metric]:.4f} "
-        f"(best backbone {best_single} {scores[best_single][comp.metric]:.4f}); {how} -> {out}"
+        f"ensemble: selected {selected} blend, OOF {metric.name} {blends[selected][metric.name]:.4f} "
+        f"(best backbone {best_single} {scores[best_single][metric.name]:.4f}); {how}"
+        f"{'; post-processing ' + str(post) if post else ''} -> {out}"
     )

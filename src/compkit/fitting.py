@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from compkit import console, finetune
+from compkit import console, finetune, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids
@@ -99,10 +99,11 @@ def stream_rows(parts: list[tuple[Images, np.ndarray]], hyper: Hyper):
     return elements, load
 
 
-def stream(split: Images, rows: np.ndarray, hyper: Hyper, onehot: np.ndarray | None = None):
+def stream(split: Images, rows: np.ndarray, hyper: Hyper, targets: np.ndarray | None = None):
     """``rows`` of ``split`` as a tf.data pipeline of model-input batches (:func:`model_inputs`' dict), in order,
     read from its images by index per batch: resident memory O(batch), whatever the split's size.
-    With ``onehot`` ((n, K) float32, the rows' labels) it yields (inputs, (B, K) one-hot) pairs.
+    With ``targets`` ((n, D) float32, the rows' training targets: :meth:`compkit.tasks.Task.targets`) it yields
+    (inputs, (B, D) targets) pairs.
 
     Batches have ``hyper.batch_size`` rows, for validation and prediction (OOF, holdout, test, TTA views) alike: a forward
     pass over a training-sized batch holds fewer activations than the training step that keeps them for the backward
@@ -111,10 +112,10 @@ def stream(split: Images, rows: np.ndarray, hyper: Hyper, onehot: np.ndarray | N
     import tensorflow as tf
 
     elements, load = stream_rows([(split, rows)], hyper)
-    if onehot is None:
+    if targets is None:
         ds = tf.data.Dataset.from_tensor_slices(elements).batch(hyper.batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((elements, onehot)).batch(hyper.batch_size)
+        ds = tf.data.Dataset.from_tensor_slices((elements, targets)).batch(hyper.batch_size)
         ds = ds.map(lambda x, y: (load(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return bounded(ds.prefetch(tf.data.AUTOTUNE), hyper)
 
@@ -135,9 +136,9 @@ def bounded(ds, hyper: Hyper):
 
 def training_set(data: FoldData, hyper: Hyper, seed: int):
     """:func:`_dataset` over the fold's training rows (``fit`` then ``pseudo``), streamed from the splits' images."""
-    parts, onehot = data.fit_rows()
+    parts, targets = data.fit_rows()
     elements, load = stream_rows(parts, hyper)
-    return _dataset(elements, onehot, hyper, seed, load)
+    return _dataset(elements, targets, hyper, seed, load)
 
 
 def vocabularies(train: Images, hyper: Hyper) -> dict[str, list[str]]:
@@ -145,19 +146,19 @@ def vocabularies(train: Images, hyper: Hyper) -> dict[str, list[str]]:
     return {column: sorted(train.extras[column].astype(str).unique()) for column in hyper.embed}
 
 
-def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, seed: int, load=None):
+def _dataset(inputs: dict[str, np.ndarray], targets: np.ndarray, hyper: Hyper, seed: int, load=None):
     """The training pipeline: shuffled (per epoch), batched, loaded, augmented by a parallel map, prefetched.
 
     ``inputs`` are (n, ...) arrays per row: the model's inputs themselves, or the row indices a ``load`` map
     (:func:`stream`'s) turns into them per batch. Nothing is cached: the rows are on disk or in memory already.
-    Yields (inputs dict, (B, K) float32 one-hot) batches; the augmentation is :func:`compkit.augment.training`.
+    Yields (inputs dict, (B, D) float32 targets) batches; the augmentation is :func:`compkit.augment.training`.
     """
     import tensorflow as tf
 
     from compkit.augment import training
 
-    ds = tf.data.Dataset.from_tensor_slices((inputs, onehot))
-    ds = ds.shuffle(len(onehot), seed=seed, reshuffle_each_iteration=True).batch(hyper.batch_size)
+    ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
+    ds = ds.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True).batch(hyper.batch_size)
     if load is not None:
         ds = ds.map(lambda x, y: (load(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     transform = training(hyper.augment, seed)
@@ -166,8 +167,11 @@ def _dataset(inputs: dict[str, np.ndarray], onehot: np.ndarray, hyper: Hyper, se
     return bounded(ds.prefetch(tf.data.AUTOTUNE), hyper)
 
 
-def _epoch_logger(label: str, epochs: int, phase: str = finetune.SCRATCH):
+def _epoch_logger(label: str, epochs: int, phase: str = finetune.SCRATCH, metric: str = "accuracy"):
+    """The progress-line callback; ``metric`` is the task's logged Keras metric (:attr:`compkit.tasks.Task.epoch_metric`)."""
     import keras
+
+    short = "acc" if metric == "accuracy" else metric
 
     class EpochLogger(keras.callbacks.Callback):
         """One progress line per epoch: losses, accuracies, learning rate, seconds; adds learning rate and phase to the logs."""
@@ -180,8 +184,8 @@ def _epoch_logger(label: str, epochs: int, phase: str = finetune.SCRATCH):
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             console.info(
                 f"{label} epoch {epoch + 1}/{epochs}  loss {logs.get('loss', np.nan):.4f} "
-                f"acc {logs.get('accuracy', np.nan):.4f}  val_loss {logs.get('val_loss', np.nan):.4f} "
-                f"val_acc {logs.get('val_accuracy', np.nan):.4f}  lr {lr:.2e}  {time.perf_counter() - self.start:.1f}s"
+                f"{short} {logs.get(metric, np.nan):.4f}  val_loss {logs.get('val_loss', np.nan):.4f} "
+                f"val_{short} {logs.get('val_' + metric, np.nan):.4f}  lr {lr:.2e}  {time.perf_counter() - self.start:.1f}s"
                 + ("" if phase == finetune.SCRATCH else f"  {phase}")
             )
             logs["learning_rate"] = lr
@@ -194,9 +198,10 @@ def _epoch_logger(label: str, epochs: int, phase: str = finetune.SCRATCH):
 class FoldData:
     """The rows of one fold: ``fit`` trains, ``val`` early-stops and is predicted OOF, ``held`` is the holdout.
 
-    ``fit``, ``val`` and ``held`` are (n,) int row indices into ``train``; ``onehot`` is (N, K) float32.
-    ``pseudo`` are (p,) int row indices into ``test`` trained on too, with (p,) int class indices
-    ``pseudo_labels`` (see pseudo.py; empty without ``pseudo.csv``).
+    ``fit``, ``val`` and ``held`` are (n,) int row indices into ``train``; ``targets`` is (N, D) float32, the training
+    targets of every train row (:meth:`compkit.tasks.Task.targets`: one-hot rows for a multiclass task).
+    ``pseudo`` are (p,) int row indices into ``test`` trained on too, with (p,) ``pseudo_targets`` ((p, D) float32;
+    see pseudo.py; empty without ``pseudo.csv``).
     """
 
     train: Images
@@ -204,25 +209,24 @@ class FoldData:
     fit: np.ndarray
     val: np.ndarray
     held: np.ndarray
-    onehot: np.ndarray
+    targets: np.ndarray
     pseudo: np.ndarray
-    pseudo_labels: np.ndarray
+    pseudo_targets: np.ndarray
 
     def fit_rows(self) -> tuple[list[tuple[Images, np.ndarray]], np.ndarray]:
-        """The training rows as (split, rows) parts, ``fit`` then ``pseudo``, and their (n + p, K) float32 one-hot labels."""
+        """The training rows as (split, rows) parts, ``fit`` then ``pseudo``, and their (n + p, D) float32 targets."""
         if len(self.pseudo) == 0:
-            return [(self.train, self.fit)], self.onehot[self.fit]
-        pseudo = np.eye(self.onehot.shape[1], dtype=np.float32)[self.pseudo_labels]
-        return [(self.train, self.fit), (self.test, self.pseudo)], np.concatenate([self.onehot[self.fit], pseudo])
+            return [(self.train, self.fit)], self.targets[self.fit]
+        return [(self.train, self.fit), (self.test, self.pseudo)], np.concatenate([self.targets[self.fit], self.pseudo_targets])
 
     def fit_set(self, hyper: Hyper) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The training rows' model inputs and (n + p, K) float32 one-hot labels: ``fit`` then ``pseudo``."""
-        inputs, onehot = model_inputs(self.train, self.fit, hyper), self.onehot[self.fit]
+        """The training rows' model inputs and (n + p, D) float32 targets: ``fit`` then ``pseudo``."""
+        inputs, targets = model_inputs(self.train, self.fit, hyper), self.targets[self.fit]
         if len(self.pseudo) == 0:
-            return inputs, onehot
+            return inputs, targets
         extra = model_inputs(self.test, self.pseudo, hyper)
         inputs = {key: np.concatenate([inputs[key], extra[key]]) for key in inputs}
-        return inputs, np.concatenate([onehot, np.eye(onehot.shape[1], dtype=np.float32)[self.pseudo_labels]])
+        return inputs, np.concatenate([targets, self.pseudo_targets])
 
 
 def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
@@ -237,36 +241,17 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
     fold_of = dict(zip(folds[comp.id_key], folds["fold"]))
     row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
     pseudo, pseudo_labels = layout.read_pseudo(train, test, fold)
+    task = tasks.for_config(config)
     return FoldData(
         train=train,
         test=test,
         pseudo=pseudo,
-        pseudo_labels=pseudo_labels,
+        pseudo_targets=task.targets(pseudo_labels),
         fit=np.flatnonzero((row_fold >= 0) & (row_fold != fold)),
         val=np.flatnonzero(row_fold == fold),
         held=np.flatnonzero(pd.Series(train.ids).isin(holdout[comp.id_key]).to_numpy()),  # hashed, not np.isin's O(n * m)
-        onehot=np.eye(len(comp.classes), dtype=np.float32)[train.labels],
+        targets=task.targets(train.labels),
     )
-
-
-def _loss(config: Config, hyper: Hyper):
-    """Cross-entropy, or focal loss (Lin et al., 2017, gamma 2) for imbalanced classes; both with label smoothing."""
-    import keras
-
-    if config.train.loss == "focal":
-        return keras.losses.CategoricalFocalCrossentropy(label_smoothing=hyper.label_smoothing)
-    return keras.losses.CategoricalCrossentropy(label_smoothing=hyper.label_smoothing)
-
-
-def _class_weight(config: Config, data: FoldData) -> dict[int, float] | None:
-    """``balanced`` class weights of the fitted rows (sklearn: n / (k * count)), or None."""
-    if config.train.class_weight == "none":
-        return None
-    from sklearn.utils.class_weight import compute_class_weight
-
-    labels = data.train.labels[data.fit]
-    classes = np.arange(len(config.competition.classes))
-    return dict(enumerate(compute_class_weight("balanced", classes=classes, y=labels).tolist()))
 
 
 def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, label: str, callbacks: list = ()):
@@ -289,14 +274,14 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     from compkit import devices
     from compkit.backbones import build_model
 
-    comp = config.competition
+    comp, task = config.competition, tasks.for_config(config)
     keras.mixed_precision.set_global_policy(devices.precision(config.train.precision))
     strategy = devices.strategy(config.train.strategy)
     with strategy.scope():
-        model = build_model(backbone, comp.image_shape, len(comp.classes), hyper, vocabularies(data.train, hyper))
+        model = build_model(backbone, comp.image_shape, task.head, hyper, vocabularies(data.train, hyper))
     steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))
     dataset = training_set(data, hyper, seed)
-    validation = stream(data.train, data.val, hyper, data.onehot[data.val])
+    validation = stream(data.train, data.val, hyper, data.targets[data.val])
     histories = []
     for phase in finetune.phases(hyper):  # one phase from scratch; head, then fine-tune, with pretrained weights
         finetune.set_phase(model, hyper, phase)
@@ -304,15 +289,16 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
             optimizer = _optimizer(hyper.model_copy(update={"epochs": phase.epochs}), steps)  # a cosine schedule spans its phase
             optimizer = finetune.phase_optimizer(optimizer, model, hyper, phase)
             optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))  # before the optimizer is built
-            model.compile(optimizer=optimizer, loss=_loss(config, hyper), metrics=["accuracy"],
+            # loss: the task's (train.loss), with label smoothing where it applies (focal: Lin et al., 2017, gamma 2)
+            model.compile(optimizer=optimizer, loss=task.loss(hyper.label_smoothing), metrics=task.keras_metrics(),
                           run_eagerly=config.train.run_eagerly)
         history = model.fit(
             dataset,
             validation_data=validation,
             initial_epoch=phase.start,
             epochs=phase.end,
-            callbacks=_phase_callbacks(hyper, label, phase, callbacks),
-            class_weight=_class_weight(config, data),
+            callbacks=_phase_callbacks(hyper, label, phase, callbacks, task.epoch_metric),
+            class_weight=task.class_weight(config.train.class_weight, data.train.labels[data.fit]),
             shuffle=False,  # the tf.data pipeline shuffles
             verbose=0,
         )
@@ -322,7 +308,7 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     return model, pd.concat(histories, ignore_index=True)
 
 
-def _phase_callbacks(hyper: Hyper, label: str, phase, extra: list) -> list:
+def _phase_callbacks(hyper: Hyper, label: str, phase, extra: list, metric: str) -> list:
     """Fresh callbacks for one phase: progress line, EMA swap, early stopping, plateau schedule, then ``extra``.
 
     Early stopping keeps the best epoch of each phase, so the final weights are the fine-tune phase's best.
@@ -330,7 +316,7 @@ def _phase_callbacks(hyper: Hyper, label: str, phase, extra: list) -> list:
     import keras
 
     callbacks = [
-        _epoch_logger(label, hyper.epochs, phase.name),
+        _epoch_logger(label, hyper.epochs, phase.name, metric),
         # validate, early-stop and keep the best epoch on the averaged weights
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if hyper.ema else []),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True),

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from compkit import console
+from compkit import console, tasks
 from compkit.artifacts import Layout, remake_hint
 from compkit.config import Config, Paths
 from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_labels, load_sample_submission,
@@ -22,12 +22,14 @@ from compkit.formats import load_solution, submission_format
 
 
 def strata(train: Images, config: Config) -> np.ndarray:
-    """(N,) str stratification key per row: the ``folds.stratify`` columns' values joined by '|'."""
+    """(N,) str stratification key per row: the ``folds.stratify`` columns' values joined by '|'; the target's value
+    is the task's stratum (:meth:`compkit.tasks.Task.strata`: the class, or a quantile bin of a regression target).
+    Without ``folds.stratify``, the target's strata alone."""
     comp = config.competition
     parts = []
-    for column in config.folds.stratify:
+    for column in config.folds.stratify or [comp.target_column]:
         if column == comp.target_column:
-            parts.append(np.asarray(comp.classes, dtype=object)[train.labels].astype(str))
+            parts.append(tasks.of(comp).strata(train.labels))
         elif column in train.extras:
             parts.append(train.extras[column].astype(str).to_numpy())
         else:
@@ -83,12 +85,47 @@ def _stratified_split(ids: np.ndarray, keys: np.ndarray, size: dict, seed: int, 
         ) from None
 
 
-def assign_folds(ids: np.ndarray, keys: np.ndarray, n_splits: int, seed: int) -> pd.DataFrame:
-    """Shuffled :class:`sklearn.model_selection.StratifiedKFold`: DataFrame ``id, fold`` sorted by id."""
+def split_grouped_holdout(ids: np.ndarray, keys: np.ndarray, groups: np.ndarray, fraction: float, public_share: float,
+                          seed: int) -> pd.DataFrame:
+    """:func:`split_holdout` with every group whole: the holdout is one part of a shuffled
+    :class:`sklearn.model_selection.StratifiedGroupKFold` into ``round(1 / fraction)`` parts, and its Public rows one part
+    of ``round(1 / public_share)`` (so the shares are 1/n: 0.2 and 0.5 exactly; 0.3 becomes 1/3).
+
+    Raises:
+        DataError: fewer groups than parts.
+    """
+    held = _group_part(keys, groups, fraction, seed, "the holdout")
+    public = held[_group_part(keys[held], groups[held], public_share, seed, "the public part")]
+    usage = pd.Series("Private", index=held)
+    usage[public] = "Public"
+    frame = pd.DataFrame({"id": ids[held], "Usage": usage.to_numpy()})
+    return frame.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def _group_part(keys: np.ndarray, groups: np.ndarray, share: float, seed: int, what: str) -> np.ndarray:
+    """(n,) positions of the first part of a shuffled, grouped, stratified split of the rows into round(1 / share) parts."""
+    parts = max(2, round(1 / share))
+    if len(np.unique(groups)) < parts:
+        raise DataError(f"train: {len(np.unique(groups))} groups of folds.group_column cannot make {what} "
+                        f"(1 of {parts} parts); use more groups or a larger share")
+    splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
+    _, part = next(splitter.split(keys, keys, groups))
+    return part
+
+
+def assign_folds(ids: np.ndarray, keys: np.ndarray, n_splits: int, seed: int, groups: np.ndarray | None = None) -> pd.DataFrame:
+    """Shuffled :class:`sklearn.model_selection.StratifiedKFold`, or ``StratifiedGroupKFold`` with ``groups`` (no group
+    in two folds): DataFrame ``id, fold`` sorted by id."""
     _check_counts(keys, n_splits, f"{n_splits} stratified folds")
     fold = np.empty(len(ids), dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    for k, (_, val) in enumerate(splitter.split(ids, keys)):
+    if groups is None:
+        split = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(ids, keys)
+    else:
+        if len(np.unique(groups)) < n_splits:
+            raise DataError(f"train: {len(np.unique(groups))} groups of folds.group_column, too few for {n_splits} folds; "
+                            "lower folds.n_splits")
+        split = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(ids, keys, groups)
+    for k, (_, val) in enumerate(split):
         fold[val] = k
     frame = pd.DataFrame({"id": ids, "fold": fold})
     return frame.sort_values("id", kind="stable").reset_index(drop=True)
@@ -112,13 +149,16 @@ def make_folds(train: Images, config: Config, with_holdout: bool = True) -> tupl
     """
     spec = config.folds
     keys = strata(train, config)
-    if with_holdout:
+    groups = train.extras[spec.group_column].astype(str).to_numpy() if spec.group_column else None
+    if not with_holdout:
+        holdout = pd.DataFrame({"id": train.ids[:0], "Usage": pd.Series([], dtype=str)})
+    elif groups is None:
         holdout = split_holdout(train.ids, keys, spec.holdout_fraction, spec.public_share, spec.seed)
     else:
-        holdout = pd.DataFrame({"id": train.ids[:0], "Usage": pd.Series([], dtype=str)})
+        holdout = split_grouped_holdout(train.ids, keys, groups, spec.holdout_fraction, spec.public_share, spec.seed)
     rest = ~np.isin(train.ids, holdout["id"].to_numpy())
     rest[rest] = subsample(train.ids[rest], keys[rest], spec.max_rows, spec.seed)
-    folds = assign_folds(train.ids[rest], keys[rest], spec.n_splits, spec.seed)
+    folds = assign_folds(train.ids[rest], keys[rest], spec.n_splits, spec.seed, None if groups is None else groups[rest])
     id_column = config.competition.id_key
     return folds.rename(columns={"id": id_column}), holdout.rename(columns={"id": id_column})
 

@@ -1,8 +1,9 @@
 """The submission's format, read from the sample submission's header (Kaggle's conventions).
 
-Two formats: an id column then the target column holding a class label (``id,label``), or an id
-column then one probability column per class, named as the classes, in whatever order the sample
-uses (``id,class_a,class_b,...``: log-loss competitions). ``competition.submission_columns`` may be
+Two formats: an id column then the target column (``id,label``), or an id column then one probability column
+per class, named as the classes, in whatever order the sample uses (``id,class_a,class_b,...``: log-loss
+competitions). What the target column holds is the task's (:mod:`compkit.tasks`): a class label, a binary
+task's P(positive) under a probability metric (Histopathologic's ``id,label``), a regression's value. ``competition.submission_columns`` may be
 left out; given, it must equal the sample's header. The solution file (the hidden test labels) has
 the sample's columns plus ``Usage`` (Public/Private): for a probability submission one-hot class
 columns, or a single column named as the target (``competition.target_column``) holding the label.
@@ -16,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from compkit import tasks
 from compkit.config import Competition
-from compkit.data import DataError, _check_ids, _read_csv, _require_columns, class_indices, line, locate
-from compkit.errors import shown
+from compkit.data import _check_ids, _read_csv, _require_columns, locate
+from compkit.errors import DataError, line, shown
+from compkit.tasks import Submitted, Task
 
 ROW_SUM_TOLERANCE = 1e-6  # a probability row may miss 1 by this much (CSV rounding of float64)
 
@@ -59,7 +62,7 @@ def format_of(header: list[str], comp: Competition, source: str) -> SubmissionFo
             f"{source}: columns {header} differ from competition.submission_columns {comp.submission_columns}; "
             "fix the config or leave submission_columns out (the sample's header decides)"
         )
-    names = [str(c) for c in comp.classes]
+    names = [str(c) for c in comp.classes or []]
     rest = header[1:]
     if len(rest) == len(names) and sorted(rest) == sorted(names):
         return SubmissionFormat(tuple(header), None)
@@ -71,16 +74,18 @@ def format_of(header: list[str], comp: Competition, source: str) -> SubmissionFo
     )
 
 
-def require_probabilities_for_log_loss(fmt: SubmissionFormat, comp: Competition, source: str) -> None:
-    """Refuse a label submission under log loss: its one-hot rows would score ~34 per wrong row, not the model.
+def require_scorable(fmt: SubmissionFormat, task: Task, source: str) -> None:
+    """Refuse a label submission under a probability metric of a multiclass task: its one-hot rows would score the
+    labels (log loss ~34 per wrong row), not the model. (A binary task writes P(positive) in its one column.)
 
     Raises:
-        DataError: ``competition.metric`` is ``log_loss`` and the sample has a label column; names ``source``.
+        DataError: the metric scores probabilities and the sample has a label column; names ``source``.
     """
-    if comp.metric == "log_loss" and not fmt.probabilities:
+    if task.scorer.needs == "proba" and not fmt.probabilities and not task.writes_probability:
         raise DataError(
-            f"{source}: metric log_loss scores probabilities, but the sample submission's {fmt.target!r} column holds "
-            f"labels; use a sample with one column per class ({fmt.id_column},{','.join(map(str, comp.classes))}) or another metric"
+            f"{source}: metric {task.scorer.name} scores probabilities, but the sample submission's {fmt.target!r} column "
+            f"holds labels; use a sample with one column per class ({fmt.id_column},{','.join(map(str, task.classes))}) "
+            "or another metric"
         )
 
 
@@ -94,36 +99,32 @@ def submission_format(data_dir: Path, comp: Competition) -> SubmissionFormat:
     return format_of(list(pd.read_csv(path, nrows=0).columns), comp, str(path))
 
 
-def to_frame(fmt: SubmissionFormat, ids: np.ndarray, proba: np.ndarray, comp: Competition) -> pd.DataFrame:
-    """The submission of (N,) ``ids`` and (N, K) probabilities over ``comp.classes``, in the sample's columns.
+def to_frame(fmt: SubmissionFormat, ids: np.ndarray, pred: np.ndarray, task: Task, post: dict | None) -> pd.DataFrame:
+    """The submission of (N,) ``ids`` and (N, D) predictions in the task's space, in the sample's columns.
 
-    A label submission gets each row's most probable class; a probability submission the rows,
-    renormalised to sum to 1, in the sample's column order.
+    The target column gets :meth:`compkit.tasks.Task.submitted` (decisions with the fitted post-processing ``post``,
+    or a probability); a probability submission the class probabilities, renormalised to sum to 1, in the sample's
+    column order.
     """
     if not fmt.probabilities:
-        return pd.DataFrame({fmt.id_column: ids, fmt.target: np.asarray(comp.classes, dtype=object)[proba.argmax(axis=1)]})
+        return pd.DataFrame({fmt.id_column: ids, fmt.target: task.submitted(pred, post)})
+    proba = task.class_proba(pred)
     proba = proba / proba.sum(axis=1, keepdims=True)
-    position = {str(c): i for i, c in enumerate(comp.classes)}
+    position = {str(c): i for i, c in enumerate(task.classes)}
     frame = pd.DataFrame(proba[:, [position[c] for c in fmt.columns[1:]]], columns=list(fmt.columns[1:]))
     frame.insert(0, fmt.id_column, ids)
     return frame
 
 
-def as_submitted(fmt: SubmissionFormat, proba: np.ndarray) -> np.ndarray:
-    """(N, K) probabilities as a submission in ``fmt`` scores them: one-hot of the argmax for labels, else renormalised."""
-    if fmt.probabilities:
-        return proba / proba.sum(axis=1, keepdims=True)
-    return np.eye(proba.shape[1])[proba.argmax(axis=1)]
-
-
-def check_values(frame: pd.DataFrame, fmt: SubmissionFormat, comp: Competition, source: str) -> None:
-    """Check a submission's values: labels among the classes, or probabilities in [0, 1] with rows summing to 1.
+def check_values(frame: pd.DataFrame, fmt: SubmissionFormat, task: Task, source: str) -> None:
+    """Check a submission's values: the target column as the task reads it back (labels among the classes, a
+    probability, a number), or probabilities in [0, 1] with rows summing to 1.
 
     Raises:
         DataError: names ``source``, the row (1-based) and column, and the fix.
     """
     if not fmt.probabilities:
-        class_indices(frame[fmt.target], Path(source), comp, fmt.target)
+        task.parse_submitted(frame[fmt.target], Path(source), fmt.target)
         return
     columns = list(fmt.columns[1:])
     values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
@@ -140,24 +141,26 @@ def check_values(frame: pd.DataFrame, fmt: SubmissionFormat, comp: Competition, 
         raise DataError(f"{source}: line {line(row)}: probabilities sum to {values[row].sum():.6g}, not 1; normalise each row")
 
 
-def read_submission(file, fmt: SubmissionFormat, comp: Competition, source: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A submission's CSV parsed back: (N,) ids and (N, K) float64 probabilities over ``comp.classes``.
+def read_submission(file, fmt: SubmissionFormat, task: Task, source: Path | None = None) -> tuple[np.ndarray, Submitted]:
+    """A submission's CSV parsed back: (N,) ids and what it holds (:class:`compkit.tasks.Submitted`).
 
     ``file`` is a path or a binary buffer (the bytes about to be written, so the scores are those of the
-    file); ``source`` names it in messages (default: ``file``). A label submission reads as one-hot rows
-    (what a label scores as); a probability submission's columns are put in ``comp.classes`` order.
+    file); ``source`` names it in messages (default: ``file``). The target column reads back as the task parses it
+    (labels as decisions, a binary probability as a prediction); a probability submission's columns, put in class
+    order, as predictions.
 
     Raises:
-        DataError: the file's columns are not the format's, or a value is not a label / probability.
+        DataError: the file's columns are not the format's, or a value is not a label / probability / number.
     """
     path = Path(source if source is not None else file)
     frame = _read_csv(file if source is not None else path, fmt.id_column)
     if list(frame.columns) != list(fmt.columns):
         raise DataError(f"{path}: columns {list(frame.columns)} are not the sample's {list(fmt.columns)}; write the sample's columns")
-    check_values(frame, fmt, comp, str(path))
+    check_values(frame, fmt, task, str(path))
+    ids = frame[fmt.id_column].to_numpy()
     if not fmt.probabilities:
-        return frame[fmt.id_column].to_numpy(), np.eye(len(comp.classes))[class_indices(frame[fmt.target], Path(path), comp, fmt.target)]
-    return frame[fmt.id_column].to_numpy(), frame[[str(c) for c in comp.classes]].to_numpy(dtype=np.float64)
+        return ids, task.parse_submitted(frame[fmt.target], path, fmt.target)
+    return ids, Submitted(pred=task.from_class_proba(frame[[str(c) for c in task.classes]].to_numpy(dtype=np.float64)))
 
 
 def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> pd.DataFrame | None:
@@ -167,8 +170,8 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
     ``comp.target_column`` or else one-hot class columns), then ``Usage``.
 
     Returns:
-        DataFrame with the id column, ``label`` (int64 class index) and ``Usage`` (``Public`` or
-        ``Private``), in file order.
+        DataFrame with the id column, ``label`` (the encoded target: int64 class index, or float64 value) and
+        ``Usage`` (``Public`` or ``Private``), in file order.
 
     Raises:
         DataError: missing columns, an empty, duplicate or mixed id, a label outside the classes, a class row
@@ -185,7 +188,7 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
         labels = _one_hot_labels(frame, [str(c) for c in comp.classes], path)
     else:
         _require_columns(frame, path, [fmt.id_column, target, "Usage"])
-        labels = class_indices(frame[target], path, comp, target)
+        labels = tasks.of(comp).encode(frame[target], path, target)
     _check_ids(frame, path, fmt.id_column)
     bad = ~frame["Usage"].isin(["Public", "Private"]).to_numpy()
     if bad.any():

@@ -89,20 +89,16 @@ def read_id_csv(path: Path, id_column: str) -> pd.DataFrame:
     return frame
 
 
-def proba_columns(classes: list) -> list[str]:
-    """Column names of a probability file: ``p_<class>`` per class, in class order."""
-    return [f"p_{c}" for c in classes]
-
-
-def write_proba(path: Path, id_column: str, ids: np.ndarray, proba: np.ndarray, classes: list) -> None:
-    """Save (N, K) class probabilities with their (N,) ids as CSV columns ``<id_column>, p_<class>...``."""
-    frame = pd.DataFrame(proba, columns=proba_columns(classes))
+def write_proba(path: Path, id_column: str, ids: np.ndarray, pred: np.ndarray, columns: list[str]) -> None:
+    """Save (N, D) predictions with their (N,) ids as CSV columns ``<id_column>, <columns>...``
+    (the task's prediction columns: :attr:`compkit.tasks.Task.columns`, e.g. ``p_<class>`` per class)."""
+    frame = pd.DataFrame(pred, columns=columns)
     frame.insert(0, id_column, ids)
     write_csv(frame, path)
 
 
-def read_proba(path: Path, id_column: str, classes: list) -> tuple[np.ndarray, np.ndarray]:
-    """Load a probability file written by :func:`write_proba`: (N,) ids and (N, K) float64 probabilities.
+def read_proba(path: Path, id_column: str, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Load a prediction file written by :func:`write_proba` with value ``columns``: (N,) ids and (N, D) float64.
 
     Raises:
         CompkitError: the file is missing, empty or not CSV, lacks the id or probability columns, or has a
@@ -116,7 +112,7 @@ def read_proba(path: Path, id_column: str, classes: list) -> tuple[np.ndarray, n
         raise CompkitError(f"{path}: the file is empty (a damaged artefact); delete it and rerun its stage") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise CompkitError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); delete it and rerun its stage") from None
-    columns = [id_column, *proba_columns(classes)]
+    columns = [id_column, *columns]
     if list(frame.columns) != columns:
         raise CompkitError(f"{path}: columns {list(frame.columns)} are not {columns}; delete it and rerun its stage")
     proba = frame[columns[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from compkit import console
+from compkit import console, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, Paths
 from compkit.data import load_test_ids
@@ -26,17 +26,13 @@ from compkit.errors import CompkitError
 
 
 def fold_labels(config: Config, paths: Paths, fold: int) -> pd.DataFrame:
-    """Fold ``fold``'s confident test rows: id, fold, label (a class), confidence (the backbones' mean top probability)."""
+    """Fold ``fold``'s confident test rows: id, fold, label (a class), confidence, by the task's rule
+    (:meth:`compkit.tasks.Task.pseudo`: multiclass, the backbones' mean top probability; binary, max(p, 1 - p))."""
     comp, layout = config.competition, Layout(config, paths)
     parts = [layout.read_fold_proba(b, fold, "test.csv") for b in config.train.backbones]
-    ids, proba = parts[0][0], np.mean([p for _, p in parts], axis=0)
-    keep = proba.max(axis=1) >= config.pseudo.threshold
-    return pd.DataFrame({
-        comp.id_key: ids[keep],
-        "fold": fold,
-        "label": np.asarray(comp.classes, dtype=object)[proba[keep].argmax(axis=1)],
-        "confidence": proba[keep].max(axis=1).round(6),
-    })
+    ids, pred = parts[0][0], np.mean([p for _, p in parts], axis=0)
+    keep, labels, confidence = tasks.for_config(config).pseudo(pred, config.pseudo.threshold)
+    return pd.DataFrame({comp.id_key: ids[keep], "fold": fold, "label": labels, "confidence": confidence.round(6)})
 
 
 def run(config: Config, paths: Paths) -> None:
@@ -46,6 +42,7 @@ def run(config: Config, paths: Paths) -> None:
         CompkitError: the competition has no test file, or a fold's ``test.csv`` is missing or fails verification.
     """
     comp, layout = config.competition, Layout(config, paths)
+    tasks.for_config(config).require_pseudo()
     if load_test_ids(paths.data, comp) is None:
         raise CompkitError(f"{paths.data / comp.test_file}: not found; pseudo-labelling needs the unlabelled test data")
     table = pd.concat([fold_labels(config, paths, k) for k in range(config.folds.n_splits)], ignore_index=True)

@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from compkit import console
+from compkit import console, tasks
 from compkit.artifacts import Layout, csv_bytes
-from compkit.config import Competition, Config, Paths
+from compkit.config import Config, Paths
 from compkit.data import check_sample_ids, has_test, load_labels, load_sample_submission, load_test_ids
 from compkit.errors import CompkitError, shown
-from compkit.formats import (SubmissionFormat, as_submitted, check_values, format_of, load_solution, read_submission,
-                             require_probabilities_for_log_loss, submission_format, to_frame)
+from compkit.formats import (SubmissionFormat, check_values, format_of, load_solution, read_submission, require_scorable,
+                             submission_format, to_frame)
 from compkit.lineage import ids_digest
-from compkit.metrics import GREATER_IS_BETTER, score
+from compkit.tasks import Submitted, Task
 from compkit.tracking import tracked
 
 
@@ -38,7 +38,7 @@ class SubmissionError(CompkitError):
     """A submission that does not match the competition's expected format."""
 
 
-def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: Competition, source: str) -> None:
+def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, task: Task, source: str) -> None:
     """Check ``submission`` against ``expected`` (the sample submission, or the holdout ids).
 
     Its format (a label column, or one probability column per class) is the one ``expected``'s columns name.
@@ -69,23 +69,24 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: 
             f"{shown(expected[id_column].iloc[row])}; keep the sample's ids and order"
         )
     try:
-        check_values(submission, format_of(list(expected.columns), comp, source), comp, source)
+        check_values(submission, format_of(list(expected.columns), task.comp, source), task, source)
     except CompkitError as exc:
         raise SubmissionError(str(exc)) from None
 
 
 def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: np.ndarray | None,
                  blend: dict, fmt: SubmissionFormat) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """(ids, (N, K) probabilities, expected frame) of what is submitted: test when shipped (``test_ids``), else the holdout.
+    """(ids, (N, D) predictions, expected frame) of what is submitted: test when shipped (``test_ids``), else the holdout.
 
     ``blend`` is the verified ensemble.json (:meth:`compkit.artifacts.Layout.read_ensemble`); ``fmt`` the
-    submission's format (a label row of the first class stands for each expected holdout row).
+    submission's format (the holdout's own predictions stand for the expected holdout rows: only the columns and
+    ids are compared).
     """
-    comp, layout = config.competition, Layout(config, paths)
+    layout = Layout(config, paths)
     id_column = fmt.id_column
     if test_ids is None:
         ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
-        return ids, proba, to_frame(fmt, ids, np.eye(len(comp.classes))[np.zeros(len(ids), dtype=int)], comp)
+        return ids, proba, to_frame(fmt, ids, proba, tasks.for_config(config), blend.get("post"))
     ids, proba = layout.read_ensemble_proba(blend, "test.csv")
     if ids_digest(ids) != ids_digest(test_ids):
         raise SubmissionError(
@@ -96,13 +97,17 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: n
     return sample[id_column].to_numpy(), proba, sample
 
 
-def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, proba: np.ndarray,
+def _rows(submitted: Submitted, rows: np.ndarray) -> Submitted:
+    """``rows`` of a parsed submission."""
+    return Submitted(*(None if part is None else part[rows] for part in (submitted.pred, submitted.decision)))
+
+
+def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, written: Submitted,
                  fmt: SubmissionFormat) -> tuple[dict[str, float], str]:
-    """Public and private ``metric`` of the submission as written ((N,) ids, (N, K) probabilities parsed back
-    from its bytes), on the solution file when the competition ships one, else on the holdout: the file's
-    rows when it predicts the holdout, else (test without labels) the ensemble's holdout predictions in
-    the submission's format."""
-    comp, layout = config.competition, Layout(config, paths)
+    """Public and private ``metric`` of the submission as written ((N,) ids and what its bytes parse back to),
+    on the solution file when the competition ships one, else on the holdout: the file's rows when it predicts the
+    holdout, else (test without labels) the ensemble's holdout predictions written and parsed as the file is."""
+    comp, layout, task = config.competition, Layout(config, paths), tasks.for_config(config)
     index = pd.Series(np.arange(len(ids)), index=ids)
     solution = load_solution(paths.data, comp, fmt)
     if solution is not None:
@@ -110,20 +115,25 @@ def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, pro
         if missing.any():
             raise SubmissionError(f"{paths.data / comp.solution_file}: {int(missing.sum())} ids are not in the submission; "
                                   "the solution and the test set must have the same ids")
-        proba = proba[index.loc[solution[fmt.id_column]].to_numpy()]
+        written = _rows(written, index.loc[solution[fmt.id_column]].to_numpy())
         truth, usage, where = solution["label"].to_numpy(), solution["Usage"].to_numpy(), comp.solution_file
     else:
         _, holdout = layout.read_folds()
         train = load_labels(paths.data, comp)
         held = holdout[comp.id_key].to_numpy()
         if has_test(paths.data, comp):  # the file predicts test: the ensemble's holdout predictions, as the format writes them
-            held_ids, held_proba = layout.read_ensemble_proba(blend, "holdout.csv")
-            proba = as_submitted(fmt, held_proba)[pd.Series(np.arange(len(held_ids)), index=held_ids).loc[held].to_numpy()]
+            held_ids, held_pred = layout.read_ensemble_proba(blend, "holdout.csv")
+            frame = to_frame(fmt, held_ids, held_pred, task, blend.get("post"))
+            _, as_written = read_submission(io.BytesIO(csv_bytes(frame)), fmt, task, source=layout.ensemble_dir / "holdout.csv")
+            written = _rows(as_written, pd.Series(np.arange(len(held_ids)), index=held_ids).loc[held].to_numpy())
         else:  # the file predicts the holdout
-            proba = proba[index.loc[held].to_numpy()]
+            written = _rows(written, index.loc[held].to_numpy())
         truth = pd.Series(train.labels, index=train.ids).loc[held].to_numpy()
         usage, where = holdout["Usage"].to_numpy(), "the holdout"
-    parts = {part.lower(): score(comp.metric, truth[usage == part], proba[usage == part]) for part in ("Public", "Private")}
+    parts = {}
+    for part in ("Public", "Private"):
+        mine = _rows(written, usage == part)
+        parts[part.lower()] = task.score(truth[usage == part], mine.pred, mine.decision)
     counts = f"{int((usage == 'Public').sum())} public / {int((usage == 'Private').sum())} private rows of {where}"
     return parts, counts
 
@@ -133,19 +143,19 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     leaderboard row; returns its path. Every check runs before the first write, so a failure leaves
     no submission file and the leaderboard as it was.
     """
-    comp, layout = config.competition, Layout(config, paths)
+    comp, layout, task = config.competition, Layout(config, paths), tasks.for_config(config)
     sample, fmt = load_sample_submission(paths.data, comp), submission_format(paths.data, comp)
-    require_probabilities_for_log_loss(fmt, comp, str(paths.data / comp.sample_submission))
+    require_scorable(fmt, task, str(paths.data / comp.sample_submission))
     test_ids = load_test_ids(paths.data, comp) if has_test(paths.data, comp) else None
     if test_ids is not None:
         check_sample_ids(sample, test_ids, paths.data, comp)
     blend = layout.read_ensemble()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
     ids, proba, expected = _predictions(config, paths, sample, test_ids, blend, fmt)
-    submission = to_frame(fmt, ids, proba, comp)
+    submission = to_frame(fmt, ids, proba, task, blend.get("post"))
     path = layout.submission_path(name)
-    validate_submission(submission, expected, comp, str(path))
-    written = read_submission(io.BytesIO(csv_bytes(submission)), fmt, comp, source=path)  # the bytes the file will hold
+    validate_submission(submission, expected, task, str(path))
+    written = read_submission(io.BytesIO(csv_bytes(submission)), fmt, task, source=path)  # the bytes the file will hold
     parts, counts = _score_parts(config, paths, blend, *written, fmt)
     row = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -158,14 +168,15 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     }
     board = pd.concat([layout.read_leaderboard(), pd.DataFrame([row])], ignore_index=True)
     layout.write_submission(path, submission, board)
-    shown_board = board.drop(columns=["file"]).sort_values("cv", ascending=not GREATER_IS_BETTER[comp.metric], kind="stable")
-    console.table(shown_board, title=f"{comp.name} local leaderboard ({comp.metric}, best CV first)")
+    metric = task.scorer
+    shown_board = board.drop(columns=["file"]).sort_values("cv", ascending=not metric.greater_is_better, kind="stable")
+    console.table(shown_board, title=f"{comp.name} local leaderboard ({metric.name}, best CV first)")
     with tracked(config, paths, "submit", f"submit-{name}", {"submission": path.name}) as tracker:
         tracker.summarize(row)
         tracker.table("leaderboard", board)
         tracker.artifact(path, f"{comp.name}-submission", "submission")
     console.summary(
         f"submit: {path} ({len(submission)} rows) CV {row['cv']:.4f} public {row['public']:.4f} "
-        f"private {row['private']:.4f} ({comp.metric}; {counts})"
+        f"private {row['private']:.4f} ({metric.name}; {counts})"
     )
     return path

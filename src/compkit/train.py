@@ -8,9 +8,10 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
                    also model-seed1.keras .. model-seed<n-1>.keras, one per extra seed
     history.csv    epoch, loss, accuracy, val_loss, val_accuracy, learning_rate, phase, seed
                    (phase: scratch, or head / fine-tune for pretrained weights; see finetune.py)
-    oof.csv        id, p_<class>...  for fold k's rows (the mean over seeds, each with ``tta`` views)
-    holdout.csv    id, p_<class>...  for every holdout row
-    test.csv       id, p_<class>...  for every test row (only with a test file)
+    oof.csv        id, <the task's columns: p_<class>... for multiclass>  for fold k's rows (the mean over seeds,
+                   each with ``tta`` views; :attr:`compkit.tasks.Task.columns`)
+    holdout.csv    the same for every holdout row
+    test.csv       the same for every test row (only with a test file)
     fold.json      scores, epochs, seconds, peak memory, hyperparameters, lineage, and the sha256 of each
                    CSV above; written last: its presence marks the fold done (see artifacts.py)
 
@@ -34,7 +35,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from compkit import console, executors
+from compkit import console, executors, tasks
 from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
@@ -45,7 +46,6 @@ from compkit.fitting import fit, fold_data, stream
 from compkit.folds import check_folds
 from compkit.io import atomic_path, claim, release
 from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, stale_reason
-from compkit.metrics import score_table
 from compkit.tracking import tracked
 
 
@@ -59,7 +59,8 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
     """Train ``backbone`` on every fold but ``fold``; write the fold's artefacts (module docstring).
 
     Returns:
-        The contents of ``fold.json``: ``oof_accuracy``, ``oof_macro_f1``, ``oof_log_loss``, ``epochs``, ``best_epoch``,
+        The contents of ``fold.json``: ``oof_<metric>`` for each of the task's metrics (multiclass: ``oof_accuracy``,
+        ``oof_macro_f1``, ``oof_log_loss``; decisions with the default post-processing), ``epochs``, ``best_epoch``,
         ``seconds``, ``started`` and ``finished`` (Unix times), ``peak_rss_mb`` (this process's peak resident memory),
         ``compute`` (device, gpus, threads, precision, replicas: :func:`compkit.devices.describe`), ``where`` it ran
         (``executor``: local or ray, ``host``, ``pid``, ``device``: ``CPU`` or ``GPU <CUDA_VISIBLE_DEVICES>``), ``hyper``, and ``lineage``:
@@ -69,7 +70,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
     import keras
     import tensorflow as tf
 
-    comp = config.competition
+    task = tasks.for_config(config)
     hyper = tuned_hyper(config, paths, backbone)
     start, started = time.perf_counter(), time.time()
     seed = config.train.seed + fold
@@ -85,7 +86,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
         sets = {"oof.csv": (train, data.val), "holdout.csv": (train, data.held)}
         if data.test is not None:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
-        probas = {name: np.zeros((len(rows), len(comp.classes)), np.float32) for name, (_, rows) in sets.items()}
+        probas = {name: np.zeros((len(rows), task.width), np.float32) for name, (_, rows) in sets.items()}
         inputs = {name: stream(split, rows, hyper) for name, (split, rows) in sets.items()}  # read per batch
         histories = []
         for s in range(seeds):  # seed averaging: each model's probabilities weigh 1 / seeds
@@ -98,9 +99,10 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             histories.append(hist.assign(seed=s))
             for name, (_, rows) in sets.items():
                 if len(rows):  # no holdout when the competition ships its test labels
-                    probas[name] += predict_tta(model, inputs[name], hyper.augment, hyper.tta, model_seed) / seeds
+                    raw = predict_tta(model, inputs[name], hyper.augment, hyper.tta, model_seed)
+                    probas[name] += task.from_model(raw) / seeds
         hist = pd.concat(histories, ignore_index=True)
-        scores = score_table(train.labels[data.val], probas["oof.csv"])
+        scores = task.score_table(train.labels[data.val], probas["oof.csv"])
         result = {
             "backbone": backbone,
             "fold": fold,
@@ -249,9 +251,9 @@ def run(config: Config, paths: Paths) -> None:
                     failure = failure or error
                     continue
                 trained += 1
+                oof = " ".join(f"{m} {result[f'oof_{m}']:.4f}" for m in tasks.for_config(config).metric_names)
                 console.info(
-                    f"[{backbone} fold {fold + 1}/{config.folds.n_splits}] OOF accuracy {result['oof_accuracy']:.4f} "
-                    f"macro-F1 {result['oof_macro_f1']:.4f} log loss {result['oof_log_loss']:.4f} "
+                    f"[{backbone} fold {fold + 1}/{config.folds.n_splits}] OOF {oof} "
                     f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
                 )
             if pending and not failure and not scheduler.busy():
@@ -264,7 +266,7 @@ def run(config: Config, paths: Paths) -> None:
     if failure:
         raise failure
     check_done_folds(config, paths)  # folds another process finished must be from this config too
-    scores, metric = [], config.competition.metric
+    scores, metric = [], tasks.for_config(config).scorer.name
     for backbone in config.train.backbones:
         folds = [layout.read_fold(backbone, k) for k in range(config.folds.n_splits)]
         scores.append(f"{backbone} {np.mean([f[f'oof_{metric}'] for f in folds]):.4f}")

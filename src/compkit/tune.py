@@ -32,14 +32,13 @@ import pandas as pd
 import sqlalchemy
 from optuna.trial import TrialState
 
-from compkit import console, executors
+from compkit import console, executors, tasks
 from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.backbones import BACKBONES
 from compkit.config import Config, ParamSpec, Paths
 from compkit.devices import describe, enter, slots
 from compkit.errors import CompkitError
-from compkit.metrics import GREATER_IS_BETTER, direction, score
 from compkit.process import in_fresh_process
 from compkit.redact import mask
 from compkit.tracking import tracked
@@ -181,7 +180,7 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
 
     study = optuna.load_study(study_name=name, storage=make_storage(config, paths), pruner=make_pruner(config))
     trial = optuna.trial.Trial(study, trial_id)
-    hyper = config.hyper(backbone).with_params(trial_hyperparams(trial.params))
+    hyper, task = config.hyper(backbone).with_params(trial_hyperparams(trial.params)), tasks.for_config(config)
     extra = {"backbone": backbone, "study": name, "trial": trial.number, "params": trial.params, "hyper": hyper.model_dump()}
     with tracked(config, paths, "tune", f"{backbone}-trial{trial.number}", extra) as tracker:
         state, value, started = "FAIL", None, time.time()
@@ -192,12 +191,13 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
                 keras.utils.set_random_seed(seed)
                 data = fold_data(config, paths, fold)
                 callbacks = tracker.keras_callback()
-                if i == 0:  # the pruner sees the first fold's epochs: steps would restart with each fold
-                    callbacks.append(KerasPruningCallback(trial, _monitor(config)))
+                monitor = task.prune_monitor()
+                if i == 0 and monitor:  # the pruner sees the first fold's epochs: steps would restart with each fold
+                    callbacks.append(KerasPruningCallback(trial, monitor))
                 label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
                 model, _ = fit(config, hyper, backbone, data, seed, label, callbacks)
-                proba = predict_tta(model, stream(data.train, data.val, hyper), hyper.augment, hyper.tta, seed)
-                scores.append(score(config.competition.metric, data.train.labels[data.val], proba))
+                pred = task.from_model(predict_tta(model, stream(data.train, data.val, hyper), hyper.augment, hyper.tta, seed))
+                scores.append(task.score(data.train.labels[data.val], pred))
             trial.set_user_attr("compute", {**describe(model), "started": started, "finished": time.time()})
             state, value = "COMPLETE", float(np.mean(scores))
             return value
@@ -207,11 +207,6 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
         finally:
             (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number]
             tracker.summarize({"state": state, "value": value, "intermediate_values": {str(k): v for k, v in frozen.intermediate_values.items()}})
-
-
-def _monitor(config: Config) -> str:
-    """The per-epoch value the pruner sees: ``val_loss`` for a lower-is-better metric, else ``val_accuracy``."""
-    return "val_accuracy" if GREATER_IS_BETTER[config.competition.metric] else "val_loss"
 
 
 def _retry_failed(study: optuna.Study, max_retry: int) -> int:
@@ -242,7 +237,7 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        direction=direction(config.competition.metric),
+        direction=tasks.for_config(config).scorer.direction,
         pruner=make_pruner(config),
         load_if_exists=True,
     )
@@ -275,7 +270,7 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
                 value = run_trial(config, paths, backbone, name, trial._trial_id)
         finally:
             free.put(slot)
-        console.info(f"[{backbone}] trial {trial.number}: {config.competition.metric} {value:.4f} in {time.perf_counter() - start:.0f}s")
+        console.info(f"[{backbone}] trial {trial.number}: {tasks.for_config(config).scorer.name} {value:.4f} in {time.perf_counter() - start:.0f}s")
         return value
 
     if done < target:
@@ -329,7 +324,7 @@ def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str
     best = study.best_trial
     Layout(config, paths).write_best_params(
         backbone,
-        {"study": study.study_name, "trial": best.number, "value": best.value, "metric": config.competition.metric,
+        {"study": study.study_name, "trial": best.number, "value": best.value, "metric": tasks.for_config(config).scorer.name,
          "params": trial_hyperparams(best.params)},
     )
 

@@ -11,6 +11,7 @@ import pandas as pd
 from compkit.config import Competition, Config, Paths
 from compkit.data import Images
 from compkit.errors import CompkitError
+from compkit import tasks
 from compkit.formats import SubmissionFormat, read_submission, submission_format
 from compkit.artifacts import Layout
 
@@ -87,7 +88,9 @@ def _submission_proba(path: Path, comp: Competition, fmt: SubmissionFormat, held
     (see :func:`compkit.formats.read_submission`); None for a missing file or one that predicts the test file."""
     if not path.is_file():
         return None
-    ids, proba = read_submission(path, fmt, comp)
+    task = tasks.of(comp)
+    ids, written = read_submission(path, fmt, task)
+    proba = written.pred if written.pred is not None else np.eye(len(task.classes))[written.decision]
     if len(ids) != len(held_ids) or set(ids) != set(held_ids):
         return None
     return _on_holdout(ids, proba, held_ids)
@@ -117,5 +120,5 @@ def holdout_candidates(config: Config, paths: Paths, blend: dict, train: Images,
         out.append(Candidate(f"ensemble ({blend['selected']}), not submitted", "ensemble", float(blend["cv"]), _on_holdout(ids, proba, held_ids)))
     for backbone in blend["backbones"]:
         ids, proba = layout.load_fold_mean(backbone, "holdout.csv")
-        out.append(Candidate(backbone, "backbone", float(blend["scores"][backbone][comp.metric]), _on_holdout(ids, proba, held_ids)))
+        out.append(Candidate(backbone, "backbone", float(blend["scores"][backbone][blend["metric"]]), _on_holdout(ids, proba, held_ids)))
     return out, skipped, truth

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report, confusion_matrix
 
-from compkit import console
+from compkit import console, tasks
 from compkit.config import Competition, Config, Paths
 from compkit.data import Images
 from compkit.errors import CompkitError
@@ -294,7 +294,7 @@ def _extra_section(page: _Page, models: list[Model], labels: dict[str, np.ndarra
         blend = models[0]
         bars = table[["value", "n", blend.title]].rename(columns={blend.title: "accuracy"})
         overall = float(frame[blend.title].mean())
-        page.add(page.figure(f"accuracy_by_{column}.png", extra_accuracy_figure(bars, column, overall, blend.title, comp.metric),
+        page.add(page.figure(f"accuracy_by_{column}.png", extra_accuracy_figure(bars, column, overall, blend.title, tasks.of(comp).scorer.name),
                              f"OOF accuracy of {blend.title} per {column}"))
         page.add(_table(table, f"extra-{column}"))
 
@@ -303,6 +303,7 @@ def run(config: Config, paths: Paths) -> Path:
     """Stage entry point: write ``runs/<competition>/report/index.html`` and its PNG figures; returns the page's path."""
     start = time.perf_counter()
     comp, layout = config.competition, Layout(config, paths)
+    tasks.for_config(config).require_report()
     blend = layout.read_ensemble()
     folds, holdout = layout.read_folds()
     train = layout.load_train()  # pixels (a memory map of the cache) for the wrong-images figure
@@ -321,27 +322,27 @@ def run(config: Config, paths: Paths) -> Path:
     page = _Page(folder)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     page.add(f"<h1>{html.escape(comp.name)}: report</h1>")
-    page.para(f"Written {now} from {paths.runs}. Selected blend: {blend['selected']}, CV (OOF {comp.metric}) "
+    page.para(f"Written {now} from {paths.runs}. Selected blend: {blend['selected']}, CV (OOF {blend['metric']}) "
               f"{blend['cv']:.4f} over {len(models[0].ids)} OOF rows; backbones: {', '.join(blend['backbones'])}; "
               f"submissions: {0 if board is None else len(board)}; holdout {len(holdout)} images.")
     page.add("<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in [
         ("leaderboard", "leaderboard"), ("shakeup", "public vs private"), ("oof", "OOF scores"), ("correlation", "diversity"),
         ("classes", "per model"), ("curves", "learning curves"), ("wrong", "wrong images"),
         *((f"extra-{html.escape(c)}", f"per {html.escape(c)}") for c in comp.extra_columns)]) + "</nav>")
-    _leaderboard_section(page, board, candidates, truth, usage, comp.metric)
+    _leaderboard_section(page, board, candidates, truth, usage, blend["metric"])
     from compkit import adversarial, platform  # sections drawn only when lb-sync / adversarial have run
 
-    platform.report_section(page, board, comp.metric)
+    platform.report_section(page, board, blend["metric"])
     adversarial.report_section(page, paths)
     if skipped:
         page.para(f"Not in the bootstrap below (their file is missing or predicts the test file, whose labels are "
                   f"unknown): {', '.join(skipped)}.", note=True)
     if candidates:
-        _shakeup_section(page, candidates, truth, usage, comp.metric, config.folds.seed, len(models[0].ids))
+        _shakeup_section(page, candidates, truth, usage, blend["metric"], config.folds.seed, len(models[0].ids))
     else:
         page.para(f"No holdout: submissions are scored on {comp.solution_file}, so the public/private bootstrap "
                   "is not drawn; the leaderboard above holds the scores.", note=True)
-    _oof_section(page, models, labels, blend, comp.metric)
+    _oof_section(page, models, labels, blend, blend["metric"])
     tuned = [b for b in blend["backbones"] if config.train.use_tuned and layout.best_params_path(b).is_file()]
     if tuned:  # the tuning folds' OOF rows are in the CV: it is optimistic by the selection made on them
         page.para(f"Tuning bias: {', '.join(tuned)} use hyperparameters chosen by Optuna on fold(s) "

@@ -1,0 +1,575 @@
+"""The task: what the target is and everything that follows from it, in one place (AutoGluon's ``problem_type``).
+
+``competition.task`` is one of:
+
+============ ========================== ==================== ======================= ==============================
+task         target (train.csv)         model head           prediction files        decision
+============ ========================== ==================== ======================= ==============================
+multiclass   one of ``classes``         softmax, K units     ``p_<class>`` (K cols)  argmax
+binary       one of 2 ``classes``       sigmoid, 1 unit      ``p_<classes[1]>``      threshold (fitted on OOF)
+regression   a number                   linear (or sigmoid   ``value``               clip to ``target_range``
+                                        on a 0-1 scaled
+                                        target)
+ordinal      one of ``classes``, graded linear, 1 unit       ``score`` (grade units) cut points (fitted on OOF)
+============ ========================== ==================== ======================= ==============================
+
+A task owns: reading and validating the target (:meth:`Task.encode`), the strata for folds, the training targets
+and the head, loss, Keras metrics and class weights, the decision and the post-processing fitted on OOF
+(a binary threshold, ordinal cut points), the scores, the blends that apply, the submission's values and the
+pseudo-label rule. Stages ask it; they never test its kind. A *prediction* is an (N, D) float array in the
+task's space (D = ``width``); ``truth`` is (N,) int64 class indices, or float64 values for regression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from sklearn.model_selection import PredefinedSplit
+
+from compkit import blends
+from compkit.config import Competition, Config
+from compkit.errors import CompkitError, DataError, line, shown
+from compkit.metrics import BINARY, CLASSIFY, ORDINAL, REGRESSION, SCORERS, Scorer, call_metric_file
+
+
+def _label_text(value) -> str:
+    """A label as text: ``3.0`` is ``"3"``, because one empty cell makes pandas read a whole integer column as float."""
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a submission column holds, parsed: task-space predictions (N, D) or (N,) decisions; one is None."""
+
+    pred: np.ndarray | None = None
+    decision: np.ndarray | None = None
+
+
+class Task:
+    """Base of the four tasks; see the module docstring. Built by :func:`of`."""
+
+    kind = ""
+    table_metrics: tuple[str, ...] = ()  # the scores every table shows, before the competition's own metric
+    blend_names: tuple[str, ...] = ("equal", "fitted", "caruana")  # the stacked blend joins with ensemble.stacking
+    default_loss = "crossentropy"
+
+    def __init__(self, comp: Competition, loss: str = "auto"):
+        self.comp = comp
+        self.classes = list(comp.classes or [])
+        self.scorer = self._scorer(comp)
+        self.loss_name = self.default_loss if loss == "auto" else loss  # train.loss
+
+    # -- the metric -----------------------------------------------------------------------------------------------
+    def _scorer(self, comp: Competition) -> Scorer:
+        metric = comp.metric
+        if isinstance(metric, str):
+            return SCORERS[metric]
+        file, needs = metric.file, "proba" if metric.probabilities else "decision"
+
+        def score(truth: np.ndarray, output: np.ndarray) -> float:
+            id_column, target = comp.id_key, comp.target_column
+            rows = np.arange(len(truth))
+            solution = pd.DataFrame({id_column: rows, target: self.written(truth)})
+            return call_metric_file(file, solution, self.metric_frame(rows, output, needs), id_column)
+
+        return Scorer(Path(file).stem, metric.greater_is_better, needs, score, (self.kind,))
+
+    def metric_frame(self, rows: np.ndarray, output: np.ndarray, needs: str) -> pd.DataFrame:
+        """The submission-shaped frame a metric file scores: the id column, then the decisions as written
+        (``needs = "decision"``) or the probabilities (one column per class)."""
+        if needs == "decision":
+            return pd.DataFrame({self.comp.id_key: rows, self.comp.target_column: self.written(output)})
+        frame = pd.DataFrame(output, columns=[str(c) for c in self.classes])
+        frame.insert(0, self.comp.id_key, rows)
+        return frame
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The columns of every score table: :attr:`table_metrics`, then the competition's metric if not among them."""
+        names = list(self.table_metrics)
+        return names if self.scorer.name in names else [*names, self.scorer.name]
+
+    def _scorer_named(self, name: str) -> Scorer:
+        return self.scorer if name == self.scorer.name else SCORERS[name]
+
+    # -- the target -----------------------------------------------------------------------------------------------
+    def encode(self, values: pd.Series, path: Path, column: str) -> np.ndarray:
+        """The target as written in a CSV -> (N,) int64 class indices into ``classes``.
+
+        Raises:
+            DataError: a label is empty or not one of the classes; names the file, line and column.
+        """
+        index = {str(c): i for i, c in enumerate(self.classes)}
+        mapped = values.map(_label_text).map(index)
+        bad = mapped.isna().to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{path}: line {line(row)}, column {column!r}: label {shown(values.iloc[row])} is not one of the classes "
+                f"{self.classes}; fix the row or competition.classes"
+            )
+        return mapped.to_numpy(dtype=np.int64)
+
+    def written(self, truth: np.ndarray) -> np.ndarray:
+        """(N,) class indices as a CSV writes them: the class names (object array)."""
+        return np.asarray(self.classes, dtype=object)[np.asarray(truth, dtype=np.int64)]
+
+    def strata(self, truth: np.ndarray) -> np.ndarray:
+        """(N,) str stratification key of the target: the class name."""
+        return self.written(truth).astype(str)
+
+    def describe(self, truth: np.ndarray) -> str:
+        """One line on the target's distribution, for ``make check``."""
+        counts = np.bincount(truth, minlength=len(self.classes))
+        return f"{len(self.classes)} classes, {counts.min()}-{counts.max()} rows each"
+
+    def target_table(self, truth: np.ndarray) -> pd.DataFrame:
+        """The target's distribution as a table, for ``make check``: rows per class."""
+        counts = np.bincount(truth, minlength=len(self.classes))
+        return pd.DataFrame({"class": [str(c) for c in self.classes], "rows": counts})
+
+    # -- the model ------------------------------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        """D: columns of a prediction (and units of the head)."""
+        return len(self.columns)
+
+    @property
+    def columns(self) -> list[str]:
+        """The prediction files' value columns (after the id column)."""
+        raise NotImplementedError
+
+    def targets(self, truth: np.ndarray) -> np.ndarray:
+        """(N, D) float32 training targets of (N,) truth."""
+        raise NotImplementedError
+
+    def head(self, x):
+        """The output layer on features ``x``: a float32 Dense of :attr:`width` units with the task's activation."""
+        from keras import layers
+
+        return layers.Dense(self.width, activation=self.activation, dtype="float32", name=self.head_name)(x)
+
+    activation, head_name = "softmax", "proba"
+
+    def loss(self, label_smoothing: float):
+        """The Keras loss ``train.loss`` names (``auto``: the task's default), with ``label_smoothing`` where it applies."""
+        raise NotImplementedError
+
+    def keras_metrics(self) -> list:
+        """The Keras metrics compiled into the model; the first is the one the progress lines show."""
+        return ["accuracy"]
+
+    epoch_metric = "accuracy"  # the logged name of keras_metrics()[0]
+
+    def from_model(self, raw: np.ndarray) -> np.ndarray:
+        """(N, D) model outputs -> (N, D) predictions in the task's space (identity but for a scaled regression target)."""
+        return raw
+
+    def class_weight(self, how: str, truth: np.ndarray) -> dict[int, float] | None:
+        """``balanced`` class weights of the fitted rows (sklearn: n / (k * count)), or None for ``none``."""
+        if how == "none":
+            return None
+        from sklearn.utils.class_weight import compute_class_weight
+
+        weights = compute_class_weight("balanced", classes=np.arange(len(self.classes)), y=truth)
+        return dict(enumerate(weights.tolist()))
+
+    def prune_monitor(self) -> str | None:
+        """The per-epoch log value Optuna's pruner may follow (same direction as the metric), or None: no pruning."""
+        return "val_accuracy" if self.scorer.greater_is_better else "val_loss"
+
+    # -- decisions and scores -------------------------------------------------------------------------------------
+    def class_proba(self, pred: np.ndarray) -> np.ndarray:
+        """(N, D) predictions -> (N, K) class probabilities (classification tasks)."""
+        return pred
+
+    def from_class_proba(self, proba: np.ndarray) -> np.ndarray:
+        """(N, K) class probabilities -> (N, D) predictions; the inverse of :meth:`class_proba`."""
+        return proba
+
+    def fit_post(self, truth: np.ndarray, pred: np.ndarray) -> dict:
+        """Post-processing fitted on labelled predictions (JSON-able); {} when the task has none."""
+        return {}
+
+    def decide(self, pred: np.ndarray, post: dict | None = None) -> np.ndarray:
+        """(N, D) predictions -> (N,) decisions (class indices, or values), with ``post`` (None: the default)."""
+        raise NotImplementedError
+
+    def cross_fit_decide(self, truth: np.ndarray, pred: np.ndarray, fold: np.ndarray) -> np.ndarray:
+        """(N,) out-of-fold decisions: fold k's rows decided by post-processing fitted on the other folds' rows only
+        (as the blends are: ``PredefinedSplit`` over the competition's folds), so the OOF score stays honest."""
+        out = np.zeros(len(truth), dtype=truth.dtype)
+        for fit_rows, rows in PredefinedSplit(fold).split():
+            out[rows] = self.decide(pred[rows], self.fit_post(truth[fit_rows], pred[fit_rows]))
+        return out
+
+    def score(self, truth: np.ndarray, pred: np.ndarray | None = None, decision: np.ndarray | None = None,
+              metric: str | None = None) -> float:
+        """``metric`` (default: the competition's) of predictions ``pred`` and/or ``decisions``.
+
+        Without ``decision`` the default post-processing decides; without ``pred`` (a label submission) a
+        probability metric scores the decisions' one-hot rows.
+        """
+        scorer = self._scorer_named(metric or self.scorer.name)
+        if decision is None:
+            decision = self.decide(pred)
+        if scorer.needs == "decision":
+            return scorer.fn(truth, decision)
+        proba = self.class_proba(pred) if pred is not None else np.eye(len(self.classes))[decision]
+        return scorer.fn(truth, proba)
+
+    def score_table(self, truth: np.ndarray, pred: np.ndarray | None, decision: np.ndarray | None = None) -> dict[str, float]:
+        """Every metric of :attr:`metric_names`, as :meth:`score` computes them."""
+        return {name: self.score(truth, pred, decision, name) for name in self.metric_names}
+
+    # -- blends (algorithms: blends.py) ---------------------------------------------------------------------------
+    def _class_probas(self, preds: np.ndarray) -> np.ndarray:
+        """(M, N, D) predictions -> (M, N, K) class probabilities."""
+        return np.stack([self.class_proba(p) for p in preds])
+
+    def fit_weights(self, preds: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """(M,) soft-voting weights fitted on (M, N, D) OOF predictions: log loss on the simplex."""
+        return blends.fit_weights(self._class_probas(preds), truth)
+
+    def hard_vote(self, preds: np.ndarray) -> np.ndarray:
+        """(N, D) majority vote of (M, N, D) predictions (:func:`compkit.blends.hard_vote` on the class probabilities)."""
+        return self.from_class_proba(blends.hard_vote(self._class_probas(preds)))
+
+    def stack(self, preds: np.ndarray, truth: np.ndarray, fold: np.ndarray, c: float):
+        """The stacked blend of (M, N, D) OOF predictions: its (N, D) out-of-fold predictions and the meta-model refitted
+        on all rows (a function (M, N', D) -> (N', D)); logistic regression on the class probabilities, C = ``c``."""
+        fitted = blends.fit_meta_model(self._class_probas(preds), truth, c)
+        oof = blends.stacked_oof(self._class_probas(preds), truth, fold, c)
+        return self.from_class_proba(oof), lambda new: self.from_class_proba(fitted(self._class_probas(new)))
+
+    tiebreak = "log_loss"  # Caruana's second key: ties in the metric (frequent for accuracy) go to the lower one
+
+    def caruana_key(self, truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+        """Caruana's objective on a blend, larger is better: (the metric, then minus the tie-break loss)."""
+        return self.scorer.sign * self.score(truth, pred), -self.score(truth, pred, metric=self.tiebreak)
+
+    # -- submissions ----------------------------------------------------------------------------------------------
+    @property
+    def writes_probability(self) -> bool:
+        """True when the submission's single target column holds a probability, not a label (binary under a
+        probability metric)."""
+        return False
+
+    def submitted(self, pred: np.ndarray, post: dict | None) -> np.ndarray:
+        """(N,) values of a submission's target column: the decisions as written, or a probability."""
+        return self.written(self.decide(pred, post))
+
+    def parse_submitted(self, values: pd.Series, path: Path, column: str) -> Submitted:
+        """A submission's target column read back: decisions (labels) or predictions (binary probabilities).
+
+        Raises:
+            DataError: a value that is not a label (or a probability); names the file, line and column.
+        """
+        return Submitted(decision=self.encode(values, path, column))
+
+    def pseudo(self, pred: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pseudo-labels of (N, D) test predictions: (N,) bool rows kept, (k,) labels as written, (k,) confidence.
+
+        Raises:
+            CompkitError: the task has no pseudo-label rule (:meth:`require_pseudo`).
+        """
+        self.require_pseudo()
+        raise NotImplementedError
+
+    def require_report(self) -> None:
+        """Raises CompkitError, one line, where ``make report`` cannot draw the task: its figures and bootstrap
+        tables are of class probabilities under a built-in metric (multiclass today)."""
+        if self.kind != CLASSIFY or self.scorer.name not in SCORERS:
+            raise CompkitError(f"make report draws multiclass competitions under a built-in metric; task {self.kind!r} with "
+                               f"metric {self.scorer.name!r} has no report yet: read runs/<competition>/ensemble/ensemble.json "
+                               "and the leaderboard")
+
+    def require_pseudo(self) -> None:
+        """Raises CompkitError, one line, when the task has no pseudo-label rule (regression, ordinal)."""
+        if type(self).pseudo is not Task.pseudo:
+            return
+        raise CompkitError(f"competition.task = {self.kind!r} has no pseudo-label rule; "
+                           "pseudo-labelling is for multiclass and binary tasks")
+
+
+class Multiclass(Task):
+    """One class of K: softmax, categorical cross-entropy, argmax (compkit's original task)."""
+
+    kind = CLASSIFY
+    table_metrics = ("accuracy", "macro_f1", "log_loss")
+    blend_names = ("equal", "fitted", "hard", "caruana")
+
+    @property
+    def columns(self) -> list[str]:
+        return [f"p_{c}" for c in self.classes]
+
+    def targets(self, truth):
+        return np.eye(len(self.classes), dtype=np.float32)[truth]
+
+    def loss(self, label_smoothing):
+        import keras
+
+        if self.loss_name == "focal":  # Lin et al., 2017, gamma 2
+            return keras.losses.CategoricalFocalCrossentropy(label_smoothing=label_smoothing)
+        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+    def decide(self, pred, post=None):
+        return pred.argmax(axis=1)
+
+    def pseudo(self, pred, threshold):
+        keep = pred.max(axis=1) >= threshold
+        return keep, self.written(pred[keep].argmax(axis=1)), pred[keep].max(axis=1)
+
+
+class Binary(Task):
+    """Two classes, ``classes = [negative, positive]``: one sigmoid unit of P(positive), binary cross-entropy, and a
+    threshold fitted on OOF when the metric scores labels (accuracy, F1); 0.5 otherwise."""
+
+    kind = BINARY
+    table_metrics = ("roc_auc", "accuracy", "log_loss")
+    blend_names = ("equal", "fitted", "hard", "caruana")
+    activation = "sigmoid"
+    epoch_metric = "auc"
+
+    @property
+    def columns(self):
+        return [f"p_{self.classes[1]}"]
+
+    def targets(self, truth):
+        return np.asarray(truth, dtype=np.float32)[:, None]
+
+    def loss(self, label_smoothing):
+        import keras
+
+        if self.loss_name == "focal":
+            return keras.losses.BinaryFocalCrossentropy(label_smoothing=label_smoothing)
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+
+    def keras_metrics(self):
+        import keras
+
+        return [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
+
+    def prune_monitor(self):
+        return {"roc_auc": "val_auc", "accuracy": "val_accuracy", "log_loss": "val_loss"}.get(self.scorer.name)
+
+    def class_proba(self, pred):
+        return np.concatenate([1 - pred, pred], axis=1)
+
+    def from_class_proba(self, proba):
+        return proba[:, 1:] / proba.sum(axis=1, keepdims=True)
+
+    def fit_post(self, truth, pred):
+        """The threshold on P(positive) that maximises the metric on these rows (when it scores labels), ties going to
+        the one nearest 0.5; candidates: 0.5 and the 1st-99th percentiles of the predictions."""
+        if self.scorer.needs != "decision":
+            return {"threshold": 0.5}
+        p = pred[:, 0]
+        candidates = np.unique(np.concatenate([[0.5], np.quantile(p, np.linspace(0.01, 0.99, 99))]))
+        keys = [(self.scorer.sign * self.scorer.fn(truth, (p >= t).astype(np.int64)), -abs(t - 0.5)) for t in candidates]
+        return {"threshold": float(candidates[max(range(len(keys)), key=keys.__getitem__)])}
+
+    def decide(self, pred, post=None):
+        return (pred[:, 0] >= (post or {}).get("threshold", 0.5)).astype(np.int64)
+
+    @property
+    def writes_probability(self):
+        return self.scorer.needs == "proba"
+
+    def submitted(self, pred, post):
+        return pred[:, 0] if self.writes_probability else super().submitted(pred, post)
+
+    def parse_submitted(self, values, path, column):
+        if not self.writes_probability:
+            return super().parse_submitted(values, path, column)
+        p = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~((p >= 0) & (p <= 1))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: line {line(row)}, column {column!r}: {shown(values.iloc[row])} is not a probability "
+                            f"in [0, 1]; write P({self.classes[1]})")
+        return Submitted(pred=p[:, None])
+
+    def pseudo(self, pred, threshold):
+        confidence = np.maximum(pred[:, 0], 1 - pred[:, 0])
+        keep = confidence >= threshold
+        return keep, self.written(self.decide(pred[keep])), confidence[keep]
+
+
+class Regression(Task):
+    """A number: a linear head with MSE or Huber loss, or the bounded-target recipe (``train.loss = "crossentropy"``:
+    the target scaled to 0-1 by ``target_range``, a sigmoid, binary cross-entropy; the PetFinder Pawpularity recipe).
+    Submitted values are clipped to ``target_range``."""
+
+    kind = REGRESSION
+    table_metrics = ("rmse", "mae")
+    activation, head_name, epoch_metric = "linear", "value", "rmse"
+    default_loss = "mse"
+
+    @property
+    def bounded(self) -> bool:
+        """True under the bounded-target recipe: the model predicts the target scaled to 0-1."""
+        return self.loss_name == "crossentropy"
+
+    @property
+    def columns(self):
+        return ["value"]
+
+    def encode(self, values, path, column):
+        """The target as (N,) float64 values.
+
+        Raises:
+            DataError: a value that is empty, not a number, or outside ``competition.target_range``.
+        """
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        low, high = self.comp.target_range or (-np.inf, np.inf)
+        bad = ~np.isfinite(numbers) | (numbers < low) | (numbers > high)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            within = f" in competition.target_range {self.comp.target_range}" if self.comp.target_range else ""
+            raise DataError(f"{path}: line {line(row)}, column {column!r}: {shown(values.iloc[row])} is not a number{within}; "
+                            "fix the row or the range")
+        return numbers
+
+    def written(self, truth):
+        return np.asarray(truth, dtype=np.float64)
+
+    def strata(self, truth):
+        """Quantile bins of the target, as many as Sturges' rule gives (1 + log2 N; A. Thakur's ``create_folds``
+        uses that count with equal-width bins; quantile bins keep every bin as full as the folds need)."""
+        bins = int(1 + np.log2(len(truth)))
+        return pd.qcut(truth, bins, labels=False, duplicates="drop").astype(str)
+
+    def describe(self, truth):
+        return f"target {truth.min():g}-{truth.max():g}, mean {truth.mean():.4g}, sd {truth.std():.4g}"
+
+    def target_table(self, truth):
+        """Quantiles of the target."""
+        points = [0, 0.25, 0.5, 0.75, 1]
+        return pd.DataFrame({"quantile": points, "target": np.quantile(truth, points)})
+
+    def _scale(self) -> tuple[float, float]:
+        low, high = self.comp.target_range
+        return low, high - low
+
+    def targets(self, truth):
+        values = np.asarray(truth, dtype=np.float32)
+        if self.bounded:
+            low, span = self._scale()
+            values = (values - low) / span
+        return values[:, None]
+
+    def loss(self, label_smoothing):
+        import keras
+
+        if self.bounded:
+            return keras.losses.BinaryCrossentropy()
+        return keras.losses.Huber() if self.loss_name == "huber" else keras.losses.MeanSquaredError()
+
+    def head(self, x):
+        from keras import layers
+
+        return layers.Dense(1, activation="sigmoid" if self.bounded else "linear", dtype="float32", name=self.head_name)(x)
+
+    def keras_metrics(self):
+        import keras
+
+        return [keras.metrics.RootMeanSquaredError(name="rmse")]
+
+    def prune_monitor(self):
+        # val_rmse is of the scaled target under the bounded recipe: same direction, so the pruner may follow it
+        return "val_rmse" if not self.scorer.greater_is_better else None
+
+    def from_model(self, raw):
+        if not self.bounded:
+            return raw
+        low, span = self._scale()
+        return low + span * raw
+
+    def class_weight(self, how, truth):
+        return None  # refused at config load for regression
+
+    blend_names = ("equal", "fitted", "caruana")  # no hard vote: nothing to vote for
+    tiebreak = "rmse"
+
+    def fit_weights(self, preds, truth):
+        """Least squares on the simplex (:func:`compkit.blends.fit_weights_lsq`)."""
+        return blends.fit_weights_lsq(preds, np.asarray(truth, dtype=np.float64))
+
+    def stack(self, preds, truth, fold, c):
+        """A ridge meta-model (alpha = 1 / ``c``) on the backbones' predictions."""
+        values = np.asarray(truth, dtype=np.float64)
+        return blends.ridge_oof(preds, values, fold, c), blends.fit_ridge(preds, values, c)
+
+    def decide(self, pred, post=None):
+        values = pred[:, 0].astype(np.float64)
+        return np.clip(values, *self.comp.target_range) if self.comp.target_range else values
+
+    def parse_submitted(self, values, path, column):
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(numbers)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: line {line(row)}, column {column!r}: {shown(values.iloc[row])} is not a number; write numbers")
+        return Submitted(decision=numbers)
+
+
+class Ordinal(Regression):
+    """Grades ``classes[0] < ... < classes[K-1]``: a regression head on the grade index, and cut points fitted on OOF to
+    maximise the metric (the "optimized rounder" of APTOS 2019's top solutions); plain rounding by default."""
+
+    kind = ORDINAL
+    table_metrics = ("qwk", "accuracy", "rmse")
+
+    @property
+    def columns(self):
+        return ["score"]
+
+    encode, written, strata, describe, target_table = Task.encode, Task.written, Task.strata, Task.describe, Task.target_table
+    parse_submitted, class_weight = Task.parse_submitted, Task.class_weight
+
+    def _scale(self):
+        return 0.0, float(len(self.classes) - 1)
+
+    def prune_monitor(self):
+        return None if self.scorer.greater_is_better else "val_rmse"
+
+    def default_cuts(self) -> np.ndarray:
+        """(K-1,) plain rounding: k - 0.5 between grades k-1 and k."""
+        return np.arange(1, len(self.classes)) - 0.5
+
+    def decide(self, pred, post=None):
+        cuts = np.sort(np.asarray((post or {}).get("cuts", self.default_cuts()), dtype=np.float64))
+        return np.searchsorted(cuts, pred[:, 0], side="right").astype(np.int64)
+
+    def fit_post(self, truth, pred):
+        """Cut points maximising the metric on these rows: Nelder-Mead from plain rounding (the kept cuts are the
+        start's unless they score better)."""
+        start = self.default_cuts()
+        if self.scorer.needs != "decision":
+            return {"cuts": start.tolist()}
+
+        def loss(cuts):
+            return -self.scorer.sign * self.scorer.fn(truth, self.decide(pred, {"cuts": cuts}))
+
+        found = np.sort(minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-3, "maxiter": 200 * len(start)}).x)
+        return {"cuts": (found if loss(found) < loss(start) else start).round(6).tolist()}
+
+
+TASKS = {task.kind: task for task in (Multiclass, Binary, Regression, Ordinal)}
+
+
+def of(comp: Competition, loss: str = "auto") -> Task:
+    """The task of competition ``comp`` (``competition.task``), training with ``loss`` (``train.loss``)."""
+    return TASKS[comp.task](comp, loss)
+
+
+def for_config(config: Config) -> Task:
+    """The task of a resolved config: its competition's, with ``train.loss``."""
+    return of(config.competition, config.train.loss)
