@@ -24,13 +24,13 @@ import pandas as pd
 
 from compkit import console, tasks
 from compkit.artifacts import Layout, csv_bytes
-from compkit.config import Config, Paths
+from compkit.config import Competition, Config, Paths
 from compkit.data import check_sample_ids, has_test, load_labels, load_sample_submission, load_test_ids
 from compkit.errors import CompkitError, shown
 from compkit.formats import (SubmissionFormat, check_values, format_of, load_solution, read_submission, require_scorable,
                              submission_format, to_frame)
 from compkit.lineage import ids_digest
-from compkit.tasks import Submitted, Task
+from compkit.tasks import Submitted
 from compkit.tracking import tracked
 
 
@@ -38,7 +38,7 @@ class SubmissionError(CompkitError):
     """A submission that does not match the competition's expected format."""
 
 
-def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, task: Task, source: str) -> None:
+def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, comp: Competition, source: str) -> None:
     """Check ``submission`` against ``expected`` (the sample submission, or the holdout ids).
 
     Its format (a label column, or one probability column per class) is the one ``expected``'s columns name.
@@ -69,7 +69,7 @@ def validate_submission(submission: pd.DataFrame, expected: pd.DataFrame, task: 
             f"{shown(expected[id_column].iloc[row])}; keep the sample's ids and order"
         )
     try:
-        check_values(submission, format_of(list(expected.columns), task.comp, source), task, source)
+        check_values(submission, format_of(list(expected.columns), comp, source), tasks.of(comp), source)
     except CompkitError as exc:
         raise SubmissionError(str(exc)) from None
 
@@ -154,7 +154,7 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     ids, proba, expected = _predictions(config, paths, sample, test_ids, blend, fmt)
     submission = to_frame(fmt, ids, proba, task, blend.get("post"))
     path = layout.submission_path(name)
-    validate_submission(submission, expected, task, str(path))
+    validate_submission(submission, expected, comp, str(path))
     written = read_submission(io.BytesIO(csv_bytes(submission)), fmt, task, source=path)  # the bytes the file will hold
     parts, counts = _score_parts(config, paths, blend, *written, fmt)
     row = {
