@@ -23,6 +23,7 @@ from compkit.cli import main
 from compkit.metrics import score
 from compkit.report import (bootstrap_interval, flip_probability, fold_spread, metric_flip_probability, metric_interval,
                             resampled_scores, true_class_correlation)
+from conftest import one_line_error, read_oof
 
 BACKBONES = ["cnn_small", "resnet_small"]
 COMP = "dacon-cv-2020"
@@ -88,13 +89,6 @@ def truth(dacon_dir):
     return pd.read_csv(dacon_dir / "train.csv", usecols=["id", "digit", "letter"]).set_index("id")
 
 
-def _oof(root, backbone):
-    """A backbone's OOF rows with their fold, read from each fold's oof.csv."""
-    return pd.concat(
-        pd.read_csv(root / f"runs/{COMP}/{backbone}/fold{k}/oof.csv").assign(fold=k) for k in range(2)
-    ).sort_values("id").reset_index(drop=True)
-
-
 def _blend_oof(root):
     folds = pd.read_csv(root / f"folds/{COMP}/folds.csv").set_index("id")["fold"]
     oof = pd.read_csv(root / f"runs/{COMP}/ensemble/oof.csv")
@@ -146,7 +140,7 @@ def test_oof_table_equals_the_oof_files(run, truth):
     root, _, _, page = run
     shown = tables(page)["oof"].set_index("model")
     ensemble = _ensemble(root)
-    frames = {f"blend ({ensemble['selected']})": _blend_oof(root), **{b: _oof(root, b) for b in BACKBONES}}
+    frames = {f"blend ({ensemble['selected']})": _blend_oof(root), **{b: read_oof(root, b, 2) for b in BACKBONES}}
     assert shown.index.tolist() == list(frames)
     for model, frame in frames.items():
         proba, y = _proba(frame), truth.loc[frame["id"], "digit"].to_numpy()
@@ -163,7 +157,7 @@ def test_oof_table_equals_the_oof_files(run, truth):
 def test_per_class_tables_equal_sklearn_on_the_oof_files(run, truth):
     root, _, _, page = run
     found = tables(page)
-    for key, frame in {"blend": _blend_oof(root), **{b: _oof(root, b) for b in BACKBONES}}.items():
+    for key, frame in {"blend": _blend_oof(root), **{b: read_oof(root, b, 2) for b in BACKBONES}}.items():
         shown = found[f"per-class-{key}"].set_index("class")
         y, pred = truth.loc[frame["id"], "digit"].to_numpy(), _proba(frame).argmax(1)
         precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=range(10), zero_division=0)
@@ -193,7 +187,7 @@ def test_correlation_table_equals_the_oof_files(run, truth):
     shown = tables(page)["correlation"].set_index("backbone")
     p_true = []
     for backbone in BACKBONES:
-        frame = _oof(root, backbone)
+        frame = read_oof(root, backbone, 2)
         y = truth.loc[frame["id"], "digit"].to_numpy()
         p_true.append(_proba(frame)[np.arange(len(y)), y])
     r = np.corrcoef(p_true)[0, 1]
@@ -295,9 +289,8 @@ def test_a_submission_without_holdout_rows_is_named_and_left_out_of_the_bootstra
 
 def test_without_an_ensemble_the_report_is_a_one_line_error(tmp_path, dacon_dir, capsys):
     argv = ["report", "--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "ensemble.json: not found" in err and err.count("\n") == 1
+    err = one_line_error(capsys, main(argv))
+    assert "ensemble.json: not found" in err
     assert not (tmp_path / f"runs/{COMP}/report").exists()
 
 

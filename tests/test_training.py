@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 
 import keras
 import numpy as np
@@ -17,10 +18,10 @@ from compkit import augment, fitting
 from compkit.artifacts import Layout
 from compkit.backbones import load_model
 from compkit.cli import main
-from compkit.config import Augment, ConfigError, Paths, load_config
+from compkit.config import Augment, ConfigError, Paths
 from compkit.data import load_train
 from compkit.io import read_proba
-from conftest import REPO
+from conftest import REPO, dacon_config
 
 pytestmark = pytest.mark.slow
 
@@ -42,9 +43,7 @@ np.save(folder + "/fresh.npy", model.predict(inputs, verbose=0))
 """
 
 
-def _config(*overrides):
-    return load_config("dacon-cv-2020", "smoke", ["folds.n_splits=2", "train.epochs=2", "train.width=0.25", "train.batch_size=128", *overrides],
-                       REPO / "configs")
+_config = partial(dacon_config, "folds.n_splits=2", "train.epochs=2", "train.width=0.25", "train.batch_size=128")
 
 
 def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_dir):
