@@ -2,7 +2,7 @@
 # Variables: COMPETITION (configs/<name>.toml), PRESET (smoke|cpu|gpu; default gpu with a GPU, else cpu),
 # DATA_DIR (default data/<competition>), BACKBONES ("cnn_small resnet_small"), SET (extra --set overrides),
 # GPU=1 for `make setup` to install TensorFlow's CUDA libraries; DEVICES ("0,2": GPUs for train/tune, one process each);
-# EXECUTOR=ray: train/tune folds and trials as Ray tasks on $RAY_ADDRESS's cluster (README, "Many machines").
+# EXECUTOR=ray: train/tune folds and trials as Ray tasks on $RAY_ADDRESS's cluster (docs/many-machines.md).
 COMPETITION ?= fashion-mnist
 PRESET ?=
 DATA_DIR ?=
@@ -27,7 +27,7 @@ ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DA
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(if $(DEVICES),--devices "$(DEVICES)") $(if $(EXECUTOR),--executor $(EXECUTOR)) \
        $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test clean bench bench-memory \
+.PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test test-fast docs clean bench bench-memory \
         bench-throughput bench-pipeline bench-ablation upload lb-sync adversarial
 
 help:
@@ -47,7 +47,9 @@ help:
 	@echo "make pseudo                folds/<competition>/pseudo.csv: confident test predictions, fold by fold (then retrain)"
 	@echo "make sync                  upload offline W&B runs (after wandb login)"
 	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
-	@echo "make test                  the test suite"
+	@echo "make test-fast             the fast lane: the tests that train no model (not marked slow), before every commit"
+	@echo "make test                  the whole test suite (what CI runs)"
+	@echo "make docs                  the docs site (MkDocs) into site/, --strict; installs the docs extra into the venv when missing"
 	@echo "make bench                 bench-throughput, bench-pipeline, bench-memory in turn (DATA_DIR=...)"
 	@echo "make bench-throughput      img/s of compkit's loop vs a bare model.fit, and of predict, per precision and worker count (DACON; PRECISIONS=float32,mixed_bfloat16 WORKERS=1,2)"
 	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
@@ -94,6 +96,16 @@ sync:
 TEST_WORKERS ?= 2
 test:
 	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# The lane to run before every commit: every test not marked slow (no model trained, or one for a few seconds).
+test-fast:
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
+
+# The site from docs/ and mkdocs.yml into site/; mkdocstrings reads src/ statically (no TensorFlow import).
+# The docs extra is installed into $(VENV) on first use (VENV=path: a venv that has only the docs tools works too).
+docs:
+	@$(PYTHON) -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null || $(PYTHON) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir site
 
 # Benchmarks run on the DACON data (default ../shared/data/dacon-cv-2020, or DATA_DIR) in temporary roots.
 BENCH_ARGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(PRESET),--preset $(PRESET)) \

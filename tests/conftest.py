@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import pytest
 from filelock import FileLock
 
@@ -33,6 +34,43 @@ def tree_digest(root: Path, parts: tuple[str, ...] = ARTEFACT_DIRS) -> dict[str,
             key = str(path.relative_to(root))
             out[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root``: relative path -> (size, mtime in ns). Equal before and after: nothing was touched."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def one_line_error(capsys, code: int, *, absent: tuple[str, ...] = ()) -> str:
+    """Assert that a command failed the way compkit's errors do, and return its stderr line (newline included).
+
+    Exit status ``code`` 2 and exactly one line on stderr, ``compkit: error: ...``; none of ``absent`` (e.g. a
+    secret) anywhere in stdout or stderr.
+    """
+    captured = capsys.readouterr()
+    err = captured.err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("compkit: error: "), err
+    for text in absent:
+        assert text not in captured.out + captured.err
+    return err
+
+
+def dacon_config(*overrides: str, preset: str | None = "smoke"):
+    """The DACON config (configs/dacon-cv-2020.toml) with ``preset`` and ``--set``-style ``overrides``."""
+    return load_config("dacon-cv-2020", preset, list(overrides), REPO / "configs")
+
+
+def read_oof(root: Path, backbone: str, folds: int, competition: str = "dacon-cv-2020") -> pd.DataFrame:
+    """A backbone's OOF rows under ``root``, read from each fold's oof.csv, with their ``fold``, sorted by id (index 0..n-1)."""
+    return pd.concat(
+        pd.read_csv(root / f"runs/{competition}/{backbone}/fold{k}/oof.csv").assign(fold=k) for k in range(folds)
+    ).sort_values("id").reset_index(drop=True)
+
+
+def with_root(argv: list[str], root: Path) -> list[str]:
+    """CLI options ``argv`` with ``--root`` pointing at ``root`` instead."""
+    at = argv.index("--root")
+    return [*argv[:at], "--root", str(root), *argv[at + 2 :]]
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
@@ -94,9 +132,9 @@ def config_dir() -> Path:
 
 
 @pytest.fixture
-def dacon(config_dir):
-    """A factory: the DACON config with a preset and overrides."""
-    return lambda preset="smoke", *overrides: load_config("dacon-cv-2020", preset, list(overrides), config_dir)
+def dacon():
+    """A factory: the DACON config with a preset and overrides (:func:`dacon_config`)."""
+    return lambda preset="smoke", *overrides: dacon_config(*overrides, preset=preset)
 
 
 @pytest.fixture
@@ -127,6 +165,14 @@ def tiny_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
 
     root = built_once(tmp_path_factory, "tiny", build)
     return root, argv(root)
+
+
+@pytest.fixture
+def copy(tiny_run, tmp_path) -> tuple[Path, list[str]]:
+    """A copy of the TINY run (folds, train, ensemble done) to change, and the CLI options pointing at it."""
+    root, argv = tiny_run
+    shutil.copytree(root, tmp_path / "run", ignore=shutil.ignore_patterns("wandb"))
+    return tmp_path / "run", with_root(argv, tmp_path / "run")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import ast
 import hashlib
 import json
 import os
-import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,31 +17,18 @@ import pytest
 
 from compkit.artifacts import Layout
 from compkit.cli import main
-from compkit.config import Paths, load_config
+from compkit.config import Paths
 from compkit.data import DataError
 from compkit.folds import load_folds
 from compkit.io import as_ids
 from compkit.lineage import config_digest
-from conftest import REPO, TINY
+from conftest import REPO, TINY, dacon_config, one_line_error, tree_digest
 
 COMP = "dacon-cv-2020"
 SRC = REPO / "src" / "compkit"
 
 
-def sha256_tree(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``'s folds/, runs/ and submissions/ (W&B's folder left out)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for top in ("folds", "runs", "submissions") for p in sorted((root / top).rglob("*")) if p.is_file()}
-
-
-def one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("compkit: error: "), err
-    return err
-
-
-def _config(*overrides):
-    return load_config(COMP, "smoke", ['train.backbones=["cnn_small"]', "folds.n_splits=3", "train.epochs=1", *overrides], REPO / "configs")
+_config = partial(dacon_config, 'train.backbones=["cnn_small"]', "folds.n_splits=3", "train.epochs=1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,13 +196,10 @@ def test_an_empty_folds_record_is_one_line(tmp_path, dacon_dir, capsys):
 
 
 @pytest.fixture
-def copy(tiny_run, tmp_path, monkeypatch):
-    """A copy of the TINY run (folds, train, ensemble done) and the CLI options pointing at it."""
+def copy(copy, monkeypatch):
+    """conftest's copy of the TINY run, with W&B off."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    root, argv = tiny_run
-    shutil.copytree(root, tmp_path / "run", ignore=shutil.ignore_patterns("wandb"))
-    argv = [*argv[: argv.index("--root")], "--root", str(tmp_path / "run"), *argv[argv.index("--root") + 2 :]]
-    return tmp_path / "run", argv
+    return copy
 
 
 RUNS = f"runs/{COMP}"
@@ -227,11 +211,11 @@ def test_a_shortened_oof_file_is_refused(copy, capsys):
     root, argv = copy
     path = root / RUNS / "cnn_small/fold1/oof.csv"
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:100]))
-    before = sha256_tree(root)
+    before = tree_digest(root)
     err = one_line_error(capsys, main(["ensemble", *argv]))
     assert f"{path}: differs from its digest in fold.json (changed or cut short after training)" in err
     assert f"delete {path.parent} and rerun `make train COMPETITION=dacon-cv-2020`" in err
-    assert sha256_tree(root) == before
+    assert tree_digest(root) == before
 
 
 @pytest.mark.slow
@@ -254,9 +238,9 @@ def test_oof_ids_are_checked_against_the_fold_lineage(copy):
 def test_an_empty_or_cut_fold_record_is_one_line(copy, capsys, content):
     root, argv = copy
     (root / RUNS / "cnn_small/fold2/fold.json").write_text(content)
-    before = sha256_tree(root)
+    before = tree_digest(root)
     err = one_line_error(capsys, main(["ensemble", *argv]))
-    assert "fold2/fold.json: " in err and "a damaged artefact (cut short?); delete" in err and sha256_tree(root) == before
+    assert "fold2/fold.json: " in err and "a damaged artefact (cut short?); delete" in err and tree_digest(root) == before
 
 
 def _blend_holdout(root: Path) -> pd.DataFrame:
@@ -269,19 +253,19 @@ def test_ensemble_killed_between_writes_leaves_the_old_set_or_an_error(copy, cap
     """`make ensemble` (another blend) killed at each file move: submit then uses the old set, verified, or
     refuses with one line and writes nothing; never the new files under the old blend's name."""
     root, argv = copy
-    old = sha256_tree(root)
+    old = tree_digest(root)
     old_record = json.loads((root / RUNS / "ensemble/ensemble.json").read_text())
     _kill_at_replace(monkeypatch, kill_at, once)
     killed = main(["ensemble", *argv, "--set", "ensemble.select='hard'"]) == 130  # the CLI's Ctrl-C exit
     capsys.readouterr()  # its "interrupted" line
     monkeypatch.undo()
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    after = sha256_tree(root)
+    after = tree_digest(root)
     code = main(["submit", *argv])
     if code != 0:  # killed between the two renames: no set, an error, and nothing written
         assert (kill_at, once) == (1, False)
         err = one_line_error(capsys, code)
-        assert "ensemble" in err and "make ensemble COMPETITION=dacon-cv-2020" in err and sha256_tree(root) == after
+        assert "ensemble" in err and "make ensemble COMPETITION=dacon-cv-2020" in err and tree_digest(root) == after
         return
     record = json.loads((root / RUNS / "ensemble/ensemble.json").read_text())
     if killed and record == old_record:  # the old set, intact
@@ -299,9 +283,9 @@ def test_an_edited_ensemble_file_is_refused_by_submit(copy, capsys):
     root, argv = copy
     path = root / RUNS / "ensemble/holdout.csv"
     path.write_text(path.read_text().replace("0.", "0.0", 1))
-    before = sha256_tree(root)
+    before = tree_digest(root)
     err = one_line_error(capsys, main(["submit", *argv]))
-    assert f"{path}: differs from its digest in ensemble.json" in err and sha256_tree(root) == before
+    assert f"{path}: differs from its digest in ensemble.json" in err and tree_digest(root) == before
 
 
 @pytest.mark.slow
@@ -309,10 +293,10 @@ def test_submit_after_new_folds_without_reensembling_is_refused(copy, capsys):
     """`make folds` again with another seed, then `make submit`: one line, no orphan submission."""
     root, argv = copy
     assert main(["folds", *argv, "--set", "folds.seed=7"]) == 0
-    before = sha256_tree(root)
+    before = tree_digest(root)
     err = one_line_error(capsys, main(["submit", *argv]))
     assert "ensemble/ensemble.json: made from other fold files than" in err and "`make ensemble COMPETITION=dacon-cv-2020`" in err
-    assert sha256_tree(root) == before and not (root / "submissions").exists()
+    assert tree_digest(root) == before and not (root / "submissions").exists()
 
 
 @pytest.mark.slow
@@ -326,10 +310,10 @@ def test_submit_with_a_bad_solution_file_leaves_no_orphan(copy, capsys, tmp_path
         (data / name).symlink_to(dacon / name)
     pd.DataFrame({"id": [5000, 5001], "digit": [1, 2], "Usage": ["Public", "Private"]}).to_csv(data / "solution.csv", index=False)
     argv = [*argv[: argv.index("--data-dir")], "--data-dir", str(data), *argv[argv.index("--data-dir") + 2 :]]
-    before = sha256_tree(root)
+    before = tree_digest(root)
     err = one_line_error(capsys, main(["submit", *argv]))
     assert "solution.csv: 2 ids are not in the submission" in err
-    assert sha256_tree(root) == before and not (root / "submissions").exists()
+    assert tree_digest(root) == before and not (root / "submissions").exists()
 
 
 @pytest.mark.slow
@@ -343,19 +327,19 @@ def test_submit_with_a_damaged_leaderboard_leaves_no_orphan(copy, capsys, damage
     path = root / f"submissions/{COMP}/leaderboard.csv"
     damage(pd.read_csv(path)).to_csv(path, index=False)
     capsys.readouterr()
-    before = sha256_tree(root)
+    before = tree_digest(root)
     err = one_line_error(capsys, main(["submit", *argv]))
-    assert f"{path}: {fragment}; correct it or move it away" in err and sha256_tree(root) == before
+    assert f"{path}: {fragment}; correct it or move it away" in err and tree_digest(root) == before
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("override", ['train.loss="focal"', 'train.class_weight="balanced"', "train.seed=7"])
 def test_train_after_a_loss_class_weight_or_seed_change_refuses_the_old_folds(copy, capsys, override):
     root, argv = copy
-    before = sha256_tree(root)
+    before = tree_digest(root)
     err = one_line_error(capsys, main(["train", *argv, "--set", override]))
     assert "cnn_small/fold0/fold.json: the config (competition, folds or hyperparameters) changed since it was made" in err
-    assert sha256_tree(root) == before
+    assert tree_digest(root) == before
 
 
 @pytest.mark.slow
@@ -363,8 +347,8 @@ def test_submit_killed_between_its_two_writes_leaves_no_orphan(copy, monkeypatch
     """Interrupted after the submission file, before the leaderboard row: the file goes, the leaderboard stays."""
     root, argv = copy
     assert main(["submit", *argv]) == 0
-    before = sha256_tree(root)
+    before = tree_digest(root)
     _kill_at_replace(monkeypatch, 1)
     assert main(["submit", *argv]) == 130  # the CLI's Ctrl-C exit
     monkeypatch.undo()
-    assert sha256_tree(root) == before
+    assert tree_digest(root) == before

@@ -18,7 +18,7 @@ from compkit.cli import main
 from compkit.config import ConfigError, Paths, load_config
 from compkit.data import load_train
 from compkit.errors import CompkitError
-from conftest import REPO
+from conftest import REPO, dacon_config, with_root
 from compkit.blends import caruana_weights, cross_fitted_oof, fit_weights, hard_vote, meta_model, soft_vote, stacked_oof
 from compkit.ensemble import oof_folds
 from compkit.metrics import best, score_table
@@ -79,9 +79,7 @@ def test_hard_vote_majority_and_soft_tie_break():
 # ---------------------------------------------------------------------------------------------
 
 
-def _tiny_config(*overrides):
-    """The TINY job's config (conftest.TINY): cnn_small, 3 folds."""
-    return load_config(COMP, "smoke", ['train.backbones=["cnn_small"]', "folds.n_splits=3", *overrides], REPO / "configs")
+_tiny_config = partial(dacon_config, 'train.backbones=["cnn_small"]', "folds.n_splits=3")  # the TINY job's (conftest.TINY): cnn_small, 3 folds
 
 
 def _read(folder):
@@ -100,7 +98,7 @@ def stacking_runs(tiny_run, tmp_path_factory, dacon_dir):
     root, argv = tiny_run
     copy = tmp_path_factory.mktemp("stacking") / "run"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("wandb"))
-    argv = [*argv[: argv.index("--root")], "--root", str(copy), *argv[argv.index("--root") + 2 :]]
+    argv = with_root(argv, copy)
     folder, results = copy / "runs" / COMP / "ensemble", {}
     assert main(["ensemble", *argv]) == 0
     results["off"] = _read(folder)

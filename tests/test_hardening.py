@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from compkit.cli import main
-from conftest import REPO, tree_digest
+from conftest import REPO, one_line_error, tree_digest
 
 NAME = "dacon-cv-2020"
 
@@ -61,9 +61,7 @@ def root(tmp_path, data) -> Path:
 def fails(stage: str, root: Path, data: Path, capsys, *extra: str, config_dir: Path = REPO / "configs") -> str:
     """Run ``stage``; assert exit 2, one stderr line, and no change under folds/, runs/, submissions/. Returns the line."""
     before = tree_digest(root)
-    code = main([stage, *argv(root, data, config_dir), *extra])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("compkit: error: "), err
+    err = one_line_error(capsys, main([stage, *argv(root, data, config_dir), *extra]))
     assert tree_digest(root) == before
     return err
 

@@ -12,12 +12,7 @@ from compkit.artifacts import Layout
 from compkit.cli import main
 from compkit.config import Paths
 from compkit.io import write_json, write_proba
-from conftest import REPO
-
-
-def snapshot(root: Path) -> dict:
-    """Every file under ``root``: relative path -> (size, mtime in ns)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+from conftest import REPO, one_line_error, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +34,7 @@ def data(tmp_path, train) -> Path:
 def _run(stage: str, root: Path, data: Path, capsys) -> str:
     """Run ``stage``; assert it failed with exit status 2 and one line on stderr, which it returns."""
     argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(data), "--root", str(root), "--config-dir", str(REPO / "configs")]
-    code = main([stage, *argv, "--backbones", "cnn_small"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1, err
-    return err
+    return one_line_error(capsys, main([stage, *argv, "--backbones", "cnn_small"]))
 
 
 def test_an_unexpected_train_column_is_named(tmp_path, data, train, capsys):

@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from compkit.cli import main
 from compkit.lineage import digest, ids_digest
+from conftest import one_line_error, snapshot
 
 pytestmark = pytest.mark.slow
-
-
-def snapshot(root: Path) -> dict:
-    """Every file under ``root``: relative path -> (size, mtime in ns)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
-
-
-@pytest.fixture
-def copy(tiny_run, tmp_path):
-    """A copy of the TINY run to change, and the CLI options pointing at it."""
-    root, argv = tiny_run
-    shutil.copytree(root, tmp_path / "run", ignore=shutil.ignore_patterns("wandb"))
-    argv = [*argv[: argv.index("--root")], "--root", str(tmp_path / "run"), *argv[argv.index("--root") + 2 :]]
-    return tmp_path / "run", argv
-
-
-def _one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1, err
-    return err
 
 
 def test_digests_ignore_order_and_spelling():
@@ -42,7 +21,7 @@ def test_digests_ignore_order_and_spelling():
 def test_train_after_a_config_change_refuses_the_stale_folds(copy, capsys):
     root, argv = copy
     before = snapshot(root)
-    err = _one_line_error(capsys, main(["train", *argv, "--set", "train.learning_rate=0.001"]))
+    err = one_line_error(capsys, main(["train", *argv, "--set", "train.learning_rate=0.001"]))
     assert "cnn_small/fold0/fold.json: the config (competition, folds or hyperparameters) changed since it was made" in err
     assert f"delete {root}/runs/dacon-cv-2020/cnn_small (or `make clean COMPETITION=dacon-cv-2020`)" in err
     assert snapshot(root) == before
@@ -52,7 +31,7 @@ def test_train_after_new_folds_refuses_the_stale_folds(copy, capsys):
     root, argv = copy
     assert main(["folds", *argv, "--set", "folds.seed=7"]) == 0
     before = snapshot(root)
-    err = _one_line_error(capsys, main(["train", *argv]))
+    err = one_line_error(capsys, main(["train", *argv]))
     assert "fold0/fold.json: the fold files (folds.csv, holdout.csv, pseudo.csv) changed since it was made" in err
     assert snapshot(root) == before
 
@@ -73,6 +52,6 @@ def test_ensemble_refuses_mixed_folds(copy, capsys, key, fragment):
     fold["lineage"][key] = "0" * 64
     path.write_text(json.dumps(fold))
     before = snapshot(root)
-    err = _one_line_error(capsys, main(["ensemble", *argv]))
+    err = one_line_error(capsys, main(["ensemble", *argv]))
     assert f"{path}: {fragment}" in err and "make clean COMPETITION=dacon-cv-2020" in err
     assert snapshot(root) == before

@@ -19,7 +19,7 @@ from compkit.config import Paths, load_config
 from compkit.data import load_test, load_train
 from compkit.errors import CompkitError
 from compkit.platform import PlatformError
-from conftest import REPO
+from conftest import REPO, one_line_error
 
 CONFIGS = ["--config-dir", str(REPO / "configs")]
 
@@ -183,12 +183,7 @@ def fake_credentials(no_credentials, monkeypatch):
 
 
 def _run(stage: str, root: Path, capsys, *extra: str) -> str:
-    assert main([stage, "--competition", "digit-recognizer", *CONFIGS, "--root", str(root), *extra]) == 2
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert err.count("\n") == 0 and err.startswith("compkit: error: "), err
-    assert FAKE_KEY not in captured.out + captured.err
-    return err
+    return one_line_error(capsys, main([stage, "--competition", "digit-recognizer", *CONFIGS, "--root", str(root), *extra]), absent=(FAKE_KEY,))
 
 
 @pytest.mark.parametrize("stage", ["upload", "lb-sync"])

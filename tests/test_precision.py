@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from functools import partial
 
 import keras
 import numpy as np
@@ -17,7 +18,7 @@ from compkit import augment, fitting
 from compkit.backbones import BACKBONES, load_model
 from compkit.config import Augment, load_config
 from compkit.data import load_train
-from conftest import REPO
+from conftest import REPO, dacon_config
 
 POLICIES = ["float32", "mixed_float16", "mixed_bfloat16"]
 AUGMENTS = {  # each alone (geometric defaults off)
@@ -40,9 +41,7 @@ def policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def _config(*overrides):
-    return load_config("dacon-cv-2020", "smoke", ["train.epochs=1", "train.width=0.25", "train.batch_size=16", *overrides],
-                       REPO / "configs")
+_config = partial(dacon_config, "train.epochs=1", "train.width=0.25", "train.batch_size=16")
 
 
 def _fold(dacon_train, n_fit: int, n_val: int) -> fitting.FoldData:

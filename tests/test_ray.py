@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import pandas as pd
 import pytest
 import ray
 from optuna.trial import TrialState
 
 from compkit.cli import main
-from conftest import REPO, TINY, tree_digest
+from conftest import REPO, TINY, read_oof, tree_digest
 
 
 # One xdist worker runs this module: one Ray cluster, and its tune study shares the CI PostgreSQL study name with test_tune.
@@ -68,10 +67,6 @@ def _kill_first_fold_worker(after: float, killed: list[int], stop: threading.Eve
         time.sleep(0.1)
 
 
-def _oof(root: Path) -> pd.DataFrame:
-    return pd.concat(pd.read_csv(root / RUNS / f"fold{k}/oof.csv") for k in range(FOLDS)).sort_values("id")
-
-
 @pytest.fixture(scope="module")
 def ray_run(cluster, tiny_run, tmp_path_factory, dacon_dir):
     """`train --executor ray` of the TINY job on tiny_run's folds, its first fold worker killed after 6 s of work.
@@ -96,7 +91,7 @@ def ray_run(cluster, tiny_run, tmp_path_factory, dacon_dir):
 
 
 def test_ray_folds_equal_the_local_executors(ray_run, tiny_run):
-    ray_oof, local_oof = _oof(ray_run[0]), _oof(tiny_run[0])
+    ray_oof, local_oof = read_oof(ray_run[0], "cnn_small", FOLDS), read_oof(tiny_run[0], "cnn_small", FOLDS)
     assert ray_oof["id"].tolist() == local_oof["id"].tolist()
     np.testing.assert_allclose(ray_oof.filter(like="p_").to_numpy(), local_oof.filter(like="p_").to_numpy(), atol=1e-6)
     for k in range(FOLDS):

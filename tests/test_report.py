@@ -23,6 +23,7 @@ from compkit.cli import main
 from compkit.metrics import score
 from compkit.report import (bootstrap_interval, flip_probability, fold_spread, metric_flip_probability, metric_interval,
                             resampled_scores, true_class_correlation)
+from conftest import one_line_error, read_oof
 
 BACKBONES = ["cnn_small", "resnet_small"]
 COMP = "dacon-cv-2020"
@@ -72,7 +73,10 @@ def tables(page: str) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, dacon_dir):
-    """A smoke run of the four stages, a second submission, then the report."""
+    """A smoke run of the four stages, a second submission, then the report.
+
+    It trains 2 backbones x 2 folds (about 90 s on 2 cores), so every test that uses it is marked slow.
+    """
     root = tmp_path_factory.mktemp("report")
     argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", "configs",
             "--set", "folds.n_splits=2", "--set", "train.epochs=1", "--set", "train.process_per_fold=false"]
@@ -86,13 +90,6 @@ def run(tmp_path_factory, dacon_dir):
 @pytest.fixture(scope="module")
 def truth(dacon_dir):
     return pd.read_csv(dacon_dir / "train.csv", usecols=["id", "digit", "letter"]).set_index("id")
-
-
-def _oof(root, backbone):
-    """A backbone's OOF rows with their fold, read from each fold's oof.csv."""
-    return pd.concat(
-        pd.read_csv(root / f"runs/{COMP}/{backbone}/fold{k}/oof.csv").assign(fold=k) for k in range(2)
-    ).sort_values("id").reset_index(drop=True)
 
 
 def _blend_oof(root):
@@ -114,6 +111,7 @@ def _proba(frame):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_figure_is_written_and_embedded(run):
     _, _, folder, page = run
     pngs = {p.name: p.read_bytes() for p in folder.glob("*.png")}
@@ -132,6 +130,7 @@ def test_every_figure_is_written_and_embedded(run):
         assert pixels[..., :3].std() > 0.05, f"{name} looks blank"
 
 
+@pytest.mark.slow
 def test_leaderboard_table_equals_the_csv(run):
     root, _, _, page = run
     board = pd.read_csv(root / f"submissions/{COMP}/leaderboard.csv")
@@ -142,11 +141,12 @@ def test_leaderboard_table_equals_the_csv(run):
         assert shown[column].tolist() == expected, column
 
 
+@pytest.mark.slow
 def test_oof_table_equals_the_oof_files(run, truth):
     root, _, _, page = run
     shown = tables(page)["oof"].set_index("model")
     ensemble = _ensemble(root)
-    frames = {f"blend ({ensemble['selected']})": _blend_oof(root), **{b: _oof(root, b) for b in BACKBONES}}
+    frames = {f"blend ({ensemble['selected']})": _blend_oof(root), **{b: read_oof(root, b, 2) for b in BACKBONES}}
     assert shown.index.tolist() == list(frames)
     for model, frame in frames.items():
         proba, y = _proba(frame), truth.loc[frame["id"], "digit"].to_numpy()
@@ -160,10 +160,11 @@ def test_oof_table_equals_the_oof_files(run, truth):
         assert row["rows"] == str(len(frame))
 
 
+@pytest.mark.slow
 def test_per_class_tables_equal_sklearn_on_the_oof_files(run, truth):
     root, _, _, page = run
     found = tables(page)
-    for key, frame in {"blend": _blend_oof(root), **{b: _oof(root, b) for b in BACKBONES}}.items():
+    for key, frame in {"blend": _blend_oof(root), **{b: read_oof(root, b, 2) for b in BACKBONES}}.items():
         shown = found[f"per-class-{key}"].set_index("class")
         y, pred = truth.loc[frame["id"], "digit"].to_numpy(), _proba(frame).argmax(1)
         precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=range(10), zero_division=0)
@@ -172,6 +173,7 @@ def test_per_class_tables_equal_sklearn_on_the_oof_files(run, truth):
         assert shown.loc["macro avg", "f1-score"] == _f4(f1.mean())
 
 
+@pytest.mark.slow
 def test_blend_table_equals_ensemble_json(run):
     root, _, _, page = run
     ensemble = _ensemble(root)
@@ -188,12 +190,13 @@ def test_blend_table_equals_ensemble_json(run):
         assert row["log loss gain"] == _f4(ensemble["scores"][best]["log_loss"] - spec["log_loss"])
 
 
+@pytest.mark.slow
 def test_correlation_table_equals_the_oof_files(run, truth):
     root, _, _, page = run
     shown = tables(page)["correlation"].set_index("backbone")
     p_true = []
     for backbone in BACKBONES:
-        frame = _oof(root, backbone)
+        frame = read_oof(root, backbone, 2)
         y = truth.loc[frame["id"], "digit"].to_numpy()
         p_true.append(_proba(frame)[np.arange(len(y)), y])
     r = np.corrcoef(p_true)[0, 1]
@@ -201,6 +204,7 @@ def test_correlation_table_equals_the_oof_files(run, truth):
     assert shown.loc["cnn_small", "cnn_small"] == "1.0000"
 
 
+@pytest.mark.slow
 def test_accuracy_per_letter_equals_the_oof_files(run, truth):
     root, _, _, page = run
     shown = tables(page)["extra-letter"].set_index("value")
@@ -215,6 +219,7 @@ def test_accuracy_per_letter_equals_the_oof_files(run, truth):
         assert shown.loc[letter, "n"] == str(int(n)) and shown.loc[letter, column] == _f4(accuracy)
 
 
+@pytest.mark.slow
 def test_holdout_table_agrees_with_the_leaderboard_and_the_holdout_files(run, truth):
     root, _, _, page = run
     shown = tables(page)["holdout"].set_index("name")
@@ -238,6 +243,7 @@ def test_holdout_table_agrees_with_the_leaderboard_and_the_holdout_files(run, tr
     assert "The public part of the holdout has 205 images" in page
 
 
+@pytest.mark.slow
 def test_wrong_table_lists_the_most_confident_mistakes(run, truth):
     root, _, _, page = run
     shown = tables(page)["wrong"]
@@ -253,6 +259,7 @@ def test_wrong_table_lists_the_most_confident_mistakes(run, truth):
         assert row.letter == truth.loc[int(row.id), "letter"]
 
 
+@pytest.mark.slow
 def test_rerun_prints_a_line_per_figure_and_drops_stale_figures(run, capfd):
     root, argv, folder, _ = run
     (folder / "old_backbone.png").write_bytes(b"stale")
@@ -265,6 +272,7 @@ def test_rerun_prints_a_line_per_figure_and_drops_stale_figures(run, capfd):
     assert out.strip().splitlines()[-1].startswith(f"✓ report: {len(pngs)} figures")
 
 
+@pytest.mark.slow
 def test_without_submissions_the_page_says_so(run, tmp_path):
     root, argv, _, _ = run
     for folder in ("folds", "runs"):
@@ -278,6 +286,7 @@ def test_without_submissions_the_page_says_so(run, tmp_path):
     assert found["holdout"]["kind"].tolist() == ["ensemble", *["backbone"] * len(BACKBONES)]
 
 
+@pytest.mark.slow
 def test_a_submission_without_holdout_rows_is_named_and_left_out_of_the_bootstrap(run, tmp_path):
     root, argv, _, _ = run
     for folder in ("folds", "runs"):
@@ -295,9 +304,8 @@ def test_a_submission_without_holdout_rows_is_named_and_left_out_of_the_bootstra
 
 def test_without_an_ensemble_the_report_is_a_one_line_error(tmp_path, dacon_dir, capsys):
     argv = ["report", "--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "ensemble.json: not found" in err and err.count("\n") == 1
+    err = one_line_error(capsys, main(argv))
+    assert "ensemble.json: not found" in err
     assert not (tmp_path / f"runs/{COMP}/report").exists()
 
 

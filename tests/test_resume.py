@@ -11,19 +11,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, read_oof
 
 pytestmark = pytest.mark.slow
 
 FOLDS = 3
 RUNS = "runs/dacon-cv-2020/cnn_small"
-
-
-def _oof(root: Path) -> pd.DataFrame:
-    return pd.concat(pd.read_csv(root / RUNS / f"fold{k}/oof.csv") for k in range(FOLDS)).sort_values("id")
 
 
 def _start_train(root: Path, dacon_dir: Path) -> subprocess.Popen:
@@ -88,7 +83,7 @@ def test_killed_train_resumes_without_redoing_finished_folds(tiny_run, tmp_path,
     assert "[cnn_small fold 1/3] done earlier, skipped" in log and "(2 trained, 1 skipped)" in log
     assert (out / "fold0/fold.json").stat().st_mtime_ns == stamp
     assert not list(root.rglob(".tmp-*")) and not list(root.rglob(".lock"))
-    resumed, uninterrupted = _oof(root), _oof(reference)
+    resumed, uninterrupted = read_oof(root, "cnn_small", FOLDS), read_oof(reference, "cnn_small", FOLDS)
     assert resumed["id"].tolist() == uninterrupted["id"].tolist()
     np.testing.assert_allclose(resumed.filter(like="p_").to_numpy(), uninterrupted.filter(like="p_").to_numpy(), atol=1e-6)
 
@@ -114,7 +109,7 @@ def test_two_trains_at_once_train_each_fold_exactly_once(concurrent_run):
 
 def test_same_seed_gives_identical_oof(tiny_run, concurrent_run):
     """Two runs of the deterministic TINY job (one alone, one split over two processes) agree to the bit."""
-    first, second = _oof(tiny_run[0]), _oof(concurrent_run[0])
+    first, second = read_oof(tiny_run[0], "cnn_small", FOLDS), read_oof(concurrent_run[0], "cnn_small", FOLDS)
     assert first["id"].tolist() == second["id"].tolist()
     assert np.array_equal(first.filter(like="p_").to_numpy(), second.filter(like="p_").to_numpy())
     assert first.filter(like="p_").std().min() > 1e-4  # real predictions that vary by image, not a constant

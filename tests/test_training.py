@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 
 import keras
 import numpy as np
@@ -17,12 +18,10 @@ from compkit import augment, fitting
 from compkit.artifacts import Layout
 from compkit.backbones import load_model
 from compkit.cli import main
-from compkit.config import Augment, ConfigError, Paths, load_config
+from compkit.config import Augment, ConfigError, Paths
 from compkit.data import load_train
 from compkit.io import read_proba
-from conftest import REPO
-
-pytestmark = pytest.mark.slow
+from conftest import REPO, dacon_config
 
 # Two folds, two epochs, a quarter-width cnn_small, in this process: seconds per fold on 2 cores.
 SMALL = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--backbones", "cnn_small", "--set", "folds.n_splits=2",
@@ -42,11 +41,10 @@ np.save(folder + "/fresh.npy", model.predict(inputs, verbose=0))
 """
 
 
-def _config(*overrides):
-    return load_config("dacon-cv-2020", "smoke", ["folds.n_splits=2", "train.epochs=2", "train.width=0.25", "train.batch_size=128", *overrides],
-                       REPO / "configs")
+_config = partial(dacon_config, "folds.n_splits=2", "train.epochs=2", "train.width=0.25", "train.batch_size=128")
 
 
+@pytest.mark.slow
 def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_dir):
     """seeds=2, tta=3, two mask channels and the letter embedding: each saved model reloads, and oof.csv is
     the mean of both models' TTA predictions, each recomputed from the saved model."""
@@ -101,6 +99,7 @@ def test_training_map_augments_images_and_mixes_labels(dacon_dir):
     assert augment.geometric(Augment(shift=0, rotation=0), seed=0) is None
 
 
+@pytest.mark.slow
 def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, dacon_dir):
     """The raw weights' training is the same with or without EMA (same train loss); validation sees the
     averaged weights (other val loss), and the kept model is the best validated one."""
@@ -136,6 +135,7 @@ def _clear_runs(root):
         path.unlink()
 
 
+@pytest.mark.slow
 def test_pseudo_labels_are_fold_safe_test_rows_only(tmp_path, dacon_dir, capsys):
     data = tmp_path / "data"
     test_ids = _with_test_file(dacon_dir, data)
