@@ -72,6 +72,14 @@ def written(root: Path, name: str, truth: pd.Series) -> tuple[pd.DataFrame, pd.D
     return frame, pd.read_csv(root / "submissions" / name / "leaderboard.csv")
 
 
+def reported(root: Path, argv: list[str], name: str, words: str) -> None:
+    """`make report` draws the task's compact report: the OOF figure of the blend and of each backbone, the curves."""
+    assert main(["report", *argv]) == 0
+    folder = root / "runs" / name / "report"
+    assert {"oof_blend.png", "oof_cnn_small.png", "learning_curves_cnn_small.png"} <= {p.name for p in folder.glob("*.png")}
+    assert words in (folder / "index.html").read_text()
+
+
 def per_part(frame: pd.DataFrame, score) -> dict[str, float]:
     return {part.lower(): score(frame[frame["Usage"] == part]) for part in ("Public", "Private")}
 
@@ -90,6 +98,7 @@ def test_binary_submits_p_positive_scored_by_roc_auc(tmp_path, dacon_rows):
     assert board.loc[0, "public"] == pytest.approx(expected["public"], abs=1e-6)
     assert board.loc[0, "private"] == pytest.approx(expected["private"], abs=1e-6)
     assert json.loads((tmp_path / "runs/big-digit/ensemble/ensemble.json").read_text())["post"] == {"threshold": 0.5}
+    reported(tmp_path, argv, "big-digit", "Task binary")
 
 
 @pytest.mark.slow
@@ -112,6 +121,7 @@ def test_regression_submits_clipped_values_scored_by_rmse(tmp_path, dacon_rows):
         assert np.abs(np.bincount(mine, minlength=10) / len(mine) - whole).max() < 0.015
     blend = json.loads((tmp_path / "runs/digit-value/ensemble/ensemble.json").read_text())
     assert "hard" not in blend["blends"] and set(blend["scores"]["cnn_small"]) == {"rmse", "mae"}
+    reported(tmp_path, argv, "digit-value", "Task regression")
 
 
 @pytest.mark.slow
@@ -135,6 +145,7 @@ def test_ordinal_cut_points_fitted_out_of_fold_and_scored_by_qwk(tmp_path, dacon
     rounded = cohen_kappa_score(y, np.clip(np.rint(score[:, 0]), 0, 9).astype(int), weights="quadratic")
     print(f"OOF QWK: plain rounding {rounded:.4f}, cross-fitted cut points {fitted:.4f}")
     assert fitted >= rounded
+    reported(tmp_path, argv, "digit-grade", "Task ordinal")
 
 
 METRIC = '''

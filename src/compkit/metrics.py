@@ -107,8 +107,9 @@ def problem(metric: str, task: str) -> str | None:
 
 
 @cache
-def _load_score(file: str) -> Callable:
-    """The ``score`` function of the Python file ``file`` (loaded once per process)."""
+def _load_score(file: str, stamp: tuple[int, int]) -> Callable:
+    """The ``score`` function of the Python file ``file``, loaded once per process and version (``stamp``: its
+    modification time in ns and size, so an edited file is loaded again)."""
     spec = importlib.util.spec_from_file_location(f"compkit_metric_{Path(file).stem}", file)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -127,7 +128,8 @@ def call_metric_file(file: str, solution, submission, row_id_column_name: str) -
         CompkitError: the file cannot be loaded, ``score`` raises, or returns no finite number; one line naming
             the file and the exception.
     """
-    score = _load_score(str(file))
+    stat = Path(file).stat()
+    score = _load_score(str(file), (stat.st_mtime_ns, stat.st_size))
     try:
         value = float(score(solution.copy(), submission.copy(), row_id_column_name))
     except Exception as exc:  # the user's code: any exception is one line naming the file

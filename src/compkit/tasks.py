@@ -282,13 +282,13 @@ class Task:
         self.require_pseudo()
         raise NotImplementedError
 
-    def require_report(self) -> None:
-        """Raises CompkitError, one line, where ``make report`` cannot draw the task: its figures and bootstrap
-        tables are of class probabilities under a built-in metric (multiclass today)."""
-        if self.kind != CLASSIFY or self.scorer.name not in SCORERS:
-            raise CompkitError(f"make report draws multiclass competitions under a built-in metric; task {self.kind!r} with "
-                               f"metric {self.scorer.name!r} has no report yet: read runs/<competition>/ensemble/ensemble.json "
-                               "and the leaderboard")
+    figure = "confusion"  # the report's figure of OOF predictions: confusion (of classes or grades), roc, scatter
+
+    @property
+    def full_report(self) -> bool:
+        """True when ``make report`` draws the whole class-probability report (per-class tables, the public/private
+        bootstrap, wrong images): a multiclass task under a built-in metric; else the task's compact report."""
+        return False
 
     def require_pseudo(self) -> None:
         """Raises CompkitError, one line, when the task has no pseudo-label rule (regression, ordinal)."""
@@ -304,6 +304,10 @@ class Multiclass(Task):
     kind = CLASSIFY
     table_metrics = ("accuracy", "macro_f1", "log_loss")
     blend_names = ("equal", "fitted", "hard", "caruana")
+
+    @property
+    def full_report(self):
+        return self.scorer.name in SCORERS
 
     @property
     def columns(self) -> list[str]:
@@ -334,7 +338,7 @@ class Binary(Task):
     kind = BINARY
     table_metrics = ("roc_auc", "accuracy", "log_loss")
     blend_names = ("equal", "fitted", "hard", "caruana")
-    activation = "sigmoid"
+    activation, figure = "sigmoid", "roc"
     epoch_metric = "auc"
 
     @property
@@ -409,7 +413,7 @@ class Regression(Task):
 
     kind = REGRESSION
     table_metrics = ("rmse", "mae")
-    activation, head_name, epoch_metric = "linear", "value", "rmse"
+    activation, head_name, epoch_metric, figure = "linear", "value", "rmse", "scatter"
     default_loss = "mse"
 
     @property
@@ -526,6 +530,7 @@ class Ordinal(Regression):
 
     kind = ORDINAL
     table_metrics = ("qwk", "accuracy", "rmse")
+    figure = "confusion"  # of grades
 
     @property
     def columns(self):

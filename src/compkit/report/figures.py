@@ -41,16 +41,17 @@ def confusion_figure(matrix: np.ndarray, classes: list, title: str) -> Figure:
     return fig
 
 
-def learning_curves_figure(histories: list[pd.DataFrame], backbone: str) -> Figure:
-    """Train (solid) and validation (dashed) loss and accuracy per epoch, one colour per fold.
+def learning_curves_figure(histories: list[pd.DataFrame], backbone: str, logged: str = "accuracy") -> Figure:
+    """Train (solid) and validation (dashed) loss and the task's logged metric per epoch, one colour per fold.
 
-    ``histories``: one ``history.csv`` frame per fold (epoch, loss, accuracy, val_loss, val_accuracy);
-    a dot marks each fold's best epoch (lowest val_loss, whose weights were kept).
+    ``histories``: one ``history.csv`` frame per fold (epoch, loss, ``logged``, val_loss, val_``logged``; ``logged`` is
+    :attr:`compkit.tasks.Task.epoch_metric`: accuracy, auc or rmse); a dot marks each fold's best epoch (lowest
+    val_loss, whose weights were kept).
     """
     fig = _figure(10, 3.8)
     axes = fig.subplots(1, 2)
     few = max(len(h) for h in histories) <= 15
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", logged)):
         for k, hist in enumerate(histories):
             color = f"C{k % 10}"
             marker = "o" if few else None
@@ -224,4 +225,40 @@ def extra_accuracy_figure(table: pd.DataFrame, column: str, overall: float, titl
     ax.set_ylabel(f"OOF {metric}")
     ax.set_title(f"{title}: OOF {metric} per {column} (dotted: all OOF rows, {overall:.3f})")
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def roc_figure(truth: np.ndarray, p: np.ndarray, title: str) -> Figure:
+    """ROC curve of (N,) P(positive) against (N,) 0/1 truth (``sklearn.metrics.roc_curve``), its AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(truth, p)
+    fig = _figure(5, 4.6)
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, lw=1.6, label=f"ROC AUC {roc_auc_score(truth, p):.4f}")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def regression_figure(truth: np.ndarray, predicted: np.ndarray, title: str) -> Figure:
+    """Predicted against true values (the diagonal is perfect) and the histogram of residuals (predicted - true)."""
+    fig = _figure(10, 4.2)
+    scatter, residuals = fig.subplots(1, 2)
+    scatter.scatter(truth, predicted, s=6, alpha=0.4)
+    low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
+    scatter.plot([low, high], [low, high], color="grey", ls="--", lw=1)
+    scatter.set_xlabel("true")
+    scatter.set_ylabel("predicted")
+    scatter.grid(alpha=0.3)
+    error = predicted - truth
+    residuals.hist(error, bins=40, color="C0", alpha=0.8)
+    residuals.axvline(0, color="grey", ls="--", lw=1)
+    residuals.set_xlabel(f"residual (mean {error.mean():.3f}, RMSE {np.sqrt(np.mean(error ** 2)):.3f})")
+    residuals.set_ylabel("rows")
+    fig.suptitle(title)
     return fig

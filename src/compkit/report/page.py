@@ -16,13 +16,14 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from compkit import console, tasks
 from compkit.config import Competition, Config, Paths
-from compkit.data import Images
+from compkit.data import Images, load_labels
 from compkit.errors import CompkitError
 from compkit.artifacts import Layout
 from compkit.io import atomic_path
 from compkit.metrics import best, gain, label, score, score_table, sign
 from compkit.report.figures import (blends_figure, confusion_figure, correlation_figure, extra_accuracy_figure,
-                                    intervals_figure, leaderboard_figure, learning_curves_figure, wrong_figure)
+                                    intervals_figure, leaderboard_figure, learning_curves_figure, regression_figure,
+                                    roc_figure, wrong_figure)
 from compkit.report.loaders import (Candidate, Model, backbone_oof, blend_oof, holdout_candidates, read_leaderboard,
                                     rows_of)
 from compkit.report.stats import N_BOOT, fold_spread, metric_flip_probability, metric_interval, true_class_correlation
@@ -244,13 +245,14 @@ def _curves_section(page: _Page, config: Config, paths: Paths, backbones: list[s
     page.add('<h2 id="curves">Learning curves</h2>')
     page.para("Train (solid) and validation (dashed: the fold's own OOF rows) per epoch, one colour per fold; "
               "a ring marks the best epoch (lowest validation loss), whose weights were kept.")
+    logged = tasks.for_config(config).epoch_metric
     for backbone in backbones:
         histories = []
         for k in range(config.folds.n_splits):
             history = pd.read_csv(Layout(config, paths).fold_file(backbone, k, "history.csv"))
             histories.append(history[history["seed"] == 0] if "seed" in history else history)  # seed averaging: the first
-        page.add(page.figure(f"learning_curves_{backbone}.png", learning_curves_figure(histories, backbone),
-                             f"{backbone}: loss and accuracy per epoch, every fold"))
+        page.add(page.figure(f"learning_curves_{backbone}.png", learning_curves_figure(histories, backbone, logged),
+                             f"{backbone}: loss and {logged} per epoch, every fold"))
 
 
 def _wrong_section(page: _Page, blend: Model, labels: np.ndarray, train: Images, rows: np.ndarray, comp: Competition) -> None:
@@ -303,7 +305,8 @@ def run(config: Config, paths: Paths) -> Path:
     """Stage entry point: write ``runs/<competition>/report/index.html`` and its PNG figures; returns the page's path."""
     start = time.perf_counter()
     comp, layout = config.competition, Layout(config, paths)
-    tasks.for_config(config).require_report()
+    if not tasks.for_config(config).full_report:
+        return _task_report(config, paths, start)
     blend = layout.read_ensemble()
     folds, holdout = layout.read_folds()
     train = layout.load_train()  # pixels (a memory map of the cache) for the wrong-images figure
@@ -355,6 +358,12 @@ def run(config: Config, paths: Paths) -> Path:
     _wrong_section(page, models[0], labels["blend"], train, rows["blend"], comp)
     _extra_section(page, models, labels, train, rows["blend"], comp)
 
+    return _write(page, comp, f"{len(candidates)} holdout entries, CV {blend['cv']:.4f} ({blend['selected']})", start)
+
+
+def _write(page: _Page, comp: Competition, what: str, start: float) -> Path:
+    """Write the page and its figures (deleting an earlier report's figures this one no longer draws); its path."""
+    folder = page.folder
     for stale in folder.glob("*.png"):  # figures of an earlier report that this one no longer draws
         if stale.name not in page.figures:
             stale.unlink()
@@ -364,8 +373,50 @@ def run(config: Config, paths: Paths) -> Path:
         tmp.write_text(f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(comp.name)} report</title>"
                        f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n", encoding="utf-8")
     size = index.stat().st_size / 1e6
-    console.summary(
-        f"report: {len(page.figures)} figures, {len(candidates)} holdout entries, CV {blend['cv']:.4f} "
-        f"({blend['selected']}) -> {index} ({size:.1f} MB) in {time.perf_counter() - start:.0f}s"
-    )
+    console.summary(f"report: {len(page.figures)} figures, {what} -> {index} ({size:.1f} MB) in {time.perf_counter() - start:.0f}s")
     return index
+
+
+def _task_report(config: Config, paths: Paths, start: float) -> Path:
+    """The report of a task without class-probability sections (binary, regression, ordinal, a metric file): the
+    leaderboard, the OOF scores of every backbone and blend (ensemble.json), one figure per model of its OOF rows
+    (:attr:`compkit.tasks.Task.figure`: a ROC curve, predicted vs true with residuals, or the confusion matrix of
+    grades; decided by post-processing cross-fitted over the folds, as the scores are), and the learning curves."""
+    comp, layout, task = config.competition, Layout(config, paths), tasks.for_config(config)
+    blend, (folds, holdout) = layout.read_ensemble(), layout.read_folds()
+    train = load_labels(paths.data, comp)
+    models = [blend_oof(config, paths, blend, folds), *(backbone_oof(config, paths, b) for b in blend["backbones"])]
+    board = read_leaderboard(config, paths)
+    page = _Page(paths.runs / "report")
+    metric = task.scorer
+    page.add(f"<h1>{html.escape(comp.name)}: report</h1>")
+    page.para(f"Written {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {paths.runs}. Task {task.kind}; "
+              f"selected blend: {blend['selected']}, CV (OOF {metric.label}) {blend['cv']:.4f} over {len(models[0].ids)} "
+              f"OOF rows; post-processing {blend.get('post') or 'none'}; holdout {len(holdout)} images.")
+    page.add('<h2 id="leaderboard">Leaderboard</h2>')
+    if board is None:
+        page.para("No submission yet: `make submit`.", note=True)
+    else:
+        page.add(_table(board.drop(columns=["file"]).sort_values("cv", ascending=not metric.greater_is_better), "leaderboard"))
+    page.add('<h2 id="oof">OOF scores</h2>')
+    rows = [{"model": b, "kind": "backbone", **blend["scores"][b]} for b in blend["backbones"]]
+    rows += [{"model": n, "kind": "blend", **{k: v for k, v in s.items() if k != "weights"}} for n, s in blend["blends"].items()]
+    page.add(_table(pd.DataFrame(rows), "oof-scores"))
+    for m in models:
+        truth = train.labels[rows_of(m.ids, train, paths.runs / m.key)]
+        decision = task.cross_fit_decide(truth, m.proba, m.fold)
+        page.add(page.figure(f"oof_{m.key}.png", _task_figure(task, truth, m.proba, decision, f"{m.title}: OOF"),
+                             f"{m.title}: OOF predictions"))
+    _curves_section(page, config, paths, blend["backbones"])
+    return _write(page, comp, f"task {task.kind}, CV {blend['cv']:.4f} ({blend['selected']})", start)
+
+
+def _task_figure(task, truth: np.ndarray, pred: np.ndarray, decision: np.ndarray, title: str):
+    """The figure :attr:`compkit.tasks.Task.figure` names, of (N,) truth, (N, D) predictions and (N,) decisions."""
+    if task.figure == "roc":
+        return roc_figure(truth, pred[:, 0], title)
+    if task.figure == "scatter":
+        return regression_figure(truth, decision, title)
+    k = len(task.classes)
+    matrix = confusion_matrix(truth, decision, labels=np.arange(k)).astype(float)
+    return confusion_figure(matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None), task.classes, title)

@@ -88,7 +88,8 @@ def resampled_scores(metric: str, labels: np.ndarray, proba: np.ndarray, counts:
     Returns:
         (B,) float64, equal to ``metrics.score`` on each resample's rows: accuracy and log loss are
         count-weighted means of per-row values (log loss with sklearn's clipping at float64 eps);
-        macro-F1 is sklearn's, averaged over the classes present in the resample's truth or prediction.
+        macro-F1 is sklearn's, averaged over the classes present in the resample's truth or prediction; any other
+        metric (ROC AUC) is ``metrics.score`` on each resample's rows, materialised (slower, never a stand-in).
     """
     proba = proba / proba.sum(axis=1, keepdims=True)
     rows = np.arange(len(labels))
@@ -99,6 +100,8 @@ def resampled_scores(metric: str, labels: np.ndarray, proba: np.ndarray, counts:
     predicted = proba.argmax(axis=1)
     if metric == "accuracy":
         return counts @ (predicted == labels) / n
+    if metric != "macro_f1":
+        return np.array([score(metric, labels[np.repeat(rows, c)], proba[np.repeat(rows, c)]) for c in counts])
     k = proba.shape[1]
     truth, pred = np.eye(k)[labels], np.eye(k)[predicted]
     tp, support = counts @ (truth * pred), counts @ truth + counts @ pred
