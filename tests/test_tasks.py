@@ -213,3 +213,12 @@ def test_a_setting_the_task_cannot_use_is_a_config_error(overrides, fragment):
     with pytest.raises(ConfigError) as err:
         load_config("dacon-cv-2020", "smoke", overrides, REPO / "configs")
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_task_without_a_pseudo_label_rule_says_so_in_one_line(tmp_path, dacon_rows, capsys):
+    argv = make_competition(tmp_path, dacon_rows, "digit-value", dacon_rows["digit"].astype(float), 'task = "regression"')
+    before = tree_digest(tmp_path)
+    assert main(["pseudo", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "competition.task = 'regression' has no pseudo-label rule" in err and "\n" not in err
+    assert tree_digest(tmp_path) == before

@@ -102,7 +102,9 @@ class Competition(_Strict):
     image_shape: list[int] = Field(min_length=3, max_length=3)
     pixel_prefix: str = ""
     pixel_start: int = Field(0, ge=0)  # number of the first pixel column: pixel0.. or pixel1..
-    metric: str | MetricFile = "accuracy"  # a name of compkit.metrics.SCORERS the task can use, or { file = ..., greater_is_better = ... }
+    # a name of compkit.metrics.SCORERS the task can use, or { file = ..., greater_is_better = ... };
+    # None: the task's usual one (multiclass accuracy, binary roc_auc, regression rmse, ordinal qwk)
+    metric: str | MetricFile | None = None
     submission_columns: list[str] | None = Field(None, min_length=2)  # None: the sample submission's header decides
     builder: Literal["", "fashion_mnist"] = ""  # `make data` can build this competition's files
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
@@ -148,7 +150,7 @@ class Competition(_Strict):
             raise ValueError(f"task = 'binary' needs exactly 2 classes [negative, positive], got {len(self.classes)}")
         if self.target_range is not None and not self.target_range[0] < self.target_range[1]:
             raise ValueError(f"target_range {self.target_range}: give [low, high] with low < high")
-        why = isinstance(self.metric, str) and problem(self.metric, self.task)
+        why = isinstance(self.metric, str) and problem(self.metric, self.task)  # a metric file fits any task
         if why:
             raise ValueError(why)
         return self
@@ -590,7 +592,7 @@ def _check_task(config: Config, source: str) -> None:
     if config.folds.group_column and config.folds.max_rows:
         raise ConfigError(f"{source}: folds.max_rows samples rows, not groups, so it would split folds.group_column's groups; "
                           "remove one of the two")
-    if not isinstance(comp.metric, str) and not Path(comp.metric.file).is_file():
+    if isinstance(comp.metric, MetricFile) and not Path(comp.metric.file).is_file():
         raise ConfigError(f"{source}: competition.metric.file {comp.metric.file!r}: not found; put the metric file there "
                           "(a path relative to the config folder)")
 

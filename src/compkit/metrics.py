@@ -96,6 +96,10 @@ SCORERS: dict[str, Scorer] = {s.name: s for s in (
 )}
 
 
+# A task's metric when the config names none: the field's usual one (Kaggle's for such competitions).
+DEFAULT_METRIC = {CLASSIFY: "accuracy", BINARY: "roc_auc", REGRESSION: "rmse", ORDINAL: "qwk"}
+
+
 def problem(metric: str, task: str) -> str | None:
     """Why the built-in ``metric`` cannot score ``task``, or None when it can."""
     if metric not in SCORERS:

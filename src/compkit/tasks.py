@@ -33,7 +33,7 @@ from sklearn.model_selection import PredefinedSplit
 from compkit import blends
 from compkit.config import Competition, Config
 from compkit.errors import CompkitError, DataError, line, shown
-from compkit.metrics import BINARY, CLASSIFY, ORDINAL, REGRESSION, SCORERS, Scorer, call_metric_file
+from compkit.metrics import BINARY, CLASSIFY, DEFAULT_METRIC, ORDINAL, REGRESSION, SCORERS, Scorer, call_metric_file
 
 
 def _label_text(value) -> str:
@@ -67,7 +67,7 @@ class Task:
 
     # -- the metric -----------------------------------------------------------------------------------------------
     def _scorer(self, comp: Competition) -> Scorer:
-        metric = comp.metric
+        metric = comp.metric or DEFAULT_METRIC[self.kind]
         if isinstance(metric, str):
             return SCORERS[metric]
         file, needs = metric.file, "proba" if metric.probabilities else "decision"
