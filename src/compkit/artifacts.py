@@ -28,6 +28,7 @@ renames: a kill leaves the old set or the new one (between the two renames, none
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -43,13 +44,14 @@ import pandas as pd
 from compkit.config import Config, Paths
 from compkit.data import DataError, Images, line, load_test, load_train
 from compkit.errors import CompkitError, shown
-from compkit.io import atomic_path, proba_columns, read_id_csv, read_proba, write_csv, write_json
+from compkit.io import atomic_path, held, proba_columns, read_id_csv, read_proba, write_csv, write_json
 from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
 
 FOLD_PROBAS = ("oof.csv", "holdout.csv", "test.csv")  # test.csv only with a test file
 ENSEMBLE_PROBAS = FOLD_PROBAS
 LEADERBOARD_COLUMNS = ["time", "name", "file", "backbones", "blend", "cv", "public", "private"]
 LEADERBOARD_NUMBERS = ("cv", "public", "private")
+LEADERBOARD_WAIT_S = 120  # seconds a submit waits for another's leaderboard lock (a submit holds it well under a second)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -537,14 +539,21 @@ class Layout:
         """``submissions/<c>/leaderboard.csv``: one row per submission (:data:`LEADERBOARD_COLUMNS`)."""
         return self.paths.submissions / "leaderboard.csv"
 
-    def submission_path(self, name: str) -> Path:
-        """``submissions/<c>/<UTC time>_<name>.csv``, a free name (``-2``, ``-3`` ... within one second)."""
+    def submission_path(self, name: str, n: int = 1) -> Path:
+        """``submissions/<c>/<UTC time>_<name>.csv``, or ``<name>-<n>`` for ``n`` > 1 (the path's name, not reserved)."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path, n = self.paths.submissions / f"{stamp}_{name}.csv", 1
-        while path.exists():
-            n += 1
-            path = self.paths.submissions / f"{stamp}_{name}-{n}.csv"
-        return path
+        return self.paths.submissions / f"{stamp}_{name}{'' if n == 1 else f'-{n}'}.csv"
+
+    def _reserve_submission(self, name: str) -> Path:
+        """Create an empty ``submission_path(name, n)`` exclusively (``O_EXCL``), for the first ``n`` whose file is free."""
+        self.paths.submissions.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            path = self.submission_path(name, n)
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                continue
+            return path
 
     def read_leaderboard(self) -> pd.DataFrame:
         """leaderboard.csv (an empty table with :data:`LEADERBOARD_COLUMNS` when there is none).
@@ -573,11 +582,21 @@ class Layout:
             board[column] = number
         return board
 
-    def write_submission(self, path: Path, submission: pd.DataFrame, board: pd.DataFrame) -> None:
-        """Write the submission CSV, then the leaderboard holding its row; a failure removes the CSV again."""
-        write_csv(submission, path)
-        try:
-            write_csv(board, self.leaderboard)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+    def write_submission(self, name: str, submission: pd.DataFrame, row: dict) -> tuple[Path, pd.DataFrame]:
+        """Add a submission named ``name``: returns its path and the leaderboard with its ``row`` appended.
+
+        Under a kernel lock on ``submissions/<c>/.leaderboard.lock`` (waiting up to :data:`LEADERBOARD_WAIT_S`), so
+        concurrent submits each get their own file and row: the file is created exclusively under a free name
+        (:meth:`submission_path`), the submission written into it, then the leaderboard is read again, ``row`` (its
+        ``file`` set to the name) appended and written. A failure removes the CSV again.
+        """
+        with held(self.paths.submissions / ".leaderboard.lock", LEADERBOARD_WAIT_S):
+            path = self._reserve_submission(name)
+            try:
+                board = pd.concat([self.read_leaderboard(), pd.DataFrame([{**row, "file": path.name}])], ignore_index=True)
+                write_csv(submission, path)
+                write_csv(board, self.leaderboard)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        return path, board

@@ -128,6 +128,30 @@ def read_proba(path: Path, id_column: str, classes: list) -> tuple[np.ndarray, n
     return frame[id_column].to_numpy(), proba
 
 
+@contextmanager
+def held(lock: Path, timeout: float) -> Iterator[None]:
+    """Hold ``lock`` (an exclusive kernel lock on the file, as :func:`claim`) for the block, waiting up to ``timeout``
+    seconds for another holder; the file is deleted on the way out (see :func:`release`).
+
+    Raises:
+        CompkitError: another process held it for ``timeout`` seconds; names the file.
+    """
+    lock = Path(lock).absolute()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = FileLock(lock, timeout=timeout, thread_local=False)
+    try:
+        handle.acquire()
+    except Timeout:
+        raise CompkitError(f"{lock}: held by another process for {timeout:g} s; wait for it to finish, "
+                           "or delete the file if no compkit is running") from None
+    try:
+        yield
+    finally:
+        with suppress(OSError):
+            lock.unlink()
+        handle.release()
+
+
 _held: dict[Path, FileLock] = {}  # the fold locks this process holds, by absolute path
 
 
