@@ -7,12 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from compkit.cli import main
+from compkit.data import load_train
 from conftest import REPO, tree_digest
 
 NAME = "dacon-cv-2020"
@@ -49,3 +52,124 @@ def test_concurrent_submits_of_one_name_give_a_file_and_a_row_each(copy):
     board = pd.read_csv(folder / "leaderboard.csv")
     assert len(files) == n and sorted(board["file"]) == files
     assert not list(folder.glob(".*")), "no lock or temporary file stays"
+
+
+def fails(stage: str, root: Path, argv: list[str], capsys, *extra: str) -> str:
+    """Run ``stage``; assert exit 2, one stderr line, and no change under folds/, runs/, submissions/. Returns the line."""
+    before = tree_digest(root)
+    code = main([stage, *argv, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("compkit: error: "), err
+    assert tree_digest(root) == before
+    return err
+
+
+def small_argv(root: Path, data: Path) -> list[str]:
+    return ["--competition", NAME, "--preset", "smoke", "--data-dir", str(data), "--root", str(root),
+            "--config-dir", str(REPO / "configs"), "--backbones", "cnn_small"]
+
+
+@pytest.fixture
+def data(tmp_path, dacon_dir) -> Path:
+    """A data folder holding train.csv: the first 300 real DACON rows."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pd.read_csv(dacon_dir / "train.csv", nrows=300).to_csv(folder / "train.csv", index=False)
+    shutil.copy(dacon_dir / "submission.csv", folder / "submission.csv")
+    return folder
+
+
+# -- the pixel cache is verified on open ---------------------------------------------------------------------
+
+def _zeroed(npy: Path) -> None:
+    pixels = np.load(npy, mmap_mode="r+")
+    pixels[:] = 0
+    pixels.flush()
+
+
+DAMAGES = {
+    "zeroed in place": _zeroed,
+    "rewritten as float32": lambda npy: np.save(npy, np.load(npy).astype(np.float32)),
+    "rewritten in Fortran order": lambda npy: np.save(npy, np.asfortranarray(np.load(npy))),
+    "its record a JSON list": lambda npy: npy.with_suffix(".json").write_text("[1, 2]"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_cache_is_rebuilt_with_one_line(tmp_path, dacon, data, capsys, damage):
+    """The real rows' cache damaged behind its record: the next read says why in one line and rebuilds it."""
+    comp = dacon().competition
+    expected = load_train(data, comp).images
+    load_train(data, comp, tmp_path / "cache")
+    (npy,) = (tmp_path / "cache").glob("train-*.npy")
+    DAMAGES[damage](npy)
+    capsys.readouterr()
+    again = load_train(data, comp, tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and f"cache: {npy}:" in out and "decoding the images again" in out, out
+    np.testing.assert_array_equal(again.images, expected)
+    assert again.images.dtype == np.uint8 and again.images.flags.c_contiguous
+    assert load_train(data, comp, tmp_path / "cache") is not None and capsys.readouterr().out == ""  # trusted now
+
+
+@pytest.mark.parametrize("where", ["cache folder is a file", "cache file is a folder"])
+def test_a_cache_path_of_the_wrong_kind_is_one_line(tmp_path, data, capsys, where):
+    root = tmp_path / "root"
+    argv = small_argv(root, data)
+    assert main(["folds", *argv]) == 0
+    cache_dir = root / "runs" / NAME / "cache"
+    (npy,) = cache_dir.glob("train-*.npy")
+    if where == "cache folder is a file":
+        shutil.rmtree(cache_dir)
+        cache_dir.write_text("not a folder\n")
+        assert f"{cache_dir}: a file where compkit's pixel cache folder goes" in fails("train", root, argv, capsys)
+    else:
+        npy.unlink()
+        npy.mkdir()
+        assert f"{npy}: a folder where compkit's pixel cache file goes; delete it" in fails("train", root, argv, capsys)
+
+
+BUILDER = """
+import fcntl, sys, time
+f = open(sys.argv[1], "wb")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_leftover_build_files_of_dead_writers_go_a_live_writers_stay(tmp_path, dacon, data):
+    """A killed build's .npy under a pid now alive (reused) and a killed record write go; a live writer's file stays."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    reused = folder / f".build-{os.getppid()}-train-0123456789abcdef.npy"  # a live pid, but nobody holds the file
+    record = folder / f".build-999999-train-0123456789abcdef.json"
+    for path in (reused, record):
+        path.write_bytes(b"left by a killed build")
+        os.utime(path, (time.time() - 3600,) * 2)
+    live = folder / f".build-{os.getpid()}-test-fedcba9876543210.npy"
+    writer = subprocess.Popen([sys.executable, "-c", BUILDER, str(live)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        os.utime(live, (time.time() - 3600,) * 2)
+        load_train(data, dacon().competition, folder)
+        assert not reused.exists() and not record.exists() and live.exists()
+        assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".npy", ".npy"]
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_check_writes_nothing_even_with_another_image_shape(tmp_path, data, capsys):
+    """A finished run's cache stays when `check` reads the data with another image_shape (docs: check writes nothing)."""
+    root = tmp_path / "root"
+    argv = small_argv(root, data)
+    assert main(["folds", *argv]) == 0
+    before = tree_digest(root)
+    assert main(["check", *argv, "--set", "competition.image_shape=[14, 56, 1]"]) == 0
+    assert tree_digest(root) == before
+    (npy,) = (root / "runs" / NAME / "cache").glob("train-*.npy")
+    _zeroed(npy)
+    damaged = tree_digest(root)
+    assert main(["check", *argv]) == 0  # a damaged cache is reported, not rebuilt, by check
+    assert tree_digest(root) == damaged

@@ -230,13 +230,14 @@ class Layout:
         """``runs/<c>/cache/``: each split's decoded pixels, ``<split>-<key>.npy`` and its record (:mod:`compkit.cache`)."""
         return self.paths.runs / "cache"
 
-    def load_train(self) -> Images:
-        """The training split with its pixels from the decode-once cache (:func:`compkit.data.load_train`)."""
-        return load_train(self.paths.data, self.config.competition, self.cache_dir)
+    def load_train(self, build: bool = True) -> Images:
+        """The training split with its pixels from the decode-once cache (:func:`compkit.data.load_train`; without
+        ``build`` the cache is only read)."""
+        return load_train(self.paths.data, self.config.competition, self.cache_dir, build)
 
-    def load_test(self) -> Images | None:
+    def load_test(self, build: bool = True) -> Images | None:
         """The test split with its pixels from the decode-once cache, or None without one (:func:`compkit.data.load_test`)."""
-        return load_test(self.paths.data, self.config.competition, self.cache_dir)
+        return load_test(self.paths.data, self.config.competition, self.cache_dir, build)
 
     # -------------------------------------------------------------------------------------- pseudo-labels
 

@@ -177,15 +177,16 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     return train, test
 
 
-def check_pixels(config: Config, paths: Paths) -> tuple[Images, Images | None]:
+def check_pixels(config: Config, paths: Paths, build: bool = True) -> tuple[Images, Images | None]:
     """Train and test with their pixels, validated while decoded (or parsed) once into the cache later stages
-    read (:mod:`compkit.cache`); a bad image or pixel raises before any cache file is written.
+    read (:mod:`compkit.cache`); a bad image or pixel raises before any cache file is written. Without ``build``
+    (`compkit check`) a current cache is read and nothing written: the pixels are decoded in memory otherwise.
 
     Raises:
         DataError: see :func:`compkit.data.read_images` and :func:`compkit.data.read_image_files`.
     """
     layout = Layout(config, paths)
-    return layout.load_train(), layout.load_test()
+    return layout.load_train(build), layout.load_test(build)
 
 
 def run(config: Config, paths: Paths) -> None:
