@@ -173,3 +173,40 @@ def test_check_writes_nothing_even_with_another_image_shape(tmp_path, data, caps
     damaged = tree_digest(root)
     assert main(["check", *argv]) == 0  # a damaged cache is reported, not rebuilt, by check
     assert tree_digest(root) == damaged
+
+
+# -- zip import ---------------------------------------------------------------------------------------------
+
+def _zip(path: Path, dacon_dir: Path, extra: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train.csv", pd.read_csv(dacon_dir / "train.csv", nrows=300).to_csv(index=False))
+        zf.write(dacon_dir / "submission.csv", "submission.csv")
+        for name, data in extra.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_a_zip_bomb_member_is_refused_before_anything_is_written(tmp_path, dacon_dir, capsys):
+    """A 2 MB zip whose extra member unpacks to 200 MB of zeros: one line naming it and limits.zip_ratio; no folder made."""
+    archive = _zip(tmp_path / "bomb.zip", dacon_dir, {"test.csv": bytes(200 * 2**20)})
+    target = tmp_path / "data" / NAME
+    before = tree_digest(tmp_path, ("data",))
+    code = main(["data", "--competition", NAME, "--preset", "smoke", "--config-dir", str(REPO / "configs"), "--root",
+                 str(tmp_path), "--data-dir", str(target), "--from-zip", str(archive), "--set", "limits.zip_ratio=100"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "member 'test.csv' unpacks to 209,715,200 bytes" in err, err
+    assert "limits.zip_ratio = 100" in err and not target.exists() and tree_digest(tmp_path, ("data",)) == before
+    assert not list(tmp_path.glob("data/.tmp-*"))
+
+
+def test_a_zip_is_limited_in_total_and_unpacks_only_the_named_files(tmp_path, dacon_dir, capsys):
+    archive = _zip(tmp_path / "x.zip", dacon_dir, {"extra/notes.bin": os.urandom(300_000), "train.csv.bak": b"x" * 1000})
+    target = tmp_path / "data" / NAME
+    common = ["--competition", NAME, "--preset", "smoke", "--config-dir", str(REPO / "configs"), "--root", str(tmp_path),
+              "--data-dir", str(target), "--from-zip", str(archive)]
+    assert main(["data", *common, "--set", "limits.zip_unpacked_gb=0.0005"]) == 2  # train.csv + submission.csv: ~0.75 MB
+    assert "more than limits.zip_unpacked_gb = 0.0005 GB" in capsys.readouterr().err and not target.exists()
+    assert main(["data", *common]) == 0
+    assert sorted(p.name for p in target.iterdir()) == ["submission.csv", "train.csv"]

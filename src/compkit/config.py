@@ -371,6 +371,15 @@ class Ray(_Strict):
     object_store_mb: int = Field(200, ge=80)  # a local cluster's object store (fold files travel through it)
 
 
+class Limits(_Strict):
+    """Guards against inputs that would fill the disk or memory before any work starts (issue 29)."""
+
+    zip_unpacked_gb: float = Field(200.0, gt=0)  # total uncompressed size a competition zip may unpack to (GB, 1e9 bytes)
+    zip_ratio: float = Field(200.0, ge=1)  # largest uncompressed / compressed size of one zip member (CSV ~5-10, PNG ~1)
+    memory_fraction: float = Field(0.8, gt=0, le=1)  # share of the machine's memory a decoded split may take in memory
+    disk_fraction: float = Field(0.9, gt=0, le=1)  # share of the free disk under runs/ a split's pixel cache may take
+
+
 class Tracking(_Strict):
     """Weights & Biases naming; the mode comes from WANDB_MODE (see tracking.py)."""
 
@@ -391,6 +400,7 @@ class Config(_Strict):
     adversarial: Adversarial = Adversarial()
     tracking: Tracking = Tracking()
     ray: Ray = Ray()
+    limits: Limits = Limits()
 
     def hyper(self, backbone: str) -> Hyper:
         """The hyperparameters of ``backbone``: ``[train]`` updated by ``[backbones.<backbone>]``."""

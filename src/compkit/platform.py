@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from compkit import console
-from compkit.config import Competition, Config, Paths
+from compkit.config import Competition, Config, Limits, Paths
 from compkit.errors import CompkitError
 from compkit.io import write_csv
 
@@ -83,15 +83,45 @@ def _content_root(folder: Path, comp: Competition) -> Path:
     return folder
 
 
-def _unpack(archive: Path, into: Path) -> None:
-    """Extract ``archive`` into ``into`` after checking every member; raises :class:`PlatformError` on a bad zip or member."""
+def _needed(comp: Competition) -> set[str]:
+    """Top-level names of the files and folders the config names (each also as ``<name>.zip``): only these are unpacked."""
+    names = {comp.train_file, comp.sample_submission, comp.solution_file}
+    names |= {comp.train_images, comp.test_images} if comp.layout == "image_folder" else {comp.test_file}
+    return names | {f"{n}.zip" for n in names}
+
+
+def _wanted(info: zipfile.ZipInfo, needed: set[str] | None) -> bool:
+    """Whether the member is unpacked: every member without ``needed``, else one named there at the top or in one top folder."""
+    parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+    return needed is None or bool(parts) and (parts[0] in needed or len(parts) > 1 and parts[1] in needed)
+
+
+def _check_sizes(archive: Path, members: list[zipfile.ZipInfo], limits: Limits) -> None:
+    """Refuse a member whose compression ratio is above ``limits.zip_ratio``, or members unpacking past ``limits.zip_unpacked_gb``."""
+    for info in members:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > limits.zip_ratio:
+            raise PlatformError(f"{archive}: member {info.filename!r} unpacks to {info.file_size:,} bytes, {ratio:,.0f} times its "
+                                f"compressed size (limits.zip_ratio = {limits.zip_ratio:g}; a zip bomb?); refusing to unpack "
+                                "(nothing was written); raise limits.zip_ratio if the file is genuine")
+    total = sum(info.file_size for info in members)
+    if total > limits.zip_unpacked_gb * 1e9:
+        raise PlatformError(f"{archive}: the members compkit needs unpack to {total:,} bytes, more than limits.zip_unpacked_gb = "
+                            f"{limits.zip_unpacked_gb:g} GB; refusing to unpack (nothing was written); raise the limit if it is genuine")
+
+
+def _unpack(archive: Path, into: Path, limits: Limits, needed: set[str] | None = None) -> None:
+    """Extract the members of ``archive`` named in ``needed`` (every member when None) into ``into``, after checking
+    every member (paths, links) and their sizes (:func:`_check_sizes`); raises :class:`PlatformError` on a bad zip or member."""
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 problem = _member_problem(info)
                 if problem:
                     raise PlatformError(f"{archive}: member {info.filename!r} {problem}; refusing to unpack (nothing was written)")
-            zf.extractall(into)
+            members = [info for info in zf.infolist() if _wanted(info, needed)]
+            _check_sizes(archive, members, limits)
+            zf.extractall(into, members)
     except zipfile.BadZipFile as exc:
         raise PlatformError(f"{archive}: not a readable zip ({exc}); download it again") from None
 
@@ -100,7 +130,9 @@ def import_zip(config: Config, paths: Paths, archive: Path) -> Path:
     """Unpack ``archive`` into ``paths.data``, check it as `compkit check` does, and only then move it into place.
 
     The zip may hold the files at its top or inside one top folder (``<slug>/train.csv``). Members are
-    refused when they would land outside the folder (absolute paths, ``..``) or are links. The files are
+    refused when they would land outside the folder (absolute paths, ``..``) or are links, and the zip when a member
+    unpacks to more than ``limits.zip_ratio`` times its compressed size or the members to more than
+    ``limits.zip_unpacked_gb``. Only the files and folders the config names are unpacked (others are skipped). The files are
     unpacked into a temporary folder beside ``paths.data`` and renamed into place after the check passes.
 
     Returns:
@@ -136,13 +168,13 @@ def _parent_of(target: Path):
         raise
 
 
-def _unpack_inner(archive: Path, root: Path, name: str) -> None:
+def _unpack_inner(archive: Path, root: Path, name: str, limits: Limits) -> None:
     """Kaggle zips may hold ``<name>.zip`` (``train.csv.zip``, ``train.zip`` of images) instead of ``name``: unpack it."""
     inner = root / f"{name}.zip"
     if (root / name).exists() or not inner.is_file():
         return
     folder = root / f".inner-{name}"
-    _unpack(inner, folder)
+    _unpack(inner, folder, limits)
     inner.unlink()
     entries = list(folder.iterdir())
     # train.csv.zip -> train.csv; train.zip -> train/ (files at its top, or already inside train/)
@@ -156,10 +188,10 @@ def _stage(config: Config, paths: Paths, archive: Path) -> None:
     comp, target = config.competition, Path(paths.data)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
     try:
-        _unpack(archive, staging)
+        _unpack(archive, staging, config.limits, _needed(comp))
         root = _content_root(staging, comp)
         for name in _expected(comp):
-            _unpack_inner(archive, root, name)
+            _unpack_inner(archive, root, name, config.limits)
         missing = [name for name in _expected(comp) if not (root / name).exists()]
         if missing:
             found = sorted(p.name for p in root.iterdir())[:8]
