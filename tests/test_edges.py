@@ -210,3 +210,44 @@ def test_a_zip_is_limited_in_total_and_unpacks_only_the_named_files(tmp_path, da
     assert "more than limits.zip_unpacked_gb = 0.0005 GB" in capsys.readouterr().err and not target.exists()
     assert main(["data", *common]) == 0
     assert sorted(p.name for p in target.iterdir()) == ["submission.csv", "train.csv"]
+
+
+# -- resources and finite numbers, checked before work ----------------------------------------------------------
+
+@pytest.mark.parametrize("override", ["train.learning_rate=inf", "train.weight_decay=nan", "backbones.cnn_small.learning_rate=inf",
+                                      "folds.holdout_fraction=nan", "train.augment.rotation=inf"])
+def test_a_number_that_is_not_finite_is_a_config_error(tmp_path, data, capsys, override):
+    root = tmp_path / "root"
+    argv = small_argv(root, data)
+    assert main(["folds", *argv]) == 0
+    err = fails("train", root, argv, capsys, "--set", override)
+    assert override.split("=")[0] in err and "finite" in err, err
+
+
+@pytest.fixture
+def image_folder(tmp_path, dacon_dir) -> tuple[Path, list[str]]:
+    """The first 300 real DACON rows as an image-folder competition: train/<id>.png and labels.csv."""
+    from PIL import Image
+
+    head = pd.read_csv(dacon_dir / "train.csv", nrows=300)
+    folder = tmp_path / "images"
+    (folder / "train").mkdir(parents=True)
+    for i, image in zip(head["id"], head[[str(i) for i in range(784)]].to_numpy(dtype=np.uint8).reshape(-1, 28, 28)):
+        Image.fromarray(image).save(folder / "train" / f"{i}.png")
+    pd.DataFrame({"file": [f"{i}.png" for i in head["id"]], "digit": head["digit"], "letter": head["letter"]}).to_csv(
+        folder / "labels.csv", index=False)
+    shutil.copy(dacon_dir / "submission.csv", folder / "submission.csv")
+    return folder, ["--set", 'competition.layout="image_folder"', "--set", 'competition.train_file="labels.csv"',
+                    "--set", 'competition.id_column="file"']
+
+
+@pytest.mark.parametrize("stage", ["folds", "check"])
+def test_an_image_shape_that_cannot_fit_is_a_config_error_naming_the_bytes(tmp_path, image_folder, capsys, stage):
+    """300 images of 100000 x 100000 x 3 (9 TB): refused before a decode, no .build file; the kernel killed it before."""
+    folder, options = image_folder
+    root = tmp_path / "root"
+    argv = [*small_argv(root, folder), *options]
+    assert main(["folds", *argv]) == 0
+    err = fails(stage, root, argv, capsys, "--set", "competition.image_shape=[100000, 100000, 3]")
+    assert "competition.image_shape = [100000, 100000, 3]: 300 images decode to 9,000,000,000,000 bytes, more than" in err
+    assert ("limits.disk_fraction of the free disk" if stage == "folds" else "limits.memory_fraction") in err

@@ -25,7 +25,7 @@ def run(config: Config, paths: Paths) -> None:
     require_probabilities_for_log_loss(fmt, comp, str(paths.data / comp.sample_submission))
     solution = load_solution(paths.data, comp, fmt)
     folds, holdout = make_folds(train, config, with_holdout=solution is None)  # feasibility only: nothing is written
-    train, test = check_pixels(config, paths, build=False)  # every image read; nothing written (a current cache is read)
+    train, test = check_pixels(config, paths, len(train.ids) + (len(test.ids) if test is not None else 0), build=False)  # every image read; nothing written (a current cache is read)
 
     counts = pd.Series(np.bincount(train.labels, minlength=len(comp.classes)), index=[str(c) for c in comp.classes])
     console.table(counts.rename("rows").rename_axis("class").reset_index(), title=f"{comp.name}: train rows per class")
