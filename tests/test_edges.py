@@ -251,3 +251,21 @@ def test_an_image_shape_that_cannot_fit_is_a_config_error_naming_the_bytes(tmp_p
     err = fails(stage, root, argv, capsys, "--set", "competition.image_shape=[100000, 100000, 3]")
     assert "competition.image_shape = [100000, 100000, 3]: 300 images decode to 9,000,000,000,000 bytes, more than" in err
     assert ("limits.disk_fraction of the free disk" if stage == "folds" else "limits.memory_fraction") in err
+
+
+# -- an unreachable Ray cluster ------------------------------------------------------------------------------
+
+def test_an_unreachable_ray_cluster_is_one_line_within_the_timeout(tmp_path, data):
+    """RAY_ADDRESS=127.0.0.1:1 used to print "Failed to connect to GCS" every ~35 s without end."""
+    root = tmp_path / "root"
+    argv = small_argv(root, data)
+    assert main(["folds", *argv]) == 0
+    before = tree_digest(root)
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "compkit", "train", *argv, "--executor", "ray", "--set", "ray.connect_timeout_s=5"],
+                         env={**env(), "RAY_ADDRESS": "127.0.0.1:1"}, capture_output=True, text=True, timeout=300)
+    assert time.monotonic() - start < 60
+    lines = [line for line in run.stderr.splitlines() if line.startswith("compkit:")]
+    assert run.returncode == 2 and lines == [run.stderr.strip().splitlines()[-1]], run.stderr
+    assert "cannot reach the head at RAY_ADDRESS=127.0.0.1:1 within ray.connect_timeout_s = 5 s" in lines[0]
+    assert tree_digest(root) == before

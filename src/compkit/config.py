@@ -369,6 +369,7 @@ class Ray(_Strict):
     data_dir: str = ""  # the competition's data on every worker; "": the driver's data folder, as an absolute path
     num_cpus: int | None = Field(None, ge=1)  # a local cluster's CPUs (no RAY_ADDRESS); None: every core
     object_store_mb: int = Field(200, ge=80)  # a local cluster's object store (fold files travel through it)
+    connect_timeout_s: float = Field(60.0, gt=0)  # seconds to reach $RAY_ADDRESS's head before giving up with one line
 
 
 class Limits(_Strict):
