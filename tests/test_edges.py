@@ -3,10 +3,12 @@ cannot fit, unreachable clusters, and errors that were tracebacks. Real DACON ro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -269,3 +271,89 @@ def test_an_unreachable_ray_cluster_is_one_line_within_the_timeout(tmp_path, dat
     assert run.returncode == 2 and lines == [run.stderr.strip().splitlines()[-1]], run.stderr
     assert "cannot reach the head at RAY_ADDRESS=127.0.0.1:1 within ray.connect_timeout_s = 5 s" in lines[0]
     assert tree_digest(root) == before
+
+
+# -- errors that were tracebacks --------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` unwritable for the block: immutable (``chattr +i``) as root, who ignores permissions, else mode 0555."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    else:
+        os.chmod(folder, 0o555)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        os.chmod(folder, 0o755)
+
+
+def _compkit(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "compkit", *argv], env=env(), capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def _one_line(run: subprocess.CompletedProcess) -> str:
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and run.stderr.startswith("compkit: error: "), run.stderr
+    return run.stderr
+
+
+@pytest.mark.parametrize(("stage", "part"), [("folds", "runs"), ("submit", "submissions")])
+def test_a_read_only_output_folder_is_one_line_naming_it(copy, stage, part):
+    root, argv = copy
+    folder = root / part / NAME
+    if stage == "folds":
+        shutil.rmtree(folder / "cache")
+    folder.mkdir(parents=True, exist_ok=True)
+    before = tree_digest(root)
+    with read_only(folder):
+        err = _one_line(_compkit([stage, *argv]))
+    assert f"{folder}/" in err and "make the folder writable (chmod u+w) or pass --root" in err, err
+    assert tree_digest(root) == before
+
+
+def test_a_file_size_limit_is_one_line_naming_the_file(tmp_path, data):
+    """`ulimit -f` 100 KB: the 235 KB pixel cache of the real rows cannot be written ("File too large")."""
+    import resource
+
+    root = tmp_path / "root"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # noqa: E731
+    err = _one_line(_compkit(["folds", *small_argv(root, data)], preexec_fn=limit))
+    assert f"{root / 'runs' / NAME / 'cache'}/train-" in err and "file too large for this system's file-size limit" in err, err
+    assert tree_digest(root) == {}
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_an_image_folder_with_alpha_channels_decodes(image_folder, dacon, channels):
+    """Gray + alpha and RGBA (common for PNGs) used to fail with "cannot reshape array"."""
+    folder, _ = image_folder
+    comp = dacon("smoke", 'competition.layout="image_folder"', 'competition.train_file="labels.csv"', 'competition.id_column="file"',
+                 f"competition.image_shape=[28, 28, {channels}]").competition
+    images = load_train(folder, comp).images
+    gray = load_train(folder, dacon("smoke", 'competition.layout="image_folder"', 'competition.train_file="labels.csv"',
+                                    'competition.id_column="file"').competition).images
+    assert images.shape == (300, 28, 28, channels)
+    np.testing.assert_array_equal(images[..., 0], gray[..., 0])
+    assert (images[..., -1] == 255).all()  # opaque
+
+
+def test_a_storage_url_without_its_driver_is_one_line(tmp_path, data, capsys):
+    root = tmp_path / "root"
+    argv = small_argv(root, data)
+    assert main(["folds", *argv]) == 0
+    err = fails("tune", root, argv, capsys, "--set", "tune.storage='mysql://user:secret@127.0.0.1:1/db'")
+    assert "its database driver is not installed (MySQLdb); pip install the package" in err and "secret" not in err, err
+
+
+def test_a_keras_file_with_a_lambda_layer_is_one_line(tmp_path):
+    import keras
+
+    from compkit.backbones import build_backbone
+    from compkit.errors import CompkitError
+
+    inputs = keras.Input((28, 28, 1))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(CompkitError, match=r"lambda.keras: Keras cannot load it safely \(.*\); give a model.keras written by compkit"):
+        build_backbone("cnn_small", (28, 28, 1), 1.0, str(tmp_path / "lambda.keras"))

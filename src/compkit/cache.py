@@ -188,8 +188,10 @@ def build(folder: Path, split: str, digest: str, shape: tuple[int, ...], n: int,
             _write_npy(f, tmp, n, shape, chunks)
             blocks = block_digests(tmp)
             os.replace(tmp, npy)
-    except BaseException:  # a bad image (DataError from the chunks), Ctrl-C: leave the folders as they were
+    except BaseException as exc:  # a bad image (DataError from the chunks), Ctrl-C, a full disk: leave the folders as they were
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write() that failed: name the cache file
+            exc.filename = str(npy)
         for made_dir in made:
             if made_dir.is_dir() and not any(made_dir.iterdir()):
                 made_dir.rmdir()

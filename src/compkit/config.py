@@ -121,6 +121,14 @@ class Competition(_Strict):
         """The id column of compkit's own files (folds, predictions): ``id_column``, or the submission's id column."""
         return self.id_column or self.submission_columns[0]
 
+    @field_validator("image_shape")
+    @classmethod
+    def _shape(cls, shape: list[int]) -> list[int]:
+        if min(shape[:2]) < 1 or not 1 <= shape[2] <= 4:
+            raise ValueError(f"{shape}: height and width must be at least 1 and channels 1 (gray), 2 (gray + alpha), "
+                             "3 (RGB) or 4 (RGBA)")
+        return shape
+
     @model_validator(mode="after")
     def _row_number_ids_need_columns(self) -> Competition:
         if not self.id_column and self.submission_columns is None:

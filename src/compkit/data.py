@@ -209,6 +209,9 @@ def decode_chunks(folder: Path, names: list[str], comp: Competition, chunk: int)
             yield np.stack(list(pool.map(lambda path: _decode(path, folder, comp), part)))
 
 
+MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # image_shape's channels -> the PIL mode each image is converted to
+
+
 def _decode(path: Path, folder: Path, comp: Competition) -> np.ndarray:
     """One image file as (H, W, C) uint8 in ``comp.image_shape``; see :func:`read_image_files`."""
     from PIL import Image, UnidentifiedImageError
@@ -216,7 +219,7 @@ def _decode(path: Path, folder: Path, comp: Competition) -> np.ndarray:
     height, width, channels = comp.image_shape
     try:
         with Image.open(path) as image:
-            image = _eight_bit(image).convert("L" if channels == 1 else "RGB")
+            image = _eight_bit(image).convert(MODES[channels])
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             return np.asarray(image).reshape(height, width, channels)
