@@ -357,3 +357,88 @@ def test_a_keras_file_with_a_lambda_layer_is_one_line(tmp_path):
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(CompkitError, match=r"lambda.keras: Keras cannot load it safely \(.*\); give a model.keras written by compkit"):
         build_backbone("cnn_small", (28, 28, 1), 1.0, str(tmp_path / "lambda.keras"))
+
+
+# -- messages that misled ---------------------------------------------------------------------------------------
+
+def test_ensemble_while_another_process_trains_a_fold_says_wait(copy):
+    root, argv = copy
+    fold = root / "runs" / NAME / "cnn_small" / "fold1"
+    (fold / "fold.json").unlink()
+    holder = subprocess.Popen([sys.executable, "-c", BUILDER, str(fold / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = tree_digest(root)
+        err = _one_line(_compkit(["ensemble", *argv]))
+        assert f"{fold}: cnn_small fold 1 is being trained by another process" in err and "delete" not in err, err
+        assert tree_digest(root) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("preset", ["../x", "/tmp/x"])
+def test_a_preset_that_is_a_path_names_the_presets(tmp_path, data, capsys, preset):
+    err = fails("folds", tmp_path / "root", [*small_argv(tmp_path / "root", data), "--preset", preset], capsys)
+    assert f"--preset {preset!r}:" in err and "choose one of ['cpu', 'gpu', 'smoke']" in err, err
+
+
+def test_a_make_data_zip_path_with_a_space(tmp_path, dacon_dir):
+    archive = _zip(tmp_path / "a b.zip", dacon_dir, {})
+    run = subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "data", f"PYTHON={sys.executable}", f"COMPETITION={NAME}",
+                          "PRESET=smoke", f"DATA_DIR={tmp_path / 'data'}", f"FROM_ZIP={archive}"], cwd=REPO, env=env(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "data" / "train.csv").is_file()
+
+
+def test_a_duplicate_zip_member_is_named_in_the_zip(tmp_path, dacon_dir, capsys):
+    import warnings
+
+    archive = _zip(tmp_path / "dup.zip", dacon_dir, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it is told to write
+        import zipfile
+
+        with zipfile.ZipFile(archive, "a") as zf:
+            zf.writestr("train.csv", "id,digit,letter\n")
+    code = main(["data", "--competition", NAME, "--preset", "smoke", "--config-dir", str(REPO / "configs"), "--root", str(tmp_path),
+                 "--data-dir", str(tmp_path / "data"), "--from-zip", str(archive)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{archive}: member 'train.csv' is in the zip 2 times" in err and ".tmp-" not in err, err
+
+
+def test_a_check_error_inside_a_zip_names_the_zip_not_a_deleted_folder(tmp_path, dacon_dir, capsys):
+    archive = tmp_path / "bad.zip"
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("train.csv", "id,digit,letter\n")
+        zf.write(dacon_dir / "submission.csv", "submission.csv")
+    code = main(["data", "--competition", NAME, "--preset", "smoke", "--config-dir", str(REPO / "configs"), "--root", str(tmp_path),
+                 "--data-dir", str(tmp_path / "data"), "--from-zip", str(archive)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{archive} member train.csv:" in err and ".tmp-" not in err, err
+
+
+def test_a_malformed_kaggle_json_is_named_not_called_refused(tmp_path, monkeypatch):
+    from compkit.platform import PlatformError, credentials_source
+
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "kaggle.json").write_text('{"username": "me", "key": ')
+    with pytest.raises(PlatformError, match=r"kaggle.json: not a Kaggle API token .*nothing was sent; download it again"):
+        credentials_source()
+    (tmp_path / "kaggle.json").write_text('{"username": "me", "key": "0123"}')
+    assert credentials_source() == str(tmp_path / "kaggle.json")
+
+
+def test_a_competition_config_error_does_not_print_the_whole_table(tmp_path, data, capsys):
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    toml = configs / f"{NAME}.toml"
+    toml.write_text(toml.read_text().replace('id_column = "id"', 'id_column = ""').replace('submission_columns = ["id", "digit"]\n', ""))
+    argv = [*small_argv(tmp_path / "root", data)[:-4], "--config-dir", str(configs), "--backbones", "cnn_small"]
+    err = fails("folds", tmp_path / "root", argv, capsys)
+    assert "competition: id_column = \"\" (row-number ids) needs submission_columns" in err and "{" not in err, err

@@ -44,7 +44,7 @@ import pandas as pd
 from compkit.config import Config, Paths
 from compkit.data import DataError, Images, line, load_test, load_train
 from compkit.errors import CompkitError, shown
-from compkit.io import atomic_path, held, proba_columns, read_id_csv, read_proba, write_csv, write_json
+from compkit.io import atomic_path, held, is_held, proba_columns, read_id_csv, read_proba, write_csv, write_json
 from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
 
 FOLD_PROBAS = ("oof.csv", "holdout.csv", "test.csv")  # test.csv only with a test file
@@ -348,7 +348,11 @@ class Layout:
         return record
 
     def read_fold(self, backbone: str, fold: int) -> dict:
-        """The fold's fold.json; missing, empty or corrupt raises :class:`CompkitError` saying to retrain it."""
+        """The fold's fold.json; missing, empty or corrupt raises :class:`CompkitError` saying to retrain it (or, while
+        another process trains the fold, to wait for it)."""
+        if not self.is_done(backbone, fold) and is_held(self.lock(backbone, fold)):
+            raise CompkitError(f"{self.fold_dir(backbone, fold)}: {backbone} fold {fold} is being trained by another process "
+                               f"(it holds {self.lock(backbone, fold).name}); wait for that `make train` to finish, then rerun")
         return read_record(self.fold_record(backbone, fold), self._retrain(backbone, fold))
 
     def fold_file(self, backbone: str, fold: int, name: str) -> Path:

@@ -495,7 +495,9 @@ def _describe(error: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {key!r}; remove it or fix its spelling"
     message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
-    return f"{source}: {key}: {message} (got {first.get('input')!r}); fix it in the config or with --set"
+    value = first.get("input")
+    got = "" if isinstance(value, dict) else f" (got {value!r})"  # a model validator's input is the whole table
+    return f"{source}: {key}: {message}{got}; fix it in the config or with --set"
 
 
 def load_config(
@@ -521,6 +523,9 @@ def load_config(
     tree = _read_toml(config_dir / f"{competition}.toml", "competition config")
     own_presets = tree.pop("presets", {})  # [presets.<name>.<section>]: this competition's preset adjustments
     if preset:
+        presets = sorted(p.stem for p in (config_dir / "presets").glob("*.toml"))
+        if name_problem(preset):
+            raise ConfigError(f"--preset {preset[:NAME_MAX]!r}: {name_problem(preset)}; choose one of {presets}")
         sources.append(str(config_dir / "presets" / f"{preset}.toml"))
         tree = _merge(tree, _read_toml(config_dir / "presets" / f"{preset}.toml", "preset"))
         tree = _merge(tree, own_presets.get(preset, {}))

@@ -4,6 +4,7 @@ machine share the folds of one run: a kernel lock on a file, released when its h
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -152,6 +153,18 @@ def held(lock: Path, timeout: float) -> Iterator[None]:
         with suppress(OSError):
             lock.unlink()
         handle.release()
+
+
+def is_held(lock: Path) -> bool:
+    """True when a live process holds ``lock`` (see :func:`claim`); a probe that creates and deletes nothing."""
+    try:
+        with open(lock, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file: nobody holds it
+        return False
+    return False
 
 
 _held: dict[Path, FileLock] = {}  # the fold locks this process holds, by absolute path

@@ -119,6 +119,11 @@ def _unpack(archive: Path, into: Path, limits: Limits, needed: set[str] | None =
                 problem = _member_problem(info)
                 if problem:
                     raise PlatformError(f"{archive}: member {info.filename!r} {problem}; refusing to unpack (nothing was written)")
+            names = [info.filename for info in zf.infolist()]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise PlatformError(f"{archive}: member {twice[0]!r} is in the zip {names.count(twice[0])} times; refusing to unpack "
+                                    "(nothing was written): rebuild the zip with each file once")
             members = [info for info in zf.infolist() if _wanted(info, needed)]
             _check_sizes(archive, members, limits)
             zf.extractall(into, members)
@@ -199,7 +204,10 @@ def _stage(config: Config, paths: Paths, archive: Path) -> None:
                                 "sample_submission and the zip")
         from compkit import check
 
-        check.run(config, replace(paths, data=root))
+        try:
+            check.run(config, replace(paths, data=root))
+        except CompkitError as exc:  # the staging folder is deleted: name the file inside the zip instead
+            raise type(exc)(str(exc).replace(f"{root}/", f"{archive} member ").replace(str(root), str(archive))) from None
         if target.exists():
             target.rmdir()  # empty (checked above): rename needs the name free
         os.replace(root, target)
@@ -232,12 +240,29 @@ def credentials_source(alternative: str = "") -> str:
     if os.environ.get("KAGGLE_API_TOKEN"):
         return "KAGGLE_API_TOKEN"
     for folder in _kaggle_dirs():
-        for name in ("kaggle.json", "access_token"):
-            if (folder / name).is_file():
-                return str(folder / name)
+        if (folder / "kaggle.json").is_file():
+            _check_kaggle_json(folder / "kaggle.json")
+            return str(folder / "kaggle.json")
+        if (folder / "access_token").is_file():
+            return str(folder / "access_token")
     where = " or ".join(str(d / "kaggle.json") for d in _kaggle_dirs())
     raise PlatformError(f"kaggle: no credentials: put your API token in {where} (chmod 600), or set KAGGLE_USERNAME "
                         f"and KAGGLE_KEY{alternative}; see README 'On a real competition'")
+
+
+def _check_kaggle_json(path: Path) -> None:
+    """Refuse a ``kaggle.json`` that is not a JSON object with ``username`` and ``key`` strings (values never shown).
+
+    Raises:
+        PlatformError: names the file and says how to replace it; nothing was sent to Kaggle.
+    """
+    try:
+        token = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        token = None
+    if not isinstance(token, dict) or not all(isinstance(token.get(k), str) and token.get(k) for k in ("username", "key")):
+        raise PlatformError(f"{path}: not a Kaggle API token (a JSON object with \"username\" and \"key\"); nothing was sent; "
+                            "download it again from kaggle.com/settings (Create New Token)")
 
 
 def kaggle_api(alternative: str = ""):
