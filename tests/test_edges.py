@@ -442,3 +442,25 @@ def test_a_competition_config_error_does_not_print_the_whole_table(tmp_path, dat
     argv = [*small_argv(tmp_path / "root", data)[:-4], "--config-dir", str(configs), "--backbones", "cnn_small"]
     err = fails("folds", tmp_path / "root", argv, capsys)
     assert "competition: id_column = \"\" (row-number ids) needs submission_columns" in err and "{" not in err, err
+
+
+# -- upload sends only what submit wrote --------------------------------------------------------------------------
+
+def test_upload_refuses_a_submission_edited_after_submit(copy, tmp_path, monkeypatch):
+    """Unedited, the file passes to the credentials check; with one label changed, upload names the file and the digest."""
+    root, argv = copy
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
+    argv = [*argv, "--set", 'competition.platform="kaggle"']
+    assert main(["submit", *argv]) == 0
+    board = pd.read_csv(root / "submissions" / NAME / "leaderboard.csv")
+    path = root / "submissions" / NAME / board["file"].iloc[-1]
+    assert "kaggle: no credentials" in _one_line(_compkit(["upload", *argv]))  # the file passed its checks
+    frame = pd.read_csv(path)
+    frame.iloc[3, 1] = 9 if frame.iloc[3, 1] != 9 else 8
+    frame.to_csv(path, index=False)
+    before = tree_digest(root)
+    err = _one_line(_compkit(["upload", *argv]))
+    assert f"{path}: changed since `make submit` wrote it" in err, err
+    assert tree_digest(root) == before

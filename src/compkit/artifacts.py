@@ -592,14 +592,15 @@ class Layout:
 
         Under a kernel lock on ``submissions/<c>/.leaderboard.lock`` (waiting up to :data:`LEADERBOARD_WAIT_S`), so
         concurrent submits each get their own file and row: the file is created exclusively under a free name
-        (:meth:`submission_path`), the submission written into it, then the leaderboard is read again, ``row`` (its
-        ``file`` set to the name) appended and written. A failure removes the CSV again.
+        (:meth:`submission_path`), the submission written into it, then the leaderboard is read again, ``row`` (with
+        ``file``, the name, and ``sha256``, the file's digest) appended and written. A failure removes the CSV again.
         """
         with held(self.paths.submissions / ".leaderboard.lock", LEADERBOARD_WAIT_S):
             path = self._reserve_submission(name)
             try:
-                board = pd.concat([self.read_leaderboard(), pd.DataFrame([{**row, "file": path.name}])], ignore_index=True)
                 write_csv(submission, path)
+                row = {**row, "file": path.name, "sha256": sha256_file(path)}  # `make upload` sends only these bytes
+                board = pd.concat([self.read_leaderboard(), pd.DataFrame([row])], ignore_index=True)
                 write_csv(board, self.leaderboard)
             except BaseException:
                 path.unlink(missing_ok=True)

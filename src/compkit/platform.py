@@ -33,8 +33,11 @@ import numpy as np
 import pandas as pd
 
 from compkit import console
+from compkit.artifacts import sha256_file
 from compkit.config import Competition, Config, Limits, Paths
+from compkit.data import has_test, load_sample_submission
 from compkit.errors import CompkitError
+from compkit.formats import read_submission, submission_format
 from compkit.io import write_csv
 
 if TYPE_CHECKING:
@@ -398,8 +401,9 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
     The message is :func:`upload_message`; the leaderboard row gets ``uploaded`` (UTC time) and ``platform_ref``.
 
     Raises:
-        PlatformError: not a Kaggle competition, no leaderboard or row, the file is gone, no credentials,
-            package or network, or Kaggle refused the upload; leaderboard.csv is then unchanged.
+        PlatformError: not a Kaggle competition, no leaderboard or row, the file is gone or not the one `make submit`
+            wrote (:func:`check_submitted`), no credentials, package or network, or Kaggle refused the upload;
+            leaderboard.csv is then unchanged.
     """
     slug = _slug(config)
     board_path, board = read_board(paths)
@@ -407,12 +411,34 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
     path = paths.submissions / str(board.at[index, "file"])
     if not path.is_file():
         raise PlatformError(f"{path}: not found (listed in {board_path.name}); run `make submit` again")
+    check_submitted(config, paths, path, board.loc[index])
     api = kaggle_api()
     response = _call("upload the submission", slug, api.competition_submit, str(path), upload_message(board.loc[index]), slug, quiet=True)
     if not getattr(response, "ref", 0):
         raise PlatformError(f"kaggle: the upload of {path.name} was not accepted ({getattr(response, 'message', '') or 'no reason given'})")
     write_csv(record_upload(board, index, int(response.ref), datetime.now(timezone.utc)), board_path)
     console.summary(f"upload: {path.name} -> kaggle {slug} (submission {response.ref}); `make lb-sync` reads its score")
+
+
+def check_submitted(config: Config, paths: Paths, path: Path, row: pd.Series) -> None:
+    """Refuse to upload ``path`` unless it is the file `make submit` wrote (its ``sha256`` in the leaderboard ``row``) and
+    still reads as a valid submission: the sample's columns, valid labels or probabilities, and the test ids in order.
+
+    Raises:
+        PlatformError: the file changed since submit, or its row records no digest (an older compkit).
+        CompkitError: the file fails validation (names the line and column).
+    """
+    again = f"run `make submit COMPETITION={config.competition.name}` again and upload its file"
+    recorded = row.get("sha256")
+    if not isinstance(recorded, str):
+        raise PlatformError(f"{path}: leaderboard.csv records no digest of it (an older compkit wrote it); {again}")
+    if sha256_file(path) != recorded:
+        raise PlatformError(f"{path}: changed since `make submit` wrote it (its sha256 differs from leaderboard.csv's); {again}")
+    comp = config.competition
+    ids, _ = read_submission(path, submission_format(paths.data, comp), comp)
+    sample = load_sample_submission(paths.data, comp)
+    if has_test(paths.data, comp) and [str(i) for i in ids] != sample.iloc[:, 0].astype(str).tolist():
+        raise PlatformError(f"{path}: its ids are not the sample submission's, in its order; {again}")
 
 
 def record_upload(board: pd.DataFrame, index: int, ref: int, when: datetime) -> pd.DataFrame:
