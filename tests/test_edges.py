@@ -464,3 +464,17 @@ def test_upload_refuses_a_submission_edited_after_submit(copy, tmp_path, monkeyp
     err = _one_line(_compkit(["upload", *argv]))
     assert f"{path}: changed since `make submit` wrote it" in err, err
     assert tree_digest(root) == before
+
+
+# -- fold files remade under a running train ---------------------------------------------------------------------
+
+def test_train_refuses_fold_files_made_with_other_fold_settings(tmp_path, data, capsys):
+    """`compkit folds --set folds.seed=7` while train starts: train (on folds.seed 42) stops in one line instead of
+    training on the new folds and recording the old config in fold.json."""
+    root = tmp_path / "root"
+    argv = small_argv(root, data)
+    assert main(["folds", *argv, "--set", "folds.seed=7"]) == 0
+    err = fails("train", root, argv, capsys)
+    assert "folds.json: the fold files were made with other [folds] settings" in err, err
+    assert main(["folds", *argv]) == 0
+    assert "other [folds] settings" in fails("ensemble", root, argv, capsys, "--set", "folds.n_splits=3")

@@ -196,14 +196,20 @@ class Layout:
         for path, data in files.items():
             _write_bytes(path, data)
         write_json({"files": {p.name: sha256_bytes(d) for p, d in files.items()}, "n_folds": len(folds),
-                    "n_holdout": len(holdout)}, self.folds_record)
+                    "n_holdout": len(holdout), "settings": self._fold_settings()}, self.folds_record)
+
+    def _fold_settings(self) -> str:
+        """Digest of the config that decides the fold files: ``[folds]`` and the competition's name, files and columns."""
+        comp = self.config.competition.model_dump(mode="json", include={"name", "train_file", "id_column", "target_column", "classes"})
+        return digest({"folds": self.config.folds.model_dump(mode="json"), "competition": comp})
 
     def read_folds(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """folds.csv and holdout.csv, checked against folds.json; ids keep their text (:func:`compkit.io.as_ids`).
 
         Raises:
             DataError: a file is missing, or differs from its digest in folds.json (from two runs of
-                `make folds`, one cut short, or edited): names the file and says to rerun `make folds`.
+                `make folds`, one cut short, or edited), or folds.json records other fold settings than this
+                config's (a `make folds --set folds.seed=...` while `make train` ran): names the file and the fix.
         """
         remake = f"run {self._make('folds')}"
         for path in (self.folds_csv, self.holdout_csv):
@@ -214,6 +220,10 @@ class Layout:
             if _digests(record).get(path.name) != sha256_file(path):
                 raise DataError(f"{path}: differs from its digest in {self.folds_record.name} (written by another or an "
                                 f"interrupted `make folds`, or edited); {remake} again")
+        if record.get("settings", self._fold_settings()) != self._fold_settings():  # absent: an older compkit's folds.json
+            raise DataError(f"{self.folds_record}: the fold files were made with other [folds] settings (folds.seed, n_splits, ...) "
+                            f"than this command's, e.g. by a `make folds` since it started; {remake} with this config, "
+                            "or run this command with the settings that made them")
         folds, holdout = (read_fold_file(self.config, path) for path in (self.folds_csv, self.holdout_csv))
         check_fold_values(folds, self.folds_csv, self.config)
         check_usage_values(holdout, self.holdout_csv, self.config)
