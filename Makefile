@@ -74,10 +74,10 @@ env check folds ensemble all tune-status report pseudo lb-sync adversarial:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 data:
-	$(PYTHON) -m compkit data $(ARGS) $(if $(FROM_ZIP),--from-zip $(FROM_ZIP))
+	$(PYTHON) -m compkit data $(ARGS) $(if $(FROM_ZIP),--from-zip "$(FROM_ZIP)")
 
 upload:
-	$(PYTHON) -m compkit upload $(ARGS) $(if $(FILE),--file $(FILE))
+	$(PYTHON) -m compkit upload $(ARGS) $(if $(FILE),--file "$(FILE)")
 
 train:
 	$(PYTHON) -m compkit train $(ARGS) $(if $(NO_TUNED),--no-tuned)

@@ -28,6 +28,7 @@ renames: a kill leaves the old set or the new one (between the two renames, none
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -44,7 +45,7 @@ from compkit import tasks
 from compkit.config import Config, Paths
 from compkit.data import DataError, Images, line, load_test, load_train
 from compkit.errors import CompkitError, shown
-from compkit.io import atomic_path, read_id_csv, read_proba, write_csv, write_json
+from compkit.io import atomic_path, held, is_held, read_id_csv, read_proba, write_csv, write_json
 from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
 from compkit.tasks import Task
 
@@ -52,6 +53,7 @@ FOLD_PROBAS = ("oof.csv", "holdout.csv", "test.csv")  # test.csv only with a tes
 ENSEMBLE_PROBAS = FOLD_PROBAS
 LEADERBOARD_COLUMNS = ["time", "name", "file", "backbones", "blend", "cv", "public", "private"]
 LEADERBOARD_NUMBERS = ("cv", "public", "private")
+LEADERBOARD_WAIT_S = 120  # seconds a submit waits for another's leaderboard lock (a submit holds it well under a second)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -202,14 +204,20 @@ class Layout:
         for path, data in files.items():
             _write_bytes(path, data)
         write_json({"files": {p.name: sha256_bytes(d) for p, d in files.items()}, "n_folds": len(folds),
-                    "n_holdout": len(holdout)}, self.folds_record)
+                    "n_holdout": len(holdout), "settings": self._fold_settings()}, self.folds_record)
+
+    def _fold_settings(self) -> str:
+        """Digest of the config that decides the fold files: ``[folds]`` and the competition's name, files and columns."""
+        comp = self.config.competition.model_dump(mode="json", include={"name", "train_file", "id_column", "target_column", "classes"})
+        return digest({"folds": self.config.folds.model_dump(mode="json"), "competition": comp})
 
     def read_folds(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """folds.csv and holdout.csv, checked against folds.json; ids keep their text (:func:`compkit.io.as_ids`).
 
         Raises:
             DataError: a file is missing, or differs from its digest in folds.json (from two runs of
-                `make folds`, one cut short, or edited): names the file and says to rerun `make folds`.
+                `make folds`, one cut short, or edited), or folds.json records other fold settings than this
+                config's (a `make folds --set folds.seed=...` while `make train` ran): names the file and the fix.
         """
         remake = f"run {self._make('folds')}"
         for path in (self.folds_csv, self.holdout_csv):
@@ -220,6 +228,10 @@ class Layout:
             if _digests(record).get(path.name) != sha256_file(path):
                 raise DataError(f"{path}: differs from its digest in {self.folds_record.name} (written by another or an "
                                 f"interrupted `make folds`, or edited); {remake} again")
+        if record.get("settings", self._fold_settings()) != self._fold_settings():  # absent: an older compkit's folds.json
+            raise DataError(f"{self.folds_record}: the fold files were made with other [folds] settings (folds.seed, n_splits, ...) "
+                            f"than this command's, e.g. by a `make folds` since it started; {remake} with this config, "
+                            "or run this command with the settings that made them")
         folds, holdout = (read_fold_file(self.config, path) for path in (self.folds_csv, self.holdout_csv))
         check_fold_values(folds, self.folds_csv, self.config)
         check_usage_values(holdout, self.holdout_csv, self.config)
@@ -236,13 +248,14 @@ class Layout:
         """``runs/<c>/cache/``: each split's decoded pixels, ``<split>-<key>.npy`` and its record (:mod:`compkit.cache`)."""
         return self.paths.runs / "cache"
 
-    def load_train(self) -> Images:
-        """The training split with its pixels from the decode-once cache (:func:`compkit.data.load_train`)."""
-        return load_train(self.paths.data, self.config.competition, self.cache_dir)
+    def load_train(self, build: bool = True) -> Images:
+        """The training split with its pixels from the decode-once cache (:func:`compkit.data.load_train`; without
+        ``build`` the cache is only read)."""
+        return load_train(self.paths.data, self.config.competition, self.cache_dir, build)
 
-    def load_test(self) -> Images | None:
+    def load_test(self, build: bool = True) -> Images | None:
         """The test split with its pixels from the decode-once cache, or None without one (:func:`compkit.data.load_test`)."""
-        return load_test(self.paths.data, self.config.competition, self.cache_dir)
+        return load_test(self.paths.data, self.config.competition, self.cache_dir, build)
 
     # -------------------------------------------------------------------------------------- pseudo-labels
 
@@ -352,7 +365,11 @@ class Layout:
         return record
 
     def read_fold(self, backbone: str, fold: int) -> dict:
-        """The fold's fold.json; missing, empty or corrupt raises :class:`CompkitError` saying to retrain it."""
+        """The fold's fold.json; missing, empty or corrupt raises :class:`CompkitError` saying to retrain it (or, while
+        another process trains the fold, to wait for it)."""
+        if not self.is_done(backbone, fold) and is_held(self.lock(backbone, fold)):
+            raise CompkitError(f"{self.fold_dir(backbone, fold)}: {backbone} fold {fold} is being trained by another process "
+                               f"(it holds {self.lock(backbone, fold).name}); wait for that `make train` to finish, then rerun")
         return read_record(self.fold_record(backbone, fold), self._retrain(backbone, fold))
 
     def fold_file(self, backbone: str, fold: int, name: str) -> Path:
@@ -544,14 +561,21 @@ class Layout:
         """``submissions/<c>/leaderboard.csv``: one row per submission (:data:`LEADERBOARD_COLUMNS`)."""
         return self.paths.submissions / "leaderboard.csv"
 
-    def submission_path(self, name: str) -> Path:
-        """``submissions/<c>/<UTC time>_<name>.csv``, a free name (``-2``, ``-3`` ... within one second)."""
+    def submission_path(self, name: str, n: int = 1) -> Path:
+        """``submissions/<c>/<UTC time>_<name>.csv``, or ``<name>-<n>`` for ``n`` > 1 (the path's name, not reserved)."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path, n = self.paths.submissions / f"{stamp}_{name}.csv", 1
-        while path.exists():
-            n += 1
-            path = self.paths.submissions / f"{stamp}_{name}-{n}.csv"
-        return path
+        return self.paths.submissions / f"{stamp}_{name}{'' if n == 1 else f'-{n}'}.csv"
+
+    def _reserve_submission(self, name: str) -> Path:
+        """Create an empty ``submission_path(name, n)`` exclusively (``O_EXCL``), for the first ``n`` whose file is free."""
+        self.paths.submissions.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            path = self.submission_path(name, n)
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                continue
+            return path
 
     def read_leaderboard(self) -> pd.DataFrame:
         """leaderboard.csv (an empty table with :data:`LEADERBOARD_COLUMNS` when there is none).
@@ -580,11 +604,22 @@ class Layout:
             board[column] = number
         return board
 
-    def write_submission(self, path: Path, submission: pd.DataFrame, board: pd.DataFrame) -> None:
-        """Write the submission CSV, then the leaderboard holding its row; a failure removes the CSV again."""
-        write_csv(submission, path)
-        try:
-            write_csv(board, self.leaderboard)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+    def write_submission(self, name: str, submission: pd.DataFrame, row: dict) -> tuple[Path, pd.DataFrame]:
+        """Add a submission named ``name``: returns its path and the leaderboard with its ``row`` appended.
+
+        Under a kernel lock on ``submissions/<c>/.leaderboard.lock`` (waiting up to :data:`LEADERBOARD_WAIT_S`), so
+        concurrent submits each get their own file and row: the file is created exclusively under a free name
+        (:meth:`submission_path`), the submission written into it, then the leaderboard is read again, ``row`` (with
+        ``file``, the name, and ``sha256``, the file's digest) appended and written. A failure removes the CSV again.
+        """
+        with held(self.paths.submissions / ".leaderboard.lock", LEADERBOARD_WAIT_S):
+            path = self._reserve_submission(name)
+            try:
+                write_csv(submission, path)
+                row = {**row, "file": path.name, "sha256": sha256_file(path)}  # `make upload` sends only these bytes
+                board = pd.concat([self.read_leaderboard(), pd.DataFrame([row])], ignore_index=True)
+                write_csv(board, self.leaderboard)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        return path, board

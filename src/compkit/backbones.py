@@ -148,7 +148,12 @@ def _from_keras_file(path: Path, backbone: keras.Model) -> None:
     Raises:
         CompkitError: the file holds no compkit backbone, or one of another shape.
     """
-    saved = load_model(path, compile=False)
+    try:
+        saved = load_model(path, compile=False)
+    except ValueError as exc:  # Keras' safe_mode refuses a Lambda layer (arbitrary code); a file from another Keras
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise CompkitError(f"{path}: Keras cannot load it safely ({reason}); give a model.keras written by compkit's train "
+                           "(no Lambda layers), or a .weights.h5 file") from None
     try:
         source = saved.get_layer("backbone")
     except ValueError:

@@ -22,7 +22,7 @@ def run(config: Config, paths: Paths) -> None:
     require_scorable(fmt, task, str(paths.data / comp.sample_submission))
     solution = load_solution(paths.data, comp, fmt)
     folds, holdout = make_folds(train, config, with_holdout=solution is None)  # feasibility only: nothing is written
-    train, test = check_pixels(config, paths)  # every image read: decoded once, into the cache `make folds` reuses
+    train, test = check_pixels(config, paths, len(train.ids) + (len(test.ids) if test is not None else 0), build=False)  # every image read; nothing written (a current cache is read)
 
     console.table(task.target_table(train.labels), title=f"{comp.name}: the target ({task.kind})")
     scored = f"on {comp.solution_file} ({len(solution)} rows)" if solution is not None else f"on a {len(holdout)}-row holdout"

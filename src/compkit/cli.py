@@ -4,13 +4,15 @@ Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes 
 the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows; ``env``
 prints the versions, devices and CPU features, and the preset and precision ``all`` would use. The Makefile
 targets call this. A :class:`CompkitError` ends the run with its one-line message (URL passwords masked) and
-exit status 2; Ctrl-C ends it with one line and exit status 130. ``clean`` deletes a competition's folds/ and
+exit status 2, and so does a file that cannot be written (permission, read-only, full disk, file-size limit: the path and
+the fix); Ctrl-C ends it with one line and exit status 130. ``clean`` deletes a competition's folds/ and
 runs/ without reading its config.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -109,10 +111,30 @@ def main(argv: list[str] | None = None) -> int:
     except CompkitError as exc:
         print(f"compkit: error: {mask(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        print(f"compkit: error: {mask(disk_error(exc))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # files are written atomically and trained folds are kept: a rerun goes on
         print("compkit: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+DISK_ERRORS = {  # errno -> the fix, for a file compkit could not write
+    errno.EACCES: "permission denied; make the folder writable (chmod u+w) or pass --root <a folder you own>",
+    errno.EPERM: "operation not permitted; make the folder writable (chmod u+w) or pass --root <a folder you own>",
+    errno.EROFS: "the file system is read-only; pass --root <a writable folder>",
+    errno.ENOSPC: "no space left on the disk; free some (`make clean` deletes a competition's runs) or pass --root <a larger disk>",
+    errno.EDQUOT: "the disk quota is used up; free some or pass --root <another disk>",
+    errno.EFBIG: "file too large for this system's file-size limit (ulimit -f); raise the limit or pass --root <another disk>",
+}
+
+
+def disk_error(exc: OSError) -> str:
+    """One line for an OSError in :data:`DISK_ERRORS`: the path (or the project root) and the fix."""
+    return f"{exc.filename or 'a file under --root'}: {DISK_ERRORS[exc.errno]}"
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -59,7 +59,7 @@ def check_name(value: str, what: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)  # every number finite
 
 
 class MetricFile(_Strict):
@@ -139,6 +139,14 @@ class Competition(_Strict):
     def id_key(self) -> str:
         """The id column of compkit's own files (folds, predictions): ``id_column``, or the submission's id column."""
         return self.id_column or self.submission_columns[0]
+
+    @field_validator("image_shape")
+    @classmethod
+    def _shape(cls, shape: list[int]) -> list[int]:
+        if min(shape[:2]) < 1 or not 1 <= shape[2] <= 4:
+            raise ValueError(f"{shape}: height and width must be at least 1 and channels 1 (gray), 2 (gray + alpha), "
+                             "3 (RGB) or 4 (RGBA)")
+        return shape
 
     @model_validator(mode="after")
     def _task_fits(self) -> Competition:
@@ -406,6 +414,16 @@ class Ray(_Strict):
     data_dir: str = ""  # the competition's data on every worker; "": the driver's data folder, as an absolute path
     num_cpus: int | None = Field(None, ge=1)  # a local cluster's CPUs (no RAY_ADDRESS); None: every core
     object_store_mb: int = Field(200, ge=80)  # a local cluster's object store (fold files travel through it)
+    connect_timeout_s: float = Field(60.0, gt=0)  # seconds to reach $RAY_ADDRESS's head before giving up with one line
+
+
+class Limits(_Strict):
+    """Guards against inputs that would fill the disk or memory before any work starts (issue 29)."""
+
+    zip_unpacked_gb: float = Field(200.0, gt=0)  # total uncompressed size a competition zip may unpack to (GB, 1e9 bytes)
+    zip_ratio: float = Field(200.0, ge=1)  # largest uncompressed / compressed size of one zip member (CSV ~5-10, PNG ~1)
+    memory_fraction: float = Field(0.8, gt=0, le=1)  # share of the machine's memory a decoded split may take in memory
+    disk_fraction: float = Field(0.9, gt=0, le=1)  # share of the free disk under runs/ a split's pixel cache may take
 
 
 class Tracking(_Strict):
@@ -428,6 +446,7 @@ class Config(_Strict):
     adversarial: Adversarial = Adversarial()
     tracking: Tracking = Tracking()
     ray: Ray = Ray()
+    limits: Limits = Limits()
 
     def hyper(self, backbone: str) -> Hyper:
         """The hyperparameters of ``backbone``: ``[train]`` updated by ``[backbones.<backbone>]``."""
@@ -513,7 +532,9 @@ def _describe(error: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {key!r}; remove it or fix its spelling"
     message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
-    return f"{source}: {key}: {message} (got {first.get('input')!r}); fix it in the config or with --set"
+    value = first.get("input")
+    got = "" if isinstance(value, dict) else f" (got {value!r})"  # a model validator's input is the whole table
+    return f"{source}: {key}: {message}{got}; fix it in the config or with --set"
 
 
 def load_config(
@@ -539,6 +560,9 @@ def load_config(
     tree = _read_toml(config_dir / f"{competition}.toml", "competition config")
     own_presets = tree.pop("presets", {})  # [presets.<name>.<section>]: this competition's preset adjustments
     if preset:
+        presets = sorted(p.stem for p in (config_dir / "presets").glob("*.toml"))
+        if name_problem(preset):
+            raise ConfigError(f"--preset {preset[:NAME_MAX]!r}: {name_problem(preset)}; choose one of {presets}")
         sources.append(str(config_dir / "presets" / f"{preset}.toml"))
         tree = _merge(tree, _read_toml(config_dir / "presets" / f"{preset}.toml", "preset"))
         tree = _merge(tree, own_presets.get(preset, {}))

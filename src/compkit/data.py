@@ -176,6 +176,9 @@ def decode_chunks(folder: Path, names: list[str], comp: Competition, chunk: int)
             yield np.stack(list(pool.map(lambda path: _decode(path, folder, comp), part)))
 
 
+MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # image_shape's channels -> the PIL mode each image is converted to
+
+
 def _decode(path: Path, folder: Path, comp: Competition) -> np.ndarray:
     """One image file as (H, W, C) uint8 in ``comp.image_shape``; see :func:`read_image_files`."""
     from PIL import Image, UnidentifiedImageError
@@ -183,7 +186,7 @@ def _decode(path: Path, folder: Path, comp: Competition) -> np.ndarray:
     height, width, channels = comp.image_shape
     try:
         with Image.open(path) as image:
-            image = _eight_bit(image).convert("L" if channels == 1 else "RGB")
+            image = _eight_bit(image).convert(MODES[channels])
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             return np.asarray(image).reshape(height, width, channels)
@@ -225,8 +228,10 @@ def _test_names(data_dir: Path, comp: Competition) -> np.ndarray | None:
     return np.array(sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
 
 
-def _folder_pixels(folder: Path, names: list[str], comp: Competition, cache_dir: Path | None, split: str) -> np.ndarray:
-    """The named images decoded (no ``cache_dir``), or from ``split``'s cache in ``cache_dir``, built on first use."""
+def _folder_pixels(folder: Path, names: list[str], comp: Competition, cache_dir: Path | None, split: str,
+                   build: bool = True) -> np.ndarray:
+    """The named images decoded (no ``cache_dir``), or from ``split``'s cache in ``cache_dir``, built on first use
+    (without ``build``, a missing or damaged cache is left as it is and the images are decoded in memory)."""
     if cache_dir is None:
         return read_image_files(folder, names, comp)
     try:
@@ -235,14 +240,17 @@ def _folder_pixels(folder: Path, names: list[str], comp: Competition, cache_dir:
         raise DataError(f"{exc.filename}: not found; the labels name a file that is not in {folder}") from None
     digest, shape = cache.key(sources, comp.image_shape), tuple(comp.image_shape)
     pixels = cache.find(cache_dir, split, digest, shape)
+    if pixels is None and not build:
+        return read_image_files(folder, names, comp)
     if pixels is None:
         chunks = decode_chunks(folder, names, comp, DECODE_CHUNK)
         pixels = cache.build(cache_dir, split, digest, shape, len(names), chunks, sources=len(names))
     return pixels
 
 
-def _csv_split(path: Path, comp: Competition, labelled: bool, cache_dir: Path | None, split: str) -> Images:
-    """A pixel CSV read whole (no ``cache_dir``), or its table plus ``split``'s cache, parsed once on first use."""
+def _csv_split(path: Path, comp: Competition, labelled: bool, cache_dir: Path | None, split: str, build: bool = True) -> Images:
+    """A pixel CSV read whole (no ``cache_dir``), or its table plus ``split``'s cache, parsed once on first use
+    (without ``build``, a missing or damaged cache is left as it is and the CSV read whole)."""
     if cache_dir is None:
         return read_images(path, comp, labelled)
     digest, shape = cache.key([cache.stamp(path.parent, path.name)], comp.image_shape), tuple(comp.image_shape)
@@ -250,6 +258,8 @@ def _csv_split(path: Path, comp: Competition, labelled: bool, cache_dir: Path | 
     if pixels is not None:
         return replace(read_table(path, comp, labelled), images=pixels)
     whole = read_images(path, comp, labelled)
+    if not build:
+        return whole
     return replace(whole, images=cache.build(cache_dir, split, digest, shape, len(whole.ids), [whole.images], sources=1))
 
 
@@ -278,30 +288,31 @@ def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
     return Images(_ids(frame, path, comp), None, labels, frame[comp.extra_columns].reset_index(drop=True))
 
 
-def load_train(data_dir: Path, comp: Competition, cache_dir: Path | None = None) -> Images:
+def load_train(data_dir: Path, comp: Competition, cache_dir: Path | None = None, build: bool = True) -> Images:
     """The labelled training split; see :func:`read_images` and :func:`read_image_files`.
 
     With ``cache_dir`` (:attr:`compkit.artifacts.Layout.cache_dir`) the pixels are decoded (or parsed) once into
-    the split's cache there and returned as a read-only memory map (:mod:`compkit.cache`).
+    the split's cache there and returned as a read-only memory map (:mod:`compkit.cache`). Without ``build`` the cache
+    is only read: a missing or damaged one is left as it is and the pixels are decoded in memory (`compkit check`).
     """
     if comp.layout == "image_folder":
         table = _image_folder_table(data_dir, comp)
         names = [str(i) for i in table.ids]
-        return replace(table, images=_folder_pixels(Path(data_dir) / comp.train_images, names, comp, cache_dir, "train"))
-    return _csv_split(locate(data_dir, comp.train_file, comp), comp, True, cache_dir, "train")
+        return replace(table, images=_folder_pixels(Path(data_dir) / comp.train_images, names, comp, cache_dir, "train", build))
+    return _csv_split(locate(data_dir, comp.train_file, comp), comp, True, cache_dir, "train", build)
 
 
-def load_test(data_dir: Path, comp: Competition, cache_dir: Path | None = None) -> Images | None:
+def load_test(data_dir: Path, comp: Competition, cache_dir: Path | None = None, build: bool = True) -> Images | None:
     """The unlabelled test split, or None when the competition's test file (or folder) is not in ``data_dir``;
-    ``cache_dir`` as in :func:`load_train`."""
+    ``cache_dir`` and ``build`` as in :func:`load_train`."""
     if comp.layout == "image_folder":
         names = _test_names(data_dir, comp)
         if names is None:
             return None
-        pixels = _folder_pixels(Path(data_dir) / comp.test_images, list(names), comp, cache_dir, "test")
+        pixels = _folder_pixels(Path(data_dir) / comp.test_images, list(names), comp, cache_dir, "test", build)
         return Images(names, pixels, None, pd.DataFrame(index=range(len(names))))
     path = Path(data_dir) / comp.test_file
-    return _csv_split(path, comp, False, cache_dir, "test") if path.is_file() else None
+    return _csv_split(path, comp, False, cache_dir, "test", build) if path.is_file() else None
 
 
 def load_labels(data_dir: Path, comp: Competition) -> Images:

@@ -24,6 +24,7 @@ ran is recorded in its fold.json (``where``: executor, host, pid, device).
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,7 @@ def connect(config: Config):
         if not os.environ.get("RAY_ADDRESS"):
             options |= {"num_cpus": config.ray.num_cpus or cores(), "object_store_memory": config.ray.object_store_mb * 2**20}
         where = mask(os.environ.get("RAY_ADDRESS", "")) or "a local cluster"
+        probe(os.environ.get("RAY_ADDRESS", ""), config.ray.connect_timeout_s)
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
@@ -69,6 +71,25 @@ def connect(config: Config):
         console.info(f"ray: {where}, {len(alive_nodes(ray))} node(s), "
                      f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return ray
+
+
+def probe(address: str, timeout: float) -> None:
+    """Open a TCP connection to the head at ``address`` (``host:port`` or ``ray://host:port``; ``""`` and ``auto`` are
+    not probed) within ``timeout`` seconds: Ray itself retries an unreachable head without end.
+
+    Raises:
+        CompkitError: nothing answers there in time; names the address and ``ray.connect_timeout_s``.
+    """
+    target = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise CompkitError(f"ray: cannot reach the head at RAY_ADDRESS={mask(address)} within ray.connect_timeout_s = {timeout:g} s "
+                           f"({type(exc).__name__}); check the address, that `ray start --head` runs there and its port is open, "
+                           "or unset RAY_ADDRESS for a local cluster") from None
 
 
 def alive_nodes(ray) -> list[dict]:

@@ -8,13 +8,18 @@ byte-identical files. Holdout rows are in no fold, so no model ever trains on th
 
 from __future__ import annotations
 
+import os
+import shutil
+from contextlib import suppress
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from compkit import console, tasks
 from compkit.artifacts import Layout, remake_hint
-from compkit.config import Config, Paths
+from compkit.config import Config, ConfigError, Paths
 from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_labels, load_sample_submission,
                           load_test_ids)
 from compkit.errors import shown
@@ -217,24 +222,58 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     return train, test
 
 
-def check_pixels(config: Config, paths: Paths) -> tuple[Images, Images | None]:
+def memory_bytes() -> int:
+    """The machine's memory in bytes: physical memory, or the cgroup's limit (``memory.max``) when lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    with suppress(OSError, ValueError):
+        total = min(total, int(Path("/sys/fs/cgroup/memory.max").read_text()))
+    return total
+
+
+def check_room(config: Config, paths: Paths, rows: int, build: bool) -> None:
+    """Refuse an ``image_shape`` whose ``rows`` decoded images (train and test, uint8) would not fit: the pixel cache
+    (with ``build``) in ``limits.disk_fraction`` of the free disk under runs/, and a split decoded in memory (a pixel
+    CSV's, or any without ``build``) in ``limits.memory_fraction`` of the machine's memory (:func:`memory_bytes`).
+
+    Raises:
+        ConfigError: names competition.image_shape, the bytes needed and the budget, and the fix.
+    """
+    comp, limits = config.competition, config.limits
+    needed = rows * int(np.prod(comp.image_shape, dtype=np.int64))
+    budgets = []
+    if build:
+        existing = next(p for p in (paths.runs, *paths.runs.parents) if p.exists())
+        budgets.append((int(shutil.disk_usage(existing).free * limits.disk_fraction), f"limits.disk_fraction of the free disk under {existing}"))
+    if not build or comp.layout == "pixel_csv":
+        budgets.append((int(memory_bytes() * limits.memory_fraction), "limits.memory_fraction of this machine's memory"))
+    for budget, what in budgets:
+        if needed > budget:
+            raise ConfigError(f"competition.image_shape = {comp.image_shape}: {rows} images decode to {needed:,} bytes, more than "
+                              f"{budget:,} ({what}); choose a smaller image_shape or free space")
+
+
+def check_pixels(config: Config, paths: Paths, rows: int, build: bool = True) -> tuple[Images, Images | None]:
     """Train and test with their pixels, validated while decoded (or parsed) once into the cache later stages
-    read (:mod:`compkit.cache`); a bad image or pixel raises before any cache file is written.
+    read (:mod:`compkit.cache`); a bad image or pixel raises before any cache file is written. Without ``build``
+    (`compkit check`) a current cache is read and nothing written: the pixels are decoded in memory otherwise.
+    ``rows`` (train and test) are first checked to fit (:func:`check_room`).
 
     Raises:
         DataError: see :func:`compkit.data.read_images` and :func:`compkit.data.read_image_files`.
+        ConfigError: see :func:`check_room`.
     """
+    check_room(config, paths, rows, build)
     layout = Layout(config, paths)
-    return layout.load_train(), layout.load_test()
+    return layout.load_train(build), layout.load_test(build)
 
 
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: validate the inputs, write the fold and holdout files, print a summary."""
     comp = config.competition
-    train, _ = check_inputs(config, paths)
+    train, test = check_inputs(config, paths)
     has_solution = (paths.data / comp.solution_file).is_file()
     folds, holdout = make_folds(train, config, with_holdout=not has_solution)
-    check_pixels(config, paths)  # last before the fold files: every other problem is found without a decode
+    check_pixels(config, paths, len(train.ids) + (len(test.ids) if test is not None else 0))  # last before the fold files: every other problem is found without a decode
     Layout(config, paths).write_folds(folds, holdout)
     sizes = folds["fold"].value_counts()
     public = int((holdout["Usage"] == "Public").sum())

@@ -4,6 +4,7 @@ machine share the folds of one run: a kernel lock on a file, released when its h
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -32,8 +33,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write() that failed (full disk, ulimit -f): name the file
+            exc.filename = str(path)
         raise
 
 
@@ -122,6 +125,42 @@ def read_proba(path: Path, id_column: str, columns: list[str]) -> tuple[np.ndarr
         raise CompkitError(f"{path}: line {row + 2}, column {columns[1 + col]!r}: {shown(frame[columns[1 + col]].iloc[row])} "
                            "is not a probability (a damaged artefact); delete it and rerun its stage")
     return frame[id_column].to_numpy(), proba
+
+
+@contextmanager
+def held(lock: Path, timeout: float) -> Iterator[None]:
+    """Hold ``lock`` (an exclusive kernel lock on the file, as :func:`claim`) for the block, waiting up to ``timeout``
+    seconds for another holder; the file is deleted on the way out (see :func:`release`).
+
+    Raises:
+        CompkitError: another process held it for ``timeout`` seconds; names the file.
+    """
+    lock = Path(lock).absolute()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = FileLock(lock, timeout=timeout, thread_local=False)
+    try:
+        handle.acquire()
+    except Timeout:
+        raise CompkitError(f"{lock}: held by another process for {timeout:g} s; wait for it to finish, "
+                           "or delete the file if no compkit is running") from None
+    try:
+        yield
+    finally:
+        with suppress(OSError):
+            lock.unlink()
+        handle.release()
+
+
+def is_held(lock: Path) -> bool:
+    """True when a live process holds ``lock`` (see :func:`claim`); a probe that creates and deletes nothing."""
+    try:
+        with open(lock, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file: nobody holds it
+        return False
+    return False
 
 
 _held: dict[Path, FileLock] = {}  # the fold locks this process holds, by absolute path

@@ -43,7 +43,7 @@ IRRELEVANT = ("tune", "ensemble", "pseudo", "adversarial", "tracking", "backbone
               "competition.platform", "competition.slug", "competition.pretrained_allowed",
               "competition.metric", "competition.sample_submission", "competition.solution_file",
               "competition.submission_columns", "train.backbones", "train.use_tuned", "train.process_per_fold",
-              "train.devices", "train.workers", "train.run_eagerly", "train.executor", "train.pipeline_ram_mb", "ray")
+              "train.devices", "train.workers", "train.run_eagerly", "train.executor", "train.pipeline_ram_mb", "ray", "limits")
 
 
 def training_config(config: Config, hyper: Hyper) -> dict:

@@ -32,9 +32,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from compkit import console
-from compkit.config import Competition, Config, Paths
+from compkit import console, tasks
+from compkit.artifacts import sha256_file
+from compkit.config import Competition, Config, Limits, Paths
+from compkit.data import has_test, load_sample_submission
 from compkit.errors import CompkitError
+from compkit.formats import read_submission, submission_format
 from compkit.io import write_csv
 
 if TYPE_CHECKING:
@@ -83,15 +86,50 @@ def _content_root(folder: Path, comp: Competition) -> Path:
     return folder
 
 
-def _unpack(archive: Path, into: Path) -> None:
-    """Extract ``archive`` into ``into`` after checking every member; raises :class:`PlatformError` on a bad zip or member."""
+def _needed(comp: Competition) -> set[str]:
+    """Top-level names of the files and folders the config names (each also as ``<name>.zip``): only these are unpacked."""
+    names = {comp.train_file, comp.sample_submission, comp.solution_file}
+    names |= {comp.train_images, comp.test_images} if comp.layout == "image_folder" else {comp.test_file}
+    return names | {f"{n}.zip" for n in names}
+
+
+def _wanted(info: zipfile.ZipInfo, needed: set[str] | None) -> bool:
+    """Whether the member is unpacked: every member without ``needed``, else one named there at the top or in one top folder."""
+    parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+    return needed is None or bool(parts) and (parts[0] in needed or len(parts) > 1 and parts[1] in needed)
+
+
+def _check_sizes(archive: Path, members: list[zipfile.ZipInfo], limits: Limits) -> None:
+    """Refuse a member whose compression ratio is above ``limits.zip_ratio``, or members unpacking past ``limits.zip_unpacked_gb``."""
+    for info in members:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > limits.zip_ratio:
+            raise PlatformError(f"{archive}: member {info.filename!r} unpacks to {info.file_size:,} bytes, {ratio:,.0f} times its "
+                                f"compressed size (limits.zip_ratio = {limits.zip_ratio:g}; a zip bomb?); refusing to unpack "
+                                "(nothing was written); raise limits.zip_ratio if the file is genuine")
+    total = sum(info.file_size for info in members)
+    if total > limits.zip_unpacked_gb * 1e9:
+        raise PlatformError(f"{archive}: the members compkit needs unpack to {total:,} bytes, more than limits.zip_unpacked_gb = "
+                            f"{limits.zip_unpacked_gb:g} GB; refusing to unpack (nothing was written); raise the limit if it is genuine")
+
+
+def _unpack(archive: Path, into: Path, limits: Limits, needed: set[str] | None = None) -> None:
+    """Extract the members of ``archive`` named in ``needed`` (every member when None) into ``into``, after checking
+    every member (paths, links) and their sizes (:func:`_check_sizes`); raises :class:`PlatformError` on a bad zip or member."""
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 problem = _member_problem(info)
                 if problem:
                     raise PlatformError(f"{archive}: member {info.filename!r} {problem}; refusing to unpack (nothing was written)")
-            zf.extractall(into)
+            names = [info.filename for info in zf.infolist()]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise PlatformError(f"{archive}: member {twice[0]!r} is in the zip {names.count(twice[0])} times; refusing to unpack "
+                                    "(nothing was written): rebuild the zip with each file once")
+            members = [info for info in zf.infolist() if _wanted(info, needed)]
+            _check_sizes(archive, members, limits)
+            zf.extractall(into, members)
     except zipfile.BadZipFile as exc:
         raise PlatformError(f"{archive}: not a readable zip ({exc}); download it again") from None
 
@@ -100,7 +138,9 @@ def import_zip(config: Config, paths: Paths, archive: Path) -> Path:
     """Unpack ``archive`` into ``paths.data``, check it as `compkit check` does, and only then move it into place.
 
     The zip may hold the files at its top or inside one top folder (``<slug>/train.csv``). Members are
-    refused when they would land outside the folder (absolute paths, ``..``) or are links. The files are
+    refused when they would land outside the folder (absolute paths, ``..``) or are links, and the zip when a member
+    unpacks to more than ``limits.zip_ratio`` times its compressed size or the members to more than
+    ``limits.zip_unpacked_gb``. Only the files and folders the config names are unpacked (others are skipped). The files are
     unpacked into a temporary folder beside ``paths.data`` and renamed into place after the check passes.
 
     Returns:
@@ -136,13 +176,13 @@ def _parent_of(target: Path):
         raise
 
 
-def _unpack_inner(archive: Path, root: Path, name: str) -> None:
+def _unpack_inner(archive: Path, root: Path, name: str, limits: Limits) -> None:
     """Kaggle zips may hold ``<name>.zip`` (``train.csv.zip``, ``train.zip`` of images) instead of ``name``: unpack it."""
     inner = root / f"{name}.zip"
     if (root / name).exists() or not inner.is_file():
         return
     folder = root / f".inner-{name}"
-    _unpack(inner, folder)
+    _unpack(inner, folder, limits)
     inner.unlink()
     entries = list(folder.iterdir())
     # train.csv.zip -> train.csv; train.zip -> train/ (files at its top, or already inside train/)
@@ -156,10 +196,10 @@ def _stage(config: Config, paths: Paths, archive: Path) -> None:
     comp, target = config.competition, Path(paths.data)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
     try:
-        _unpack(archive, staging)
+        _unpack(archive, staging, config.limits, _needed(comp))
         root = _content_root(staging, comp)
         for name in _expected(comp):
-            _unpack_inner(archive, root, name)
+            _unpack_inner(archive, root, name, config.limits)
         missing = [name for name in _expected(comp) if not (root / name).exists()]
         if missing:
             found = sorted(p.name for p in root.iterdir())[:8]
@@ -167,7 +207,10 @@ def _stage(config: Config, paths: Paths, archive: Path) -> None:
                                 "sample_submission and the zip")
         from compkit import check
 
-        check.run(config, replace(paths, data=root))
+        try:
+            check.run(config, replace(paths, data=root))
+        except CompkitError as exc:  # the staging folder is deleted: name the file inside the zip instead
+            raise type(exc)(str(exc).replace(f"{root}/", f"{archive} member ").replace(str(root), str(archive))) from None
         if target.exists():
             target.rmdir()  # empty (checked above): rename needs the name free
         os.replace(root, target)
@@ -200,12 +243,29 @@ def credentials_source(alternative: str = "") -> str:
     if os.environ.get("KAGGLE_API_TOKEN"):
         return "KAGGLE_API_TOKEN"
     for folder in _kaggle_dirs():
-        for name in ("kaggle.json", "access_token"):
-            if (folder / name).is_file():
-                return str(folder / name)
+        if (folder / "kaggle.json").is_file():
+            _check_kaggle_json(folder / "kaggle.json")
+            return str(folder / "kaggle.json")
+        if (folder / "access_token").is_file():
+            return str(folder / "access_token")
     where = " or ".join(str(d / "kaggle.json") for d in _kaggle_dirs())
     raise PlatformError(f"kaggle: no credentials: put your API token in {where} (chmod 600), or set KAGGLE_USERNAME "
                         f"and KAGGLE_KEY{alternative}; see README 'On a real competition'")
+
+
+def _check_kaggle_json(path: Path) -> None:
+    """Refuse a ``kaggle.json`` that is not a JSON object with ``username`` and ``key`` strings (values never shown).
+
+    Raises:
+        PlatformError: names the file and says how to replace it; nothing was sent to Kaggle.
+    """
+    try:
+        token = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        token = None
+    if not isinstance(token, dict) or not all(isinstance(token.get(k), str) and token.get(k) for k in ("username", "key")):
+        raise PlatformError(f"{path}: not a Kaggle API token (a JSON object with \"username\" and \"key\"); nothing was sent; "
+                            "download it again from kaggle.com/settings (Create New Token)")
 
 
 def kaggle_api(alternative: str = ""):
@@ -341,8 +401,9 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
     The message is :func:`upload_message`; the leaderboard row gets ``uploaded`` (UTC time) and ``platform_ref``.
 
     Raises:
-        PlatformError: not a Kaggle competition, no leaderboard or row, the file is gone, no credentials,
-            package or network, or Kaggle refused the upload; leaderboard.csv is then unchanged.
+        PlatformError: not a Kaggle competition, no leaderboard or row, the file is gone or not the one `make submit`
+            wrote (:func:`check_submitted`), no credentials, package or network, or Kaggle refused the upload;
+            leaderboard.csv is then unchanged.
     """
     slug = _slug(config)
     board_path, board = read_board(paths)
@@ -350,12 +411,34 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
     path = paths.submissions / str(board.at[index, "file"])
     if not path.is_file():
         raise PlatformError(f"{path}: not found (listed in {board_path.name}); run `make submit` again")
+    check_submitted(config, paths, path, board.loc[index])
     api = kaggle_api()
     response = _call("upload the submission", slug, api.competition_submit, str(path), upload_message(board.loc[index]), slug, quiet=True)
     if not getattr(response, "ref", 0):
         raise PlatformError(f"kaggle: the upload of {path.name} was not accepted ({getattr(response, 'message', '') or 'no reason given'})")
     write_csv(record_upload(board, index, int(response.ref), datetime.now(timezone.utc)), board_path)
     console.summary(f"upload: {path.name} -> kaggle {slug} (submission {response.ref}); `make lb-sync` reads its score")
+
+
+def check_submitted(config: Config, paths: Paths, path: Path, row: pd.Series) -> None:
+    """Refuse to upload ``path`` unless it is the file `make submit` wrote (its ``sha256`` in the leaderboard ``row``) and
+    still reads as a valid submission: the sample's columns, valid labels or probabilities, and the test ids in order.
+
+    Raises:
+        PlatformError: the file changed since submit, or its row records no digest (an older compkit).
+        CompkitError: the file fails validation (names the line and column).
+    """
+    again = f"run `make submit COMPETITION={config.competition.name}` again and upload its file"
+    recorded = row.get("sha256")
+    if not isinstance(recorded, str):
+        raise PlatformError(f"{path}: leaderboard.csv records no digest of it (an older compkit wrote it); {again}")
+    if sha256_file(path) != recorded:
+        raise PlatformError(f"{path}: changed since `make submit` wrote it (its sha256 differs from leaderboard.csv's); {again}")
+    comp = config.competition
+    ids, _ = read_submission(path, submission_format(paths.data, comp), tasks.of(comp))
+    sample = load_sample_submission(paths.data, comp)
+    if has_test(paths.data, comp) and [str(i) for i in ids] != sample.iloc[:, 0].astype(str).tolist():
+        raise PlatformError(f"{path}: its ids are not the sample submission's, in its order; {again}")
 
 
 def record_upload(board: pd.DataFrame, index: int, ref: int, when: datetime) -> pd.DataFrame:

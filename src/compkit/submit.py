@@ -157,17 +157,17 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     validate_submission(submission, expected, comp, str(path))
     written = read_submission(io.BytesIO(csv_bytes(submission)), fmt, task, source=path)  # the bytes the file will hold
     parts, counts = _score_parts(config, paths, blend, *written, fmt)
+    layout.read_leaderboard()  # refused before anything is written when damaged
     row = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "name": name,
-        "file": path.name,
         "backbones": "+".join(blend["backbones"]),
         "blend": blend["selected"],
         "cv": round(blend["cv"], 6),
         **{k: round(v, 6) for k, v in parts.items()},
     }
-    board = pd.concat([layout.read_leaderboard(), pd.DataFrame([row])], ignore_index=True)
-    layout.write_submission(path, submission, board)
+    path, board = layout.write_submission(name, submission, row)
+    row["file"] = path.name
     metric = task.scorer
     shown_board = board.drop(columns=["file"]).sort_values("cv", ascending=not metric.greater_is_better, kind="stable")
     console.table(shown_board, title=f"{comp.name} local leaderboard ({metric.name}, best CV first)")

@@ -77,6 +77,11 @@ def make_storage(config: Config, paths: Paths) -> optuna.storages.BaseStorage:
                 heartbeat_interval=config.tune.heartbeat_interval,
                 grace_period=config.tune.grace_period,
             )
+        except ImportError as exc:  # SQLAlchemy imports a dialect's driver (MySQLdb, psycopg2) when the engine is made
+            driver = getattr(exc.__cause__, "name", None) or "its driver"
+            raise CompkitError(f"tune storage {mask(url)}: its database driver is not installed ({driver}); pip install the "
+                               "package that provides it, or name an installed one in the URL (mysql+pymysql://...), or use a "
+                               "sqlite:/// or .log storage") from None
         except sqlalchemy.exc.SQLAlchemyError as exc:
             # Workers started together race to create the schema of a new database: the loser retries.
             if attempt == 4:
