@@ -478,3 +478,24 @@ def test_train_refuses_fold_files_made_with_other_fold_settings(tmp_path, data, 
     assert "folds.json: the fold files were made with other [folds] settings" in err, err
     assert main(["folds", *argv]) == 0
     assert "other [folds] settings" in fails("ensemble", root, argv, capsys, "--set", "folds.n_splits=3")
+
+
+def test_a_killed_writers_temporary_file_goes_a_live_writers_stays(tmp_path, data):
+    """`.tmp-*` beside folds.csv: a killed writer's (unheld, an hour old) is deleted by the next `make folds`; one a live
+    process holds stays."""
+    root = tmp_path / "root"
+    argv = small_argv(root, data)
+    assert main(["folds", *argv]) == 0
+    folder = root / "folds" / NAME
+    dead, live = folder / ".tmp-dead0001-folds.csv", folder / ".tmp-live0001-folds.csv"
+    dead.write_text("id,fold\n")
+    writer = subprocess.Popen([sys.executable, "-c", BUILDER, str(live)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        for path in (dead, live):
+            os.utime(path, (time.time() - 3600,) * 2)
+        assert main(["folds", *argv]) == 0
+        assert not dead.exists() and live.exists()
+    finally:
+        writer.kill()
+        writer.wait()
