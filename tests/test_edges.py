@@ -499,3 +499,20 @@ def test_a_killed_writers_temporary_file_goes_a_live_writers_stays(tmp_path, dat
     finally:
         writer.kill()
         writer.wait()
+
+
+# -- determinism across executors ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_deterministic_runs_pin_the_same_threads_locally_and_on_ray(dacon, workers):
+    """TensorFlow's CPU reductions depend on the intra-op thread count: a deterministic fold gets the same count from the
+    local scheduler (workers=1 used to leave TensorFlow's default, every core) as from a Ray task."""
+    from compkit.devices import DETERMINISTIC_THREADS, slots
+
+    config = dacon("smoke", "train.deterministic=true", f"train.workers={workers}", "ray.cpus_per_task=4")
+    assert {slot.threads for slot in slots(config.train)} == {DETERMINISTIC_THREADS}
+    script = ("import sys, tensorflow as tf; from compkit.config import load_config; from compkit.executors import _enter; "
+              f"c = load_config('{NAME}', 'smoke', ['train.deterministic=true', 'ray.cpus_per_task=4'], __import__('pathlib').Path(sys.argv[1])); "
+              "_enter(c); print(tf.config.threading.get_intra_op_parallelism_threads())")
+    run = subprocess.run([sys.executable, "-c", script, str(REPO / "configs")], env=env(), capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip().splitlines()[-1] == str(DETERMINISTIC_THREADS), run.stderr
