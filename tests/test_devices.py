@@ -61,7 +61,7 @@ def test_folds_run_one_per_device_never_two_at_once(tmp_path, dacon_dir):
     assert main(["train", *argv, "--devices", "0,1"]) == 0
     folds = _folds(tmp_path)
     assert len(folds) == 4 and {f["compute"]["device"] for f in folds} == {"0", "1"}
-    assert all(f["compute"]["gpus"] == 0 and f["compute"]["threads"] == max(1, devices.cores() // 2) for f in folds)
+    assert all(f["compute"]["gpus"] == 0 and f["compute"]["threads"] == devices.DETERMINISTIC_THREADS for f in folds)  # TINY: deterministic
     for a, b in combinations(folds, 2):
         overlap = a["started"] < b["finished"] and b["started"] < a["finished"]
         assert not (overlap and a["compute"]["device"] == b["compute"]["device"]), (a["fold"], b["fold"])
@@ -73,7 +73,7 @@ def test_cpu_workers_train_folds_at_once_with_the_cores_split(tmp_path, dacon_di
     argv = [*TINY, "--set", "folds.n_splits=2", "--set", "train.workers=2", "--data-dir", str(dacon_dir), "--root", str(tmp_path)]
     assert main(["folds", *argv]) == 0 and main(["train", *argv]) == 0
     a, b = _folds(tmp_path)
-    assert a["compute"]["device"] is None and a["compute"]["threads"] == b["compute"]["threads"] == max(1, devices.cores() // 2)
+    assert a["compute"]["device"] is None and a["compute"]["threads"] == b["compute"]["threads"] == devices.DETERMINISTIC_THREADS  # TINY
     assert a["started"] < b["finished"] and b["started"] < a["finished"]
 
 

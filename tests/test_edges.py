@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -478,3 +477,41 @@ def test_train_refuses_fold_files_made_with_other_fold_settings(tmp_path, data, 
     assert "folds.json: the fold files were made with other [folds] settings" in err, err
     assert main(["folds", *argv]) == 0
     assert "other [folds] settings" in fails("ensemble", root, argv, capsys, "--set", "folds.n_splits=3")
+
+
+def test_a_killed_writers_temporary_file_goes_a_live_writers_stays(tmp_path, data):
+    """`.tmp-*` beside folds.csv: a killed writer's (unheld, an hour old) is deleted by the next `make folds`; one a live
+    process holds stays."""
+    root = tmp_path / "root"
+    argv = small_argv(root, data)
+    assert main(["folds", *argv]) == 0
+    folder = root / "folds" / NAME
+    dead, live = folder / ".tmp-dead0001-folds.csv", folder / ".tmp-live0001-folds.csv"
+    dead.write_text("id,fold\n")
+    writer = subprocess.Popen([sys.executable, "-c", BUILDER, str(live)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        for path in (dead, live):
+            os.utime(path, (time.time() - 3600,) * 2)
+        assert main(["folds", *argv]) == 0
+        assert not dead.exists() and live.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+# -- determinism across executors ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_deterministic_runs_pin_the_same_threads_locally_and_on_ray(dacon, workers):
+    """TensorFlow's CPU reductions depend on the intra-op thread count: a deterministic fold gets the same count from the
+    local scheduler (workers=1 used to leave TensorFlow's default, every core) as from a Ray task."""
+    from compkit.devices import DETERMINISTIC_THREADS, slots
+
+    config = dacon("smoke", "train.deterministic=true", f"train.workers={workers}", "ray.cpus_per_task=4")
+    assert {slot.threads for slot in slots(config.train)} == {DETERMINISTIC_THREADS}
+    script = ("import sys, tensorflow as tf; from compkit.config import load_config; from compkit.executors import _enter; "
+              f"c = load_config('{NAME}', 'smoke', ['train.deterministic=true', 'ray.cpus_per_task=4'], __import__('pathlib').Path(sys.argv[1])); "
+              "_enter(c); print(tf.config.threading.get_intra_op_parallelism_threads())")
+    run = subprocess.run([sys.executable, "-c", script, str(REPO / "configs")], env=env(), capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip().splitlines()[-1] == str(DETERMINISTIC_THREADS), run.stderr

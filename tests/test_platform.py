@@ -4,6 +4,7 @@ response objects) into leaderboard.csv."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import zipfile
@@ -153,13 +154,17 @@ def test_from_zip_never_overwrites_data(tmp_path, dacon_dir):
 
 @pytest.fixture
 def board_root(tmp_path, dacon_dir):
-    """A digit-recognizer root with one real submission file and its leaderboard row."""
-    folder = tmp_path / "submissions" / "digit-recognizer"
+    """A digit-recognizer root with one real submission file and its leaderboard row (with the file's sha256, as
+    `make submit` writes it), and the competition's sample submission in data/digit-recognizer (--data-dir)."""
+    folder, data = tmp_path / "submissions" / "digit-recognizer", tmp_path / "data" / "digit-recognizer"
     folder.mkdir(parents=True)
+    data.mkdir(parents=True)
     sample = pd.read_csv(dacon_dir / "submission.csv").rename(columns={"id": "ImageId", "digit": "Label"})
     sample.to_csv(folder / "20260101T000000Z_blend-best.csv", index=False)
+    sample.to_csv(data / "sample_submission.csv", index=False)
     pd.DataFrame([{"time": "2026-01-01T00:00:00+00:00", "name": "blend-best", "file": "20260101T000000Z_blend-best.csv",
-                   "backbones": "cnn_small", "blend": "best", "cv": 0.91, "public": 0.9, "private": 0.89}]
+                   "backbones": "cnn_small", "blend": "best", "cv": 0.91, "public": 0.9, "private": 0.89,
+                   "sha256": hashlib.sha256((folder / "20260101T000000Z_blend-best.csv").read_bytes()).hexdigest()}]
                  ).to_csv(folder / "leaderboard.csv", index=False)
     return tmp_path
 
@@ -183,7 +188,8 @@ def fake_credentials(no_credentials, monkeypatch):
 
 
 def _run(stage: str, root: Path, capsys, *extra: str) -> str:
-    return one_line_error(capsys, main([stage, "--competition", "digit-recognizer", *CONFIGS, "--root", str(root), *extra]), absent=(FAKE_KEY,))
+    return one_line_error(capsys, main([stage, "--competition", "digit-recognizer", *CONFIGS, "--root", str(root), "--data-dir",
+                                        str(root / "data" / "digit-recognizer"), *extra]), absent=(FAKE_KEY,))
 
 
 @pytest.mark.parametrize("stage", ["upload", "lb-sync"])

@@ -80,8 +80,8 @@ def ray_run(cluster, tiny_run, tmp_path_factory, dacon_dir):
     killer.start()
     try:
         argv = [*TINY, "--data-dir", str(dacon_dir), "--root", str(root), "--config-dir", str(REPO / "configs")]
-        # 2 CPUs a task: TensorFlow's threads are then every core, as in the local run (the float sums, and so
-        # the bits, depend on the thread count: with 1 thread a task's OOF differed by up to 0.014)
+        # 2 CPUs a task; TINY is deterministic, so a task runs DETERMINISTIC_THREADS TensorFlow threads, as the local
+        # run does (the float sums, and so the bits, depend on the thread count)
         code = main(["train", *argv, "--executor", "ray", "--set", "ray.cpus_per_task=2"])
     finally:
         stop.set()

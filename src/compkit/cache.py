@@ -250,7 +250,7 @@ def _clear_killed(folder: Path) -> None:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if time.time() - os.fstat(f.fileno()).st_mtime > FRESH_S or not _alive(tmp.name.split("-")[1]):
                     tmp.unlink(missing_ok=True)
-        except (BlockingIOError, FileNotFoundError):  # a live writer's, or gone meanwhile
+        except (BlockingIOError, FileNotFoundError, IsADirectoryError):  # a live writer's, gone meanwhile, or a folder
             continue
 
 

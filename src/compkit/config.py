@@ -408,7 +408,7 @@ class Adversarial(_Strict):
 class Ray(_Strict):
     """The Ray executor (``train.executor`` / ``tune.executor = "ray"``, see executors.py)."""
 
-    cpus_per_task: int = Field(1, ge=1)  # CPUs a fold or trial task reserves; also its TensorFlow threads
+    cpus_per_task: int = Field(1, ge=1)  # CPUs a fold or trial task reserves; also its TensorFlow threads (1 with train.deterministic)
     gpus_per_task: float | None = Field(None, ge=0)  # None: 1 when train.devices names GPUs or the driver sees one, else 0
     max_retries: int = Field(2, ge=0)  # runs again of a task whose worker died (killed, out of memory, node lost)
     data_dir: str = ""  # the competition's data on every worker; "": the driver's data folder, as an absolute path

@@ -111,9 +111,16 @@ class Slot:
     threads: int
 
 
+# Intra-op threads of every fold or trial process, local or Ray, with train.deterministic: TensorFlow's CPU kernels split
+# their reductions by thread count, so two thread counts give two different (each reproducible) models.
+DETERMINISTIC_THREADS = 1
+
+
 def slots(train) -> list[Slot]:
     """The slots of a run: one per GPU of ``train.devices`` (else every GPU seen), one in all with
-    ``train.strategy = "mirrored"``, else ``train.workers`` on the CPU; n > 1 slots get cores // n threads each.
+    ``train.strategy = "mirrored"``, else ``train.workers`` on the CPU; n > 1 slots get cores // n threads each, and
+    every slot :data:`DETERMINISTIC_THREADS` with ``train.deterministic`` (as a Ray task does: same seed, same predictions
+    whatever the executor).
 
     ``train`` is the config's ``[train]`` section. Device ids that TensorFlow does not see are an error,
     except on a machine where it sees no GPU at all: there they are scheduled as given, each process
@@ -134,6 +141,8 @@ def slots(train) -> list[Slot]:
         return [Slot(",".join(ids) if ids else None, 0)]
     n = len(ids) or train.workers
     threads = max(1, cores() // n) if n > 1 else 0
+    if train.deterministic:
+        threads = DETERMINISTIC_THREADS
     return [Slot(d, threads) for d in ids] if ids else [Slot(None, threads) for _ in range(n)]
 
 

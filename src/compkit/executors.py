@@ -32,7 +32,7 @@ from typing import Any, Callable, Hashable, Iterator
 
 from compkit import console
 from compkit.config import Config, Paths
-from compkit.devices import Slot, cores, enter
+from compkit.devices import DETERMINISTIC_THREADS, Slot, cores, enter
 from compkit.errors import CompkitError
 from compkit.redact import mask
 
@@ -141,9 +141,12 @@ def _worker_paths(config: Config, root: Path, data_dir: str) -> Paths:
 
 
 def _enter(config: Config) -> None:
-    """The task's TensorFlow threads: its reserved CPUs, or TensorFlow's default when it has every core."""
+    """The task's TensorFlow threads: :data:`compkit.devices.DETERMINISTIC_THREADS` with ``train.deterministic`` (as a local
+    fold process), else its reserved CPUs, or TensorFlow's default when it has every core."""
     threads = config.ray.cpus_per_task
-    enter(Slot(None, threads if threads < cores() else 0))
+    if config.train.deterministic:
+        threads = DETERMINISTIC_THREADS
+    enter(Slot(None, threads if threads < cores() or config.train.deterministic else 0))
 
 
 @contextmanager

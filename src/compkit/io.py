@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
@@ -23,13 +24,15 @@ from compkit.errors import CompkitError, shown
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    The temporary name ends with ``path``'s name, so writers that check the extension accept it.
+    The temporary name ends with ``path``'s name, so writers that check the extension accept it. The writer holds an
+    ``flock`` on it, and first deletes the unheld leftovers of killed writers of the same file (:func:`clear_dead`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f"-{path.name}")
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held while this writer lives: the next writer deletes only unheld leftovers
     os.chmod(tmp, 0o644)  # mkstemp makes 0600: artefacts are shared like any other output
+    clear_dead(path.parent, f".tmp-*-{path.name}")
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -38,6 +41,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
         if isinstance(exc, OSError) and exc.filename is None:  # a write() that failed (full disk, ulimit -f): name the file
             exc.filename = str(path)
         raise
+    finally:
+        os.close(fd)
+
+
+FRESH_S = 10  # a temporary file younger than this is never deleted (its writer may not have locked it yet)
+
+
+def clear_dead(folder: Path, pattern: str) -> None:
+    """Delete the files matching ``pattern`` in ``folder`` that no live writer holds an ``flock`` on and that are older
+    than :data:`FRESH_S` seconds: temporary files of killed writers (:func:`atomic_path`). A live writer's stay."""
+    for left in Path(folder).glob(pattern):
+        try:
+            with open(left, "rb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if time.time() - os.fstat(f.fileno()).st_mtime > FRESH_S:
+                    left.unlink(missing_ok=True)
+        except (BlockingIOError, FileNotFoundError, IsADirectoryError):  # a live writer's, gone meanwhile, or a folder
+            continue
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
