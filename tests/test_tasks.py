@@ -222,3 +222,19 @@ def test_a_task_without_a_pseudo_label_rule_says_so_in_one_line(tmp_path, dacon_
     err = capsys.readouterr().err.strip()
     assert "competition.task = 'regression' has no pseudo-label rule" in err and "\n" not in err
     assert tree_digest(tmp_path) == before
+
+
+def test_row_number_ids_take_the_id_column_from_the_sample_header(tmp_path, dacon_rows):
+    """Kaggle's digit-recognizer layout (no id column; ids are 1-based row numbers) without submission_columns: the
+    sample's header names the id column of the fold files."""
+    data, configs = tmp_path / "data" / "rows", tmp_path / "configs"
+    data.mkdir(parents=True)
+    shutil.copytree(REPO / "configs" / "presets", configs / "presets")
+    pixels = dacon_rows[[str(i) for i in range(784)]].rename(columns=lambda c: f"pixel{c}")
+    pd.concat([dacon_rows[["digit"]].rename(columns={"digit": "label"}), pixels], axis=1).to_csv(data / "train.csv", index=False)
+    pd.DataFrame({"ImageId": [1], "Label": [0]}).to_csv(data / "sample_submission.csv", index=False)
+    toml = (REPO / "configs/digit-recognizer.toml").read_text().replace('submission_columns = ["ImageId", "Label"]\n', "")
+    (configs / "rows.toml").write_text(toml.replace('name = "digit-recognizer"', 'name = "rows"'))
+    assert main(["folds", "--competition", "rows", "--root", str(tmp_path), "--data-dir", str(data), "--config-dir", str(configs)]) == 0
+    folds = pd.read_csv(tmp_path / "folds/rows/folds.csv")
+    assert list(folds.columns) == ["ImageId", "fold"] and folds["ImageId"].between(1, len(dacon_rows)).all()

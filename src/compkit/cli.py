@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             from compkit import datasets
 
             datasets.ensure(config, paths)
+        if args.stage != "data":  # `make data` may be what brings the sample submission
+            from compkit.formats import with_sample_columns
+
+            config = with_sample_columns(config, paths.data)
         for stage in STAGES if args.stage == "all" else (args.stage,):
             run_stage(stage, config, paths, args)
     except CompkitError as exc:

@@ -137,8 +137,17 @@ class Competition(_Strict):
 
     @property
     def id_key(self) -> str:
-        """The id column of compkit's own files (folds, predictions): ``id_column``, or the submission's id column."""
-        return self.id_column or self.submission_columns[0]
+        """The id column of compkit's own files (folds, predictions): ``id_column``, or the submission's id column
+        (``submission_columns``, else the sample submission's header: :func:`compkit.formats.with_sample_columns`).
+
+        Raises:
+            ConfigError: row-number ids with neither.
+        """
+        if self.id_column or self.submission_columns:
+            return self.id_column or self.submission_columns[0]
+        raise ConfigError(f'competition {self.name}: id_column = "" (row-number ids) takes the id column from the sample '
+                          "submission's header, and none was read; put the sample submission in the data folder or set "
+                          "submission_columns")
 
     @field_validator("image_shape")
     @classmethod
@@ -161,12 +170,6 @@ class Competition(_Strict):
         why = isinstance(self.metric, str) and problem(self.metric, self.task)  # a metric file fits any task
         if why:
             raise ValueError(why)
-        return self
-
-    @model_validator(mode="after")
-    def _row_number_ids_need_columns(self) -> Competition:
-        if not self.id_column and self.submission_columns is None:
-            raise ValueError('id_column = "" (row-number ids) needs submission_columns, whose first is the id column')
         return self
 
 

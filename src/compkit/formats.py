@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from compkit import tasks
-from compkit.config import Competition
+from compkit.config import Competition, Config
 from compkit.data import _check_ids, _read_csv, _require_columns, locate
 from compkit.errors import DataError, line, shown
 from compkit.tasks import Submitted, Task
@@ -87,6 +87,21 @@ def require_scorable(fmt: SubmissionFormat, task: Task, source: str) -> None:
             f"holds labels; use a sample with one column per class ({fmt.id_column},{','.join(map(str, task.classes))}) "
             "or another metric"
         )
+
+
+def with_sample_columns(config: Config, data_dir: Path) -> Config:
+    """``config`` as the stages read it: a row-number-id competition (``id_column = ""``) without
+    ``submission_columns`` takes the sample submission's header as its submission columns, whose first names the
+    id column of compkit's files (the sample decides, as it does for the format). Other configs are returned as they are.
+
+    Raises:
+        DataError: the sample submission is not in ``data_dir`` (names it and where to get it).
+    """
+    comp = config.competition
+    if comp.id_column or comp.submission_columns is not None:
+        return config
+    header = [str(c) for c in pd.read_csv(locate(data_dir, comp.sample_submission, comp), nrows=0).columns]
+    return config.model_copy(update={"competition": comp.model_copy(update={"submission_columns": header})})
 
 
 def submission_format(data_dir: Path, comp: Competition) -> SubmissionFormat:
