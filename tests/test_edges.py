@@ -437,10 +437,10 @@ def test_a_competition_config_error_does_not_print_the_whole_table(tmp_path, dat
     configs = tmp_path / "configs"
     shutil.copytree(REPO / "configs", configs)
     toml = configs / f"{NAME}.toml"
-    toml.write_text(toml.read_text().replace('id_column = "id"', 'id_column = ""').replace('submission_columns = ["id", "digit"]\n', ""))
+    toml.write_text(toml.read_text().replace('target_column = "digit"', 'target_column = "digit"\ntask = "binary"'))
     argv = [*small_argv(tmp_path / "root", data)[:-4], "--config-dir", str(configs), "--backbones", "cnn_small"]
-    err = fails("folds", tmp_path / "root", argv, capsys)
-    assert "competition: id_column = \"\" (row-number ids) needs submission_columns" in err and "{" not in err, err
+    err = fails("folds", tmp_path / "root", argv, capsys)  # a competition-level check: pydantic's input is the whole table
+    assert "competition: task = 'binary' needs exactly 2 classes [negative, positive], got 10" in err and "{" not in err, err
 
 
 # -- upload sends only what submit wrote --------------------------------------------------------------------------
