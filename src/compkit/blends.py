@@ -37,28 +37,12 @@ def hard_vote(probas: np.ndarray) -> np.ndarray:
     return (votes + 1e-3 * probas.mean(axis=0)) / (m + 1e-3)
 
 
-def fit_weights(probas: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Soft-voting weights on the simplex that minimise the blend's log loss on OOF.
+def on_simplex(loss: Callable[[np.ndarray], float], grad: Callable[[np.ndarray], np.ndarray], m: int) -> np.ndarray:
+    """(M,) weights on the simplex minimising ``loss`` (with gradient ``grad``), started from equal weights.
 
-    The recipe of the Kaggle Ensembling Guide (MLWave, 2015): ``scipy.optimize.minimize`` with
-    SLSQP, bounds [0, 1] and sum(w) = 1, started from equal weights; the equal weights are kept
-    if the optimiser does not improve on them.
-
-    Args:
-        probas: (M, N, K) OOF probabilities of M models; labels: (N,) int class indices.
-
-    Returns:
-        (M,) float64 weights, non-negative, summing to 1.
+    The recipe of the Kaggle Ensembling Guide (MLWave, 2015): ``scipy.optimize.minimize`` with SLSQP, bounds [0, 1]
+    and sum(w) = 1; the equal weights are kept if the optimiser does not improve on them.
     """
-    m = probas.shape[0]
-    p_true = np.clip(probas[:, np.arange(len(labels)), labels], 1e-15, 1)  # (M, N)
-
-    def loss(w):
-        return -np.mean(np.log(np.clip(w @ p_true, 1e-15, None)))
-
-    def grad(w):
-        return -np.mean(p_true / np.clip(w @ p_true, 1e-15, None), axis=1)
-
     equal = np.full(m, 1 / m)
     result = minimize(
         loss, equal, jac=grad, method="SLSQP", bounds=[(0, 1)] * m,
@@ -69,9 +53,34 @@ def fit_weights(probas: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return weights if loss(weights) <= loss(equal) else equal
 
 
+def fit_weights(probas: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Soft-voting weights on the simplex that minimise the blend's log loss on OOF (:func:`on_simplex`).
+
+    Args:
+        probas: (M, N, K) OOF probabilities of M models; labels: (N,) int class indices.
+
+    Returns:
+        (M,) float64 weights, non-negative, summing to 1.
+    """
+    return _likelihood_weights(np.clip(probas[:, np.arange(len(labels)), labels], 1e-15, 1))  # (M, N)
+
+
+def _likelihood_weights(p_true: np.ndarray) -> np.ndarray:
+    """(M,) simplex weights minimising the mean negative log of ``w @ p_true``: (M, R) each model's probability of
+    the truth per scored cell (a row's class, or a row and tag)."""
+
+    def loss(w):
+        return -np.mean(np.log(np.clip(w @ p_true, 1e-15, None)))
+
+    def grad(w):
+        return -np.mean(p_true / np.clip(w @ p_true, 1e-15, None), axis=1)
+
+    return on_simplex(loss, grad, len(p_true))
+
+
 def fit_weights_lsq(preds: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Soft-voting weights on the simplex that minimise the blend's mean squared error on OOF (a regression's
-    fitted blend): SLSQP as :func:`fit_weights`, equal weights kept unless beaten.
+    fitted blend; :func:`on_simplex`).
 
     Args:
         preds: (M, N, 1) OOF predictions of M models; values: (N,) float targets.
@@ -79,7 +88,7 @@ def fit_weights_lsq(preds: np.ndarray, values: np.ndarray) -> np.ndarray:
     Returns:
         (M,) float64 weights, non-negative, summing to 1.
     """
-    m, x = preds.shape[0], preds[:, :, 0]
+    x = preds[:, :, 0]
 
     def loss(w):
         return np.mean((w @ x - values) ** 2)
@@ -87,12 +96,20 @@ def fit_weights_lsq(preds: np.ndarray, values: np.ndarray) -> np.ndarray:
     def grad(w):
         return 2 * x @ (w @ x - values) / len(values)
 
-    equal = np.full(m, 1 / m)
-    result = minimize(loss, equal, jac=grad, method="SLSQP", bounds=[(0, 1)] * m,
-                      constraints={"type": "eq", "fun": lambda w: w.sum() - 1})
-    weights = np.clip(result.x, 0, None)
-    weights /= weights.sum()
-    return weights if loss(weights) <= loss(equal) else equal
+    return on_simplex(loss, grad, preds.shape[0])
+
+
+def fit_weights_bce(preds: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Soft-voting weights on the simplex that minimise the blend's mean binary cross-entropy over every row and tag
+    (a multi-label fitted blend; :func:`on_simplex`).
+
+    Args:
+        preds: (M, N, T) OOF tag probabilities of M models; truth: (N, T) 0/1 tags.
+
+    Returns:
+        (M,) float64 weights, non-negative, summing to 1.
+    """
+    return _likelihood_weights(np.clip(np.where(truth[None] == 1, preds, 1 - preds), 1e-15, 1).reshape(len(preds), -1))
 
 
 def meta_features(probas: np.ndarray) -> np.ndarray:

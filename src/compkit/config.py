@@ -95,6 +95,7 @@ class Competition(_Strict):
     id_column: str = "id"  # "": ids are the 1-based row numbers of each file (Kaggle digit-recognizer)
     target_column: str
     # multiclass | binary (classes = [negative, positive]) | regression (no classes) | ordinal (classes: the grades in order)
+    # | multilabel (classes: the tags; target_column holds them space-separated)
     task: Literal[TASKS] = "multiclass"
     classes: list[int] | list[str] | None = Field(None, min_length=2)
     target_range: list[float] | None = Field(None, min_length=2, max_length=2)  # regression: [low, high], clips what is submitted
@@ -379,6 +380,8 @@ class Ensemble(_Strict):
     stacking: bool = False  # also blend by a logistic-regression meta-model on the OOF probabilities ("stacked")
     stacking_c: float = Field(1.0, gt=0)  # the meta-model's C: inverse L2 regularisation strength
     caruana_iterations: int = Field(25, ge=1)  # picks of Caruana's ensemble selection (with replacement)
+    # multi-label: one threshold for every tag ("global"), or one per tag ("per_tag": overfits with few rows per tag)
+    tag_thresholds: Literal["global", "per_tag"] = "global"
 
     @model_validator(mode="after")
     def _stacked_needs_stacking(self) -> Ensemble:
@@ -608,14 +611,21 @@ def _check_task(config: Config, source: str) -> None:
     if task == "regression" and config.train.loss == "crossentropy" and comp.target_range is None:
         raise ConfigError(f"{source}: train.loss = 'crossentropy' on a regression scales the target to 0-1 and needs "
                           "competition.target_range = [low, high]; set it or use mse / huber")
-    if task == "regression" and config.train.class_weight != "none":
-        raise ConfigError(f"{source}: train.class_weight = {config.train.class_weight!r} needs classes; a regression has none: remove it")
-    if numeric and config.ensemble.select == "hard":
-        raise ConfigError(f"{source}: ensemble.select = 'hard' (majority vote) needs classes to vote for; task {task!r} "
-                          "blends by averaging: use best, equal, fitted, caruana or stacked")
+    if task in ("regression", "multilabel") and config.train.class_weight != "none":
+        raise ConfigError(f"{source}: train.class_weight = {config.train.class_weight!r} weighs one class per row; task "
+                          f"{task!r} has none: remove it")
+    if (numeric or task == "multilabel") and config.ensemble.select == "hard":
+        raise ConfigError(f"{source}: ensemble.select = 'hard' (majority vote) needs one class per row to vote for; task "
+                          f"{task!r} blends by averaging: use best, equal, fitted, caruana or stacked")
+    if task == "multilabel" and config.ensemble.stacking:
+        raise ConfigError(f"{source}: ensemble.stacking has no multi-label meta-model; remove it (equal, fitted and caruana "
+                          "blend the tags)")
     if config.folds.group_column and config.folds.group_column not in comp.extra_columns:
         raise ConfigError(f"{source}: folds.group_column {config.folds.group_column!r} is not an extra column; "
                           f"add it to competition.extra_columns {comp.extra_columns}")
+    if config.folds.group_column and task == "multilabel":
+        raise ConfigError(f"{source}: folds.group_column with a multi-label target: grouped folds stratify one class per "
+                          "row; remove group_column (the folds are iteratively stratified on every tag)")
     if config.folds.group_column and config.folds.max_rows:
         raise ConfigError(f"{source}: folds.max_rows samples rows, not groups, so it would split folds.group_column's groups; "
                           "remove one of the two")

@@ -97,9 +97,8 @@ def run(config: Config, paths: Paths) -> None:
     layout.read_folds()  # the fold files are a verified pair
     inputs = layout.fold_inputs(backbones)
     train = load_labels(paths.data, comp)
-    label_of = pd.Series(train.labels, index=train.ids)
     oof_ids, oof = _stack([layout.load_oof(b)[:2] for b in backbones], "OOF")
-    labels = label_of.loc[oof_ids].to_numpy()
+    labels = train.labels[pd.Series(np.arange(len(train.ids)), index=train.ids).loc[oof_ids].to_numpy()]  # 1-D or tags
     fold = oof_folds(config, paths, oof_ids)
 
     scores = {b: scored(task, labels, p, fold) for b, p in zip(backbones, oof)}
@@ -132,7 +131,7 @@ def run(config: Config, paths: Paths) -> None:
     with tracked(config, paths, "ensemble", "ensemble") as tracker:
         tracker.summarize({"scores": scores, "blends": blends, "selected": selected, "cv": blends[selected][metric.name]})
         tracker.table("oof_scores", table)
-        if task.classes:  # a confusion matrix needs classes
+        if task.figure == "confusion":  # one class (or grade) per row
             predicted = task.cross_fit_decide(labels, oof_blend[selected], fold)
             tracker.confusion_matrix("oof_confusion_matrix", labels, predicted, [str(c) for c in task.classes])
     best_single = metric.best({b: scores[b][metric.name] for b in backbones})

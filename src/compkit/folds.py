@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from compkit import console, tasks
@@ -29,12 +30,23 @@ from compkit.formats import load_solution, submission_format
 def strata(train: Images, config: Config) -> np.ndarray:
     """(N,) str stratification key per row: the ``folds.stratify`` columns' values joined by '|'; the target's value
     is the task's stratum (:meth:`compkit.tasks.Task.strata`: the class, or a quantile bin of a regression target).
-    Without ``folds.stratify``, the target's strata alone."""
+    Without ``folds.stratify``, the target's strata alone. A multi-label target's strata are its (N, T) 0/1 tag matrix,
+    split by iterative stratification (Sechidis et al., ECML PKDD 2011; the ``iterative-stratification`` package).
+
+    Raises:
+        DataError: an unknown column, or a multi-label target stratified together with other columns.
+    """
     comp = config.competition
-    parts = []
-    for column in config.folds.stratify or [comp.target_column]:
+    columns, parts = config.folds.stratify or [comp.target_column], []
+    for column in columns:
         if column == comp.target_column:
-            parts.append(tasks.of(comp).strata(train.labels))
+            key = tasks.of(comp).strata(train.labels)
+            if key.ndim == 2 and len(columns) > 1:
+                raise DataError(f"folds.stratify: the multi-label target {column!r} is stratified alone (iteratively, on "
+                                "every tag); remove the other columns")
+            if key.ndim == 2:
+                return key
+            parts.append(key)
         elif column in train.extras:
             parts.append(train.extras[column].astype(str).to_numpy())
         else:
@@ -46,6 +58,8 @@ def strata(train: Images, config: Config) -> np.ndarray:
 
 
 def _check_counts(keys: np.ndarray, needed: int, what: str) -> None:
+    if keys.ndim == 2:  # tag matrices: iterative stratification spreads each tag as far as its rows go
+        return
     values, counts = np.unique(keys, return_counts=True)
     if counts.min() < needed:
         rare = str(values[counts.argmin()])
@@ -81,13 +95,28 @@ def _stratified_split(ids: np.ndarray, keys: np.ndarray, size: dict, seed: int, 
     (a stratum of 4-5 rows in a 20% holdout); the message names the rarest stratum and ``fix``.
     """
     try:
+        if keys.ndim == 2:
+            splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=_test_size(size, len(ids)), random_state=seed)
+            rest, part = next(splitter.split(ids, keys))
+            return ids[rest], ids[part], keys[rest], keys[part]
         return train_test_split(ids, keys, **size, stratify=keys, random_state=seed)
     except ValueError as exc:
+        if keys.ndim == 2:
+            raise DataError(f"train: cannot split off {what}: {str(exc).splitlines()[0]}; {fix}") from None
         values, counts = np.unique(keys, return_counts=True)
         raise DataError(
             f"train: cannot split off {what}: {str(exc).splitlines()[0]} (rarest stratum {str(values[counts.argmin()])!r}: "
             f"{counts.min()} rows); {fix}"
         ) from None
+
+
+def _test_size(size: dict, n: int) -> float | int:
+    """``test_size`` of a split given as ``{"test_size": ...}`` or ``{"train_size": ...}`` (a share or a count):
+    iterstrat's shuffle split needs it spelled out."""
+    if "test_size" in size:
+        return size["test_size"]
+    train = size["train_size"]
+    return 1 - train if isinstance(train, float) else n - train
 
 
 def split_grouped_holdout(ids: np.ndarray, keys: np.ndarray, groups: np.ndarray, fraction: float, public_share: float,
@@ -124,7 +153,8 @@ def assign_folds(ids: np.ndarray, keys: np.ndarray, n_splits: int, seed: int, gr
     _check_counts(keys, n_splits, f"{n_splits} stratified folds")
     fold = np.empty(len(ids), dtype=np.int64)
     if groups is None:
-        split = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(ids, keys)
+        splitter = MultilabelStratifiedKFold if keys.ndim == 2 else StratifiedKFold
+        split = splitter(n_splits=n_splits, shuffle=True, random_state=seed).split(ids, keys)
     else:
         if len(np.unique(groups)) < n_splits:
             raise DataError(f"train: {len(np.unique(groups))} groups of folds.group_column, too few for {n_splits} folds; "

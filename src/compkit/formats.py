@@ -118,13 +118,14 @@ def to_frame(fmt: SubmissionFormat, ids: np.ndarray, pred: np.ndarray, task: Tas
     """The submission of (N,) ``ids`` and (N, D) predictions in the task's space, in the sample's columns.
 
     The target column gets :meth:`compkit.tasks.Task.submitted` (decisions with the fitted post-processing ``post``,
-    or a probability); a probability submission the class probabilities, renormalised to sum to 1, in the sample's
-    column order.
+    or a probability; a multi-label task's tags, space-separated); a probability submission the class probabilities,
+    renormalised to sum to 1 (a multi-label task's tag probabilities as they are), in the sample's column order.
     """
     if not fmt.probabilities:
         return pd.DataFrame({fmt.id_column: ids, fmt.target: task.submitted(pred, post)})
     proba = task.class_proba(pred)
-    proba = proba / proba.sum(axis=1, keepdims=True)
+    if task.normalises_rows:
+        proba = proba / proba.sum(axis=1, keepdims=True)
     position = {str(c): i for i, c in enumerate(task.classes)}
     frame = pd.DataFrame(proba[:, [position[c] for c in fmt.columns[1:]]], columns=list(fmt.columns[1:]))
     frame.insert(0, fmt.id_column, ids)
@@ -151,7 +152,7 @@ def check_values(frame: pd.DataFrame, fmt: SubmissionFormat, task: Task, source:
             "probability in [0, 1]; write probabilities"
         )
     off = np.abs(values.sum(axis=1) - 1) > ROW_SUM_TOLERANCE
-    if off.any():
+    if task.normalises_rows and off.any():
         row = int(np.flatnonzero(off)[0])
         raise DataError(f"{source}: line {line(row)}: probabilities sum to {values[row].sum():.6g}, not 1; normalise each row")
 
@@ -185,7 +186,8 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
     ``comp.target_column`` or else one-hot class columns), then ``Usage``.
 
     Returns:
-        DataFrame with the id column, ``label`` (the encoded target: int64 class index, or float64 value) and
+        DataFrame with the id column, ``label`` (the encoded target: int64 class index, float64 value, or a (T,) tag
+        array per row) and
         ``Usage`` (``Public`` or ``Private``), in file order.
 
     Raises:
@@ -213,7 +215,8 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
         if not (frame["Usage"] == part).any():
             raise DataError(f"{path}: no {part} row in column 'Usage', so the {part.lower()} score is undefined; "
                             f"mark some rows {part}")
-    return pd.DataFrame({fmt.id_column: frame[fmt.id_column], "label": labels, "Usage": frame["Usage"]})
+    label = list(labels) if labels.ndim == 2 else labels  # a multi-label row's (T,) tags in one cell
+    return pd.DataFrame({fmt.id_column: frame[fmt.id_column], "label": label, "Usage": frame["Usage"]})
 
 
 def _one_hot_labels(frame: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:

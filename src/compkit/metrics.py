@@ -1,8 +1,9 @@
 """The scorer registry: every competition metric compkit knows, with its direction, what it scores, and the tasks
 it applies to (scikit-learn's scorer registry and AutoGluon's ``Scorer`` objects are the model).
 
-A scorer scores either **probabilities** (``needs = "proba"``: (N, K) class probabilities, K >= 2) or **decisions**
-(``needs = "decision"``: (N,) class indices, or (N,) values for regression). Which one a prediction becomes is the
+A scorer scores either **probabilities** (``needs = "proba"``: (N, K) class probabilities, K >= 2; a multi-label
+task's (N, T) tag probabilities) or **decisions** (``needs = "decision"``: (N,) class indices, (N,) values for
+regression, an (N, T) 0/1 tag matrix for multi-label). Which one a prediction becomes is the
 task's business (:mod:`compkit.tasks`); the functions here only score. A competition's own metric code (Kaggle's
 ``score(solution, submission, row_id_column_name)``) is a scorer too: :func:`metric_file`.
 """
@@ -16,13 +17,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, cohen_kappa_score, f1_score, log_loss, mean_absolute_error,
+from sklearn.metrics import (accuracy_score, cohen_kappa_score, f1_score, fbeta_score, log_loss, mean_absolute_error,
                              mean_squared_error, roc_auc_score)
 
 from compkit.errors import CompkitError
 
-CLASSIFY, BINARY, REGRESSION, ORDINAL = "multiclass", "binary", "regression", "ordinal"
-TASKS = (CLASSIFY, BINARY, REGRESSION, ORDINAL)
+CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL = "multiclass", "binary", "regression", "ordinal", "multilabel"
+TASKS = (CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL)
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,19 @@ class Scorer:
 
 def _log_loss(truth: np.ndarray, proba: np.ndarray) -> float:
     """sklearn's log loss (natural log) over classes ``0..K-1``, rows renormalised first: float32 softmax rows sum
-    to 1 only within ~1e-7, which sklearn warns about."""
+    to 1 only within ~1e-7, which sklearn warns about. With an (N, T) 0/1 tag matrix as truth (multi-label): the mean
+    over tags of each tag's binary log loss, rows never renormalised."""
+    if truth.ndim == 2:
+        return float(np.mean([log_loss(truth[:, t], proba[:, t], labels=[0, 1]) for t in range(truth.shape[1])]))
     proba = proba / proba.sum(axis=1, keepdims=True)
     return float(log_loss(truth, proba, labels=np.arange(proba.shape[1])))
 
 
 def _roc_auc(truth: np.ndarray, proba: np.ndarray) -> float:
-    """ROC AUC: of P(class 1) for two classes; one-vs-rest macro AUC for more (``sklearn.metrics.roc_auc_score``)."""
+    """ROC AUC: of P(class 1) for two classes; one-vs-rest macro AUC for more; the mean column-wise AUC of an (N, T) tag
+    matrix (multi-label: RANZCR's metric) (``sklearn.metrics.roc_auc_score``)."""
+    if truth.ndim == 2:
+        return float(roc_auc_score(truth, proba, average="macro"))
     if proba.shape[1] == 2:
         return float(roc_auc_score(truth, proba[:, 1]))
     proba = proba / proba.sum(axis=1, keepdims=True)
@@ -87,8 +94,13 @@ SCORERS: dict[str, Scorer] = {s.name: s for s in (
     # macro-F1 over the classes present in the truth or the prediction (a class absent from both is not an F1 of 0)
     Scorer("macro_f1", True, "decision", lambda y, d: float(f1_score(y, d, average="macro", zero_division=0)),
            (CLASSIFY, BINARY, ORDINAL)),
-    Scorer("log_loss", False, "proba", _log_loss, (CLASSIFY, BINARY)),
-    Scorer("roc_auc", True, "proba", _roc_auc, (CLASSIFY, BINARY)),
+    Scorer("log_loss", False, "proba", _log_loss, (CLASSIFY, BINARY, MULTILABEL)),
+    Scorer("roc_auc", True, "proba", _roc_auc, (CLASSIFY, BINARY, MULTILABEL)),
+    # multi-label, on (N, T) 0/1 tag matrices: F2 per row, averaged (Planet 2017's metric), and F1 micro / macro over tags
+    Scorer("f2_samples", True, "decision", lambda y, d: float(fbeta_score(y, d, beta=2, average="samples", zero_division=0)),
+           (MULTILABEL,)),
+    Scorer("f1_micro", True, "decision", lambda y, d: float(f1_score(y, d, average="micro", zero_division=0)), (MULTILABEL,)),
+    Scorer("f1_macro", True, "decision", lambda y, d: float(f1_score(y, d, average="macro", zero_division=0)), (MULTILABEL,)),
     Scorer("rmse", False, "decision", lambda y, v: float(mean_squared_error(y, v) ** 0.5), (REGRESSION, ORDINAL)),
     Scorer("mae", False, "decision", lambda y, v: float(mean_absolute_error(y, v)), (REGRESSION, ORDINAL)),
     # quadratic weighted kappa (Cohen 1968), the metric of APTOS 2019 and PANDA
@@ -97,7 +109,7 @@ SCORERS: dict[str, Scorer] = {s.name: s for s in (
 
 
 # A task's metric when the config names none: the field's usual one (Kaggle's for such competitions).
-DEFAULT_METRIC = {CLASSIFY: "accuracy", BINARY: "roc_auc", REGRESSION: "rmse", ORDINAL: "qwk"}
+DEFAULT_METRIC = {CLASSIFY: "accuracy", BINARY: "roc_auc", REGRESSION: "rmse", ORDINAL: "qwk", MULTILABEL: "f2_samples"}
 
 
 def problem(metric: str, task: str) -> str | None:

@@ -116,7 +116,7 @@ def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, wri
             raise SubmissionError(f"{paths.data / comp.solution_file}: {int(missing.sum())} ids are not in the submission; "
                                   "the solution and the test set must have the same ids")
         written = _rows(written, index.loc[solution[fmt.id_column]].to_numpy())
-        truth, usage, where = solution["label"].to_numpy(), solution["Usage"].to_numpy(), comp.solution_file
+        truth, usage, where = np.asarray(solution["label"].tolist()), solution["Usage"].to_numpy(), comp.solution_file
     else:
         _, holdout = layout.read_folds()
         train = load_labels(paths.data, comp)
@@ -128,7 +128,7 @@ def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, wri
             written = _rows(as_written, pd.Series(np.arange(len(held_ids)), index=held_ids).loc[held].to_numpy())
         else:  # the file predicts the holdout
             written = _rows(written, index.loc[held].to_numpy())
-        truth = pd.Series(train.labels, index=train.ids).loc[held].to_numpy()
+        truth = train.labels[pd.Series(np.arange(len(train.ids)), index=train.ids).loc[held].to_numpy()]
         usage, where = holdout["Usage"].to_numpy(), "the holdout"
     parts = {}
     for part in ("Public", "Private"):

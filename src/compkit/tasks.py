@@ -36,7 +36,8 @@ from sklearn.model_selection import PredefinedSplit
 from compkit import blends
 from compkit.config import Competition, Config
 from compkit.errors import CompkitError, DataError, line, shown
-from compkit.metrics import BINARY, CLASSIFY, DEFAULT_METRIC, ORDINAL, REGRESSION, SCORERS, Scorer, call_metric_file
+from compkit.metrics import (BINARY, CLASSIFY, DEFAULT_METRIC, MULTILABEL, ORDINAL, REGRESSION, SCORERS, Scorer,
+                             call_metric_file)
 
 
 def _label_text(value) -> str:
@@ -62,11 +63,12 @@ class Task:
     blend_names: tuple[str, ...] = ("equal", "fitted", "caruana")  # the stacked blend joins with ensemble.stacking
     default_loss = "crossentropy"
 
-    def __init__(self, comp: Competition, loss: str = "auto"):
+    def __init__(self, comp: Competition, loss: str = "auto", tag_thresholds: str = "global"):
         self.comp = comp
         self.classes = list(comp.classes or [])
         self.scorer = self._scorer(comp)
         self.loss_name = self.default_loss if loss == "auto" else loss  # train.loss
+        self.tag_thresholds = tag_thresholds  # ensemble.tag_thresholds: a multi-label task's thresholds
 
     # -- the metric -----------------------------------------------------------------------------------------------
     def _scorer(self, comp: Competition) -> Scorer:
@@ -207,7 +209,7 @@ class Task:
     def cross_fit_decide(self, truth: np.ndarray, pred: np.ndarray, fold: np.ndarray) -> np.ndarray:
         """(N,) out-of-fold decisions: fold k's rows decided by post-processing fitted on the other folds' rows only
         (as the blends are: ``PredefinedSplit`` over the competition's folds), so the OOF score stays honest."""
-        out = np.zeros(len(truth), dtype=truth.dtype)
+        out = np.zeros_like(truth)
         for fit_rows, rows in PredefinedSplit(fold).split():
             out[rows] = self.decide(pred[rows], self.fit_post(truth[fit_rows], pred[fit_rows]))
         return out
@@ -224,8 +226,12 @@ class Task:
             decision = self.decide(pred)
         if scorer.needs == "decision":
             return scorer.fn(truth, decision)
-        proba = self.class_proba(pred) if pred is not None else np.eye(len(self.classes))[decision]
+        proba = self.class_proba(pred) if pred is not None else self.decision_proba(decision)
         return scorer.fn(truth, proba)
+
+    def decision_proba(self, decision: np.ndarray) -> np.ndarray:
+        """What decisions score as under a probability metric (a label submission): one-hot class rows."""
+        return np.eye(len(self.classes))[decision]
 
     def score_table(self, truth: np.ndarray, pred: np.ndarray | None, decision: np.ndarray | None = None) -> dict[str, float]:
         """Every metric of :attr:`metric_names`, as :meth:`score` computes them."""
@@ -258,6 +264,11 @@ class Task:
         return self.scorer.sign * self.score(truth, pred), -self.score(truth, pred, metric=self.tiebreak)
 
     # -- submissions ----------------------------------------------------------------------------------------------
+    @property
+    def normalises_rows(self) -> bool:
+        """True when a probability submission's rows are class probabilities summing to 1 (not multi-label tags)."""
+        return True
+
     @property
     def writes_probability(self) -> bool:
         """True when the submission's single target column holds a probability, not a label (binary under a
@@ -570,14 +581,131 @@ class Ordinal(Regression):
         return {"cuts": (found if loss(found) < loss(start) else start).round(6).tolist()}
 
 
-TASKS = {task.kind: task for task in (Multiclass, Binary, Regression, Ordinal)}
+class Multilabel(Task):
+    """Any number of ``classes`` (tags) per image, written space-separated in ``target_column`` (Planet 2017): one
+    sigmoid per tag, binary cross-entropy (or focal), folds by iterative stratification, and thresholds fitted on OOF,
+    one global and then one per tag, to maximise the metric. Probability rows are never renormalised."""
+
+    kind = MULTILABEL
+    table_metrics = ("f2_samples", "f1_micro", "f1_macro", "roc_auc", "log_loss")
+    activation, figure, epoch_metric = "sigmoid", "tags", "auc"
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)  # thresholds tried, global and per tag
+
+    @property
+    def columns(self):
+        return [f"p_{c}" for c in self.classes]
+
+    def encode(self, values, path, column):
+        """Space-separated tags -> an (N, T) int64 0/1 matrix over ``classes`` (an empty cell: no tag).
+
+        Raises:
+            DataError: a tag that is not one of the classes; names the file, line and column.
+        """
+        index = {str(c): i for i, c in enumerate(self.classes)}
+        out = np.zeros((len(values), len(self.classes)), dtype=np.int64)
+        for row, cell in enumerate(values.fillna("").astype(str)):
+            for tag in cell.split():
+                if tag not in index:
+                    raise DataError(f"{path}: line {line(row)}, column {column!r}: tag {tag!r} is not one of the classes "
+                                    f"{self.classes}; fix the row or competition.classes")
+                out[row, index[tag]] = 1
+        return out
+
+    def written(self, truth):
+        names = np.asarray([str(c) for c in self.classes], dtype=object)
+        return np.array([" ".join(names[np.flatnonzero(row)]) for row in truth], dtype=object)
+
+    def strata(self, truth):
+        """The (N, T) tag matrix itself: folds split it by iterative stratification (Sechidis et al., 2011)."""
+        return truth
+
+    def describe(self, truth):
+        per_row = truth.sum(axis=1)
+        return f"{len(self.classes)} tags, {per_row.min()}-{per_row.max()} per image (mean {per_row.mean():.2f})"
+
+    def target_table(self, truth):
+        return pd.DataFrame({"tag": [str(c) for c in self.classes], "rows": truth.sum(axis=0)})
+
+    def targets(self, truth):
+        return np.asarray(truth, dtype=np.float32)
+
+    def loss(self, label_smoothing):
+        import keras
+
+        if self.loss_name == "focal":
+            return keras.losses.BinaryFocalCrossentropy(label_smoothing=label_smoothing)
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+
+    def keras_metrics(self):
+        import keras
+
+        return [keras.metrics.AUC(multi_label=True, num_labels=len(self.classes), name="auc"),
+                keras.metrics.BinaryAccuracy(name="accuracy")]
+
+    def prune_monitor(self):
+        return {"roc_auc": "val_auc", "log_loss": "val_loss"}.get(self.scorer.name)
+
+    def class_weight(self, how, truth):
+        return None  # refused at config load for multi-label
+
+    def decision_proba(self, decision):
+        return decision.astype(np.float64)
+
+    def decide(self, pred, post=None):
+        post = post or {}
+        thresholds = np.asarray(post.get("thresholds", [post.get("threshold", 0.5)] * pred.shape[1]))
+        return (pred >= thresholds).astype(np.int64)
+
+    def fit_post(self, truth, pred):
+        """A global threshold from :attr:`grid` and, with ``ensemble.tag_thresholds = "per_tag"``, one per tag from
+        there (a coordinate-ascent pass, each kept where it scores better); 0.5 everywhere under a probability metric.
+        Global is the default: measured on the Fashion-MNIST canvases (3 folds, cross-fitted), OOF F2 0.692 global
+        against 0.665 per tag and 0.533 at 0.5: with a few hundred rows per tag, per-tag thresholds overfit."""
+        tags = pred.shape[1]
+        if self.scorer.needs != "decision":
+            return {"threshold": 0.5, "thresholds": [0.5] * tags}
+        best = self._global_threshold(truth, pred)
+        thresholds = self._tag_thresholds(truth, pred, best) if self.tag_thresholds == "per_tag" else np.full(tags, best)
+        return {"threshold": float(best), "thresholds": thresholds.round(6).tolist()}
+
+    def _value(self, truth, pred, thresholds) -> float:
+        return self.scorer.sign * self.scorer.fn(truth, (pred >= thresholds).astype(np.int64))
+
+    def _global_threshold(self, truth, pred) -> float:
+        """The :attr:`grid` threshold for every tag at once that scores best (ties: nearest 0.5)."""
+        return max(self.grid, key=lambda t: (self._value(truth, pred, np.full(pred.shape[1], t)), -abs(t - 0.5)))
+
+    def _tag_thresholds(self, truth, pred, start: float) -> np.ndarray:
+        """(T,) thresholds: from ``start`` everywhere, each tag's in turn set to its best :attr:`grid` value."""
+        thresholds = np.full(pred.shape[1], start)
+        for tag in range(pred.shape[1]):
+            trials = {t: self._value(truth, pred, np.where(np.arange(pred.shape[1]) == tag, t, thresholds)) for t in self.grid}
+            top = max(trials, key=lambda t: (trials[t], t == thresholds[tag]))
+            if trials[top] > self._value(truth, pred, thresholds):
+                thresholds[tag] = top
+        return thresholds
+
+    def fit_weights(self, preds, truth):
+        """Mean binary cross-entropy over every row and tag, minimised on the simplex."""
+        return blends.fit_weights_bce(preds, truth)
+
+    @property
+    def normalises_rows(self):
+        return False
+
+    def parse_submitted(self, values, path, column):
+        return Submitted(decision=self.encode(values, path, column))
 
 
-def of(comp: Competition, loss: str = "auto") -> Task:
-    """The task of competition ``comp`` (``competition.task``), training with ``loss`` (``train.loss``)."""
-    return TASKS[comp.task](comp, loss)
+TASKS = {task.kind: task for task in (Multiclass, Binary, Regression, Ordinal, Multilabel)}
+
+
+def of(comp: Competition, loss: str = "auto", tag_thresholds: str = "global") -> Task:
+    """The task of competition ``comp`` (``competition.task``), training with ``loss`` (``train.loss``), deciding tags
+    by ``tag_thresholds`` (``ensemble.tag_thresholds``)."""
+    return TASKS[comp.task](comp, loss, tag_thresholds)
 
 
 def for_config(config: Config) -> Task:
-    """The task of a resolved config: its competition's, with ``train.loss``."""
-    return of(config.competition, config.train.loss)
+    """The task of a resolved config: its competition's, with ``train.loss`` and ``ensemble.tag_thresholds``."""
+    return of(config.competition, config.train.loss, config.ensemble.tag_thresholds)

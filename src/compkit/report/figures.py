@@ -262,3 +262,25 @@ def regression_figure(truth: np.ndarray, predicted: np.ndarray, title: str) -> F
     residuals.set_ylabel("rows")
     fig.suptitle(title)
     return fig
+
+
+def tags_figure(truth: np.ndarray, pred: np.ndarray, decision: np.ndarray, tags: list, title: str) -> Figure:
+    """Per tag of a multi-label target: its share of rows, ROC AUC of its probability and F1 of its decisions
+    ((N, T) 0/1 truth and decisions, (N, T) probabilities; sklearn's ``roc_auc_score`` and ``f1_score``)."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    names = [str(t) for t in tags]
+    auc = [roc_auc_score(truth[:, t], pred[:, t]) if 0 < truth[:, t].sum() < len(truth) else np.nan for t in range(len(names))]
+    f1 = f1_score(truth, decision, average=None, zero_division=0)
+    fig = _figure(max(6, 0.6 * len(names) + 2), 4.2)
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    ax.bar(x - 0.27, truth.mean(axis=0), 0.27, label="share of rows", color="C7")
+    ax.bar(x, auc, 0.27, label="ROC AUC", color="C0")
+    ax.bar(x + 0.27, f1, 0.27, label="F1 (fitted thresholds)", color="C1")
+    ax.set_xticks(x, names, rotation=45 if max(map(len, names)) > 3 else 0, ha="right")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(title)
+    return fig
