@@ -206,7 +206,7 @@ def test_grouped_folds_keep_every_group_whole(tmp_path, dacon_rows):
     (["competition.task='regression'"], "task = \"regression\" has no classes; remove classes"),
     (["competition.task='binary'"], "task = 'binary' needs exactly 2 classes [negative, positive], got 10"),
     (["train.loss='mse'"], "train.loss = 'mse' does not apply to task 'multiclass'"),
-    (["competition.task='ordinal'", "ensemble.select='hard'"], "ensemble.select = 'hard' (majority vote) needs classes"),
+    (["competition.task='ordinal'", "ensemble.select='hard'"], "ensemble.select = 'hard' (majority vote) needs one class per row"),
     (["folds.group_column='letters'"], "folds.group_column 'letters' is not an extra column"),
 ])
 def test_a_setting_the_task_cannot_use_is_a_config_error(overrides, fragment):
