@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 
 from compkit import console, finetune, tasks
-from compkit.artifacts import Layout
+from compkit.artifacts import Layout, check_folds
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids
-from compkit.folds import check_folds
 
 
 def no_decay_variables(model) -> list:
