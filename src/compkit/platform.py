@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 
 from compkit import console, tasks
-from compkit.artifacts import sha256_file
+from compkit.artifacts import Layout
 from compkit.config import Competition, Config, Limits, Paths
 from compkit.data import has_test, load_sample_submission
 from compkit.errors import CompkitError
 from compkit.formats import read_submission, submission_format
-from compkit.io import write_csv
+from compkit.records import sha256_file
 
 if TYPE_CHECKING:
     from kagglesdk.competitions.types.competition_api_service import ApiSubmission
@@ -370,12 +370,13 @@ def download(config: Config, paths: Paths) -> Path:
     return target
 
 
-def read_board(paths: Paths) -> tuple[Path, pd.DataFrame]:
-    """``submissions/<competition>/leaderboard.csv`` and its rows; raises :class:`PlatformError` when there is none."""
-    path = paths.submissions / "leaderboard.csv"
-    if not path.is_file():
-        raise PlatformError(f"{path}: not found; run `make submit` first")
-    return path, pd.read_csv(path)
+def read_board(config: Config, paths: Paths) -> tuple[Path, pd.DataFrame]:
+    """``submissions/<competition>/leaderboard.csv`` and its rows (:meth:`compkit.artifacts.Layout.read_leaderboard`);
+    raises :class:`PlatformError` when there is none."""
+    layout = Layout(config, paths)
+    if not layout.leaderboard.is_file():
+        raise PlatformError(f"{layout.leaderboard}: not found; run `make submit` first")
+    return layout.leaderboard, layout.read_leaderboard()
 
 
 def upload_message(row: pd.Series) -> str:
@@ -406,7 +407,7 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
             leaderboard.csv is then unchanged.
     """
     slug = _slug(config)
-    board_path, board = read_board(paths)
+    board_path, board = read_board(config, paths)
     index = _pick_row(board, board_path, file)
     path = paths.submissions / str(board.at[index, "file"])
     if not path.is_file():
@@ -416,7 +417,7 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
     response = _call("upload the submission", slug, api.competition_submit, str(path), upload_message(board.loc[index]), slug, quiet=True)
     if not getattr(response, "ref", 0):
         raise PlatformError(f"kaggle: the upload of {path.name} was not accepted ({getattr(response, 'message', '') or 'no reason given'})")
-    write_csv(record_upload(board, index, int(response.ref), datetime.now(timezone.utc)), board_path)
+    Layout(config, paths).write_leaderboard(record_upload(board, index, int(response.ref), datetime.now(timezone.utc)))
     console.summary(f"upload: {path.name} -> kaggle {slug} (submission {response.ref}); `make lb-sync` reads its score")
 
 
@@ -547,12 +548,12 @@ def lb_sync(config: Config, paths: Paths) -> None:
             nothing local is changed then.
     """
     slug = _slug(config)
-    board_path, board = read_board(paths)
+    board_path, board = read_board(config, paths)
     api = kaggle_api()
     submissions = fetch_submissions(api, slug)
     merged, matched = merge_platform_scores(board, submissions)
     save_listing(submissions, paths.runs / "platform" / "submissions.json")
-    write_csv(merged, board_path)
+    Layout(config, paths).write_leaderboard(merged)
     console.summary(f"lb-sync: {len(submissions)} submissions on kaggle {slug}, {matched} of {len(merged)} leaderboard rows "
                     f"matched -> {board_path}")
 
