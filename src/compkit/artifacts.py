@@ -45,7 +45,7 @@ from compkit.config import Config, Paths
 from compkit.data import DataError, Images, line, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.io import held, is_held, proba_frame, read_id_csv, read_json, read_proba, write_csv, write_json
-from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
+from compkit.lineage import FOLDS_CSV, FOLDS_RECORD, HOLDOUT_CSV, PSEUDO_CSV, clean_hint, digest, folds_digest, ids_digest
 from compkit.records import RecordedFiles, digests, sha256_bytes, sha256_file
 from compkit.tasks import Task
 
@@ -83,7 +83,7 @@ def read_fold_file(config: Config, path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty (a damaged artefact); {remake_hint(config)}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); {remake_hint(config)}") from None
-    columns = [config.competition.id_key, "fold" if path.name == "folds.csv" else "Usage"]
+    columns = [config.competition.id_key, "fold" if path.name == FOLDS_CSV else "Usage"]
     if list(frame.columns) != columns:
         raise DataError(f"{path}: columns {list(frame.columns)} are not {columns}; {remake_hint(config)}")
     return frame
@@ -132,7 +132,7 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
     id_column = config.competition.id_key
     remake = remake_hint(config)
     known = np.asarray(train_ids).astype(str)
-    for table, file in ((folds, "folds.csv"), (holdout, "holdout.csv")):
+    for table, file in ((folds, FOLDS_CSV), (holdout, HOLDOUT_CSV)):
         unknown = ~table[id_column].astype(str).isin(known).to_numpy()  # hashed: np.isin on object arrays is O(n * m)
         if unknown.any():
             row = int(np.flatnonzero(unknown)[0])
@@ -144,7 +144,7 @@ def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarra
     if leaked.any():
         row = int(np.flatnonzero(leaked)[0])
         raise DataError(
-            f"{paths.folds / 'folds.csv'}: line {line(row)}: {id_column} {shown(folds[id_column].iloc[row])} is also in "
+            f"{paths.folds / FOLDS_CSV}: line {line(row)}: {id_column} {shown(folds[id_column].iloc[row])} is also in "
             f"holdout.csv: holdout rows must be in no fold; {remake}"
         )
 
@@ -169,17 +169,17 @@ class Layout:
     @property
     def folds_csv(self) -> Path:
         """``folds/<c>/folds.csv``: id, fold (0..K-1), sorted by id."""
-        return self.paths.folds / "folds.csv"
+        return self.paths.folds / FOLDS_CSV
 
     @property
     def holdout_csv(self) -> Path:
         """``folds/<c>/holdout.csv``: id, Usage (Public|Private), sorted by id."""
-        return self.paths.folds / "holdout.csv"
+        return self.paths.folds / HOLDOUT_CSV
 
     @property
     def folds_record(self) -> Path:
         """``folds/<c>/folds.json``: sha256 of folds.csv and holdout.csv, written after them."""
-        return self.paths.folds / "folds.json"
+        return self.paths.folds / FOLDS_RECORD
 
     def write_folds(self, folds: pd.DataFrame, holdout: pd.DataFrame) -> None:
         """Write folds.csv and holdout.csv, then their record folds.json (the pair is only valid with it)."""
@@ -247,7 +247,7 @@ class Layout:
     @property
     def pseudo_csv(self) -> Path:
         """``folds/<c>/pseudo.csv``: id, fold, label, confidence (see pseudo.py)."""
-        return self.paths.folds / "pseudo.csv"
+        return self.paths.folds / PSEUDO_CSV
 
     def write_pseudo(self, table: pd.DataFrame) -> None:
         """Write pseudo.csv (one file, atomically; it joins the fold files' digest)."""

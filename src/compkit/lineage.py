@@ -15,7 +15,10 @@ from typing import Iterable
 from compkit.config import Config, Hyper, Paths
 from compkit.redact import mask_tree
 
-FOLD_FILES = ("folds.csv", "holdout.csv", "pseudo.csv")  # pseudo.csv: only when `make pseudo` wrote it
+# The fold files, named once: folds.csv, holdout.csv, pseudo.csv (only when `make pseudo` wrote it), and the
+# record of the first two (artifacts.py)
+FOLD_FILES = FOLDS_CSV, HOLDOUT_CSV, PSEUDO_CSV = ("folds.csv", "holdout.csv", "pseudo.csv")
+FOLDS_RECORD = "folds.json"
 
 
 def digest(obj) -> str:
@@ -32,7 +35,7 @@ def folds_digest(paths: Paths) -> str:
     """sha256 hex of the bytes of ``folds.csv``, ``holdout.csv`` and, when it exists, ``pseudo.csv`` in ``paths.folds``."""
     sha = hashlib.sha256()
     for name in FOLD_FILES:
-        if name != "pseudo.csv" or (paths.folds / name).is_file():
+        if name != PSEUDO_CSV or (paths.folds / name).is_file():
             sha.update((paths.folds / name).read_bytes())
     return sha.hexdigest()
 
