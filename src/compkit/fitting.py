@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from compkit import console, finetune, tasks
-from compkit.artifacts import Layout, check_folds
+from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids
+from compkit.foldfiles import check_folds
 
 
 def no_decay_variables(model) -> list:

@@ -37,13 +37,14 @@ import numpy as np
 import pandas as pd
 
 from compkit import console, executors, tasks
-from compkit.artifacts import Layout, check_folds
+from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
 from compkit.data import load_labels
 from compkit.devices import Scheduler, describe, slots
 from compkit.errors import CompkitError
 from compkit.fitting import fit, fold_data, stream
+from compkit.foldfiles import check_folds
 from compkit.io import atomic_path, claim, release
 from compkit.lineage import clean_hint, config_changes, config_digest, folds_digest, ids_digest, resolved_config, stale_reason
 from compkit.tracking import tracked
