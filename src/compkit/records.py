@@ -50,10 +50,9 @@ class RecordedFiles:
     folder: Path
     record: str
 
-    @property
-    def record_path(self) -> Path:
-        """The record's path."""
-        return self.folder / self.record
+    def path(self, name: str) -> Path:
+        """File ``name`` of the set (the record's own name too)."""
+        return self.folder / name
 
     def write(self, files: dict[str, bytes], record: dict) -> dict:
         """Write ``files`` (name -> bytes), then the record: ``record`` plus their digests. Returns the record written."""
@@ -63,16 +62,16 @@ class RecordedFiles:
     def write_raw(self, files: dict[str, bytes], record: bytes) -> None:
         """Write ``files``, then the record's own bytes ``record`` (a record made elsewhere, already checked)."""
         for name, data in files.items():
-            write_bytes(self.folder / name, data)
-        write_bytes(self.record_path, record)
+            write_bytes(self.path(name), data)
+        write_bytes(self.path(self.record), record)
 
     def read(self, fix: str) -> dict:
         """The record; missing, empty or corrupt raises one line ending in ``fix`` (:func:`compkit.io.read_json`)."""
-        return read_json(self.record_path, fix)
+        return read_json(self.path(self.record), fix)
 
     def problem(self, record: dict, name: str) -> str | None:
         """Why file ``name`` does not match ``record``: ``"not found"``, ``"no digest"`` or ``"differs"``; None when it matches."""
-        path = self.folder / name
+        path = self.path(name)
         if not path.is_file():
             return "not found"
         if name not in digests(record):
