@@ -29,7 +29,6 @@ STAGE_EDGES = {
     ("check", "folds"): "`make check` runs the input checks of `make folds` without writing",
     ("platform", "check"): "an imported competition is checked as `make check` does",
     ("report.page", "adversarial"): "the report draws adversarial validation's section",
-    ("report.page", "platform"): "the report draws the leaderboard sync's section",
     ("cli", "*"): "the CLI runs every stage",
     ("__main__", "cli"): "python -m compkit is the CLI",
 }

@@ -327,18 +327,19 @@ def test_upload_record_then_sync(tmp_path):
 
 
 def test_report_section_shows_rank_correlations(tmp_path):
+    from compkit.report import platform as platform_report
     from compkit.report.page import _Page
 
     merged, _ = platform.merge_platform_scores(_board(), _listing())
-    table = platform.rank_correlations(merged)
+    table = platform_report.rank_correlations(merged)
     assert table.set_index("score").at["public", "spearman"] == pytest.approx(0.8)  # cv ranks a c b d, public a b c d
     assert table.set_index("score").at["platform_public", "rows"] == 3
     page = _Page(tmp_path)
-    platform.report_section(page, merged, "accuracy")
+    platform_report.report_section(page, merged, "accuracy")
     html = "\n".join(page.parts)
     assert "CV vs the platform" in html and 'id="platform-correlation"' in html and (tmp_path / "platform.png").is_file()
     empty = _Page(tmp_path / "none")
-    platform.report_section(empty, _board(), "accuracy")  # no platform scores yet: no section
+    platform_report.report_section(empty, _board(), "accuracy")  # no platform scores yet: no section
     assert empty.parts == []
 
 
