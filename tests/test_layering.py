@@ -1,4 +1,4 @@
-"""compkit's import graph runs one way: stages -> layers -> config (with the backbone registry).
+"""compkit's import graph runs one way: stages -> layers -> config (with the backbone registry); modules stay short.
 
 Every ``import`` of a compkit module counts, wherever it stands: at the top, inside a function (a lazy import), or
 under ``if TYPE_CHECKING:`` (an annotation is a dependency too). A module may import its own tier or a lower one:
@@ -99,3 +99,10 @@ def test_no_import_cycle_counting_lazy_and_type_checking_imports():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+@pytest.mark.parametrize("path", sorted(SRC.rglob("*.py")), ids=lambda p: _name(p))
+def test_a_module_over_400_lines_says_why_in_its_docstring(path):
+    source = path.read_text()
+    assert source.count("\n") <= 400 or "Over 400 lines" in (ast.get_docstring(ast.parse(source)) or ""), \
+        f"{path.name}: {source.count(chr(10))} lines; split it, or say in its docstring why not (\"Over 400 lines ...\")"

@@ -23,6 +23,9 @@ Multi-file outputs are committed as a whole (:class:`compkit.records.RecordedFil
 fold.json) is written after the files it describes, so a kill in between leaves files that fail verification, never a mismatched set
 that passes. The ensemble set is written into a fresh folder that replaces ``ensemble/`` by two
 renames: a kill leaves the old set or the new one (between the two renames, none: rerun `make ensemble`).
+
+Over 400 lines until each artefact gets a store class of its own (fold files, a fold's run, tuned parameters,
+the ensemble set, the leaderboard; issue 26) and :class:`Layout` only hands them out.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Credentials are the kaggle package's: ``~/.kaggle/kaggle.json`` (or ``$KAGGLE_CO
 compkit only checks that one of them exists; their values are read by the kaggle package alone and never
 printed, logged or written. Without them, or without network, each command fails with one line and changes
 nothing local.
+
+Over 400 lines until it becomes a package (zip import, the Kaggle client and its credentials, upload and
+sync; issue 26).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The report's HTML page: one section per topic, figures embedded, and the stage entry point :func:`run`."""
+"""The report's HTML page: one section per topic, figures embedded, and the stage entry point :func:`run`.
+
+Over 400 lines: one short function per section of the page, read top to bottom in the order the page shows them.
+"""
 
 from __future__ import annotations
 
