@@ -21,7 +21,9 @@ from compkit.config import Paths
 from compkit.data import DataError
 from compkit.folds import load_folds
 from compkit.io import as_ids
-from compkit.lineage import config_digest
+from compkit.errors import CompkitError
+from compkit.lineage import config_digest, folds_digest, resolved_config
+from compkit.train import check_done_folds
 from conftest import REPO, TINY, dacon_config, one_line_error, tree_digest
 
 COMP = "dacon-cv-2020"
@@ -107,6 +109,24 @@ def test_lineage_counts_every_key_that_changes_a_model(override):
 def test_lineage_ignores_keys_that_do_not(override):
     base, changed = _config(), _config(override)
     assert config_digest(base, base.hyper("cnn_small")) == config_digest(changed, changed.hyper("cnn_small"))
+
+
+def test_a_stale_fold_names_each_changed_key_with_its_old_and_new_value(tmp_path, dacon_dir):
+    """fold.json records the resolved config (train_fold's own fields, written by the real writer); a config change
+    then names the key and both values, and a secret in the config never reaches fold.json."""
+    argv = ["--competition", COMP, "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path), "--config-dir", str(REPO / "configs")]
+    assert main(["folds", *argv, "--set", "folds.n_splits=3"]) == 0
+    paths, old = Paths.for_competition(COMP, tmp_path, dacon_dir), _config('competition.extra_columns=["x://u:s3cret@h"]', 'train.loss="crossentropy"')
+    hyper = old.hyper("cnn_small")
+    record = {"backbone": "cnn_small", "fold": 0, "config": resolved_config(old, hyper),
+              "lineage": {"config": config_digest(old, hyper), "folds": folds_digest(paths)}}
+    Layout(old, paths).write_fold("cnn_small", 0, pd.DataFrame({"epoch": [1]}), {}, record)
+    assert "s3cret" not in Layout(old, paths).fold_record("cnn_small", 0).read_text()
+    check_done_folds(old, paths)  # current: no error
+    with pytest.raises(CompkitError) as err:
+        check_done_folds(_config('competition.extra_columns=["x://u:s3cret@h"]', 'train.loss="focal"', "train.seed=7"), paths)
+    assert "the config (competition, folds or hyperparameters) changed since it was made " \
+           "(train.loss: crossentropy -> focal, train.seed: 42 -> 7);" in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------

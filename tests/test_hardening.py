@@ -329,11 +329,11 @@ def test_a_damaged_probability_file_is_one_line(tmp_path, dacon, breakage, fragm
     behind its record), so this calls the reader itself.
     """
     from compkit.errors import CompkitError
-    from compkit.io import read_proba, write_proba
+    from compkit.io import proba_frame, read_proba, write_csv
 
     classes = [f"p_{c}" for c in dacon().competition.classes]
     path = tmp_path / "holdout.csv"
-    write_proba(path, "id", np.arange(10), np.full((10, 10), 0.1), classes)
+    write_csv(proba_frame("id", np.arange(10), np.full((10, 10), 0.1), classes), path)
     path.write_text(breakage(path.read_text()))
     with pytest.raises(CompkitError) as err:
         read_proba(path, "id", classes)

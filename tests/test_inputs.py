@@ -11,7 +11,7 @@ import pytest
 from compkit.artifacts import Layout
 from compkit.cli import main
 from compkit.config import Paths
-from compkit.io import write_json, write_proba
+from compkit.io import proba_frame, write_csv, write_json
 from conftest import REPO, one_line_error, snapshot
 
 
@@ -75,8 +75,8 @@ def test_submit_refuses_a_sample_for_other_test_ids(tmp_path, data, capsys, daco
     assert main(["folds", "--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(data), "--root", str(root), "--config-dir", str(REPO / "configs")]) == 0
     comp, ensemble = dacon().competition, root / "runs/dacon-cv-2020/ensemble"
     held = pd.read_csv(root / "folds/dacon-cv-2020/holdout.csv")["id"].to_numpy()
-    write_proba(ensemble / "holdout.csv", "id", held, np.full((len(held), 10), 0.1), [f"p_{c}" for c in comp.classes])
-    write_proba(ensemble / "test.csv", "id", np.arange(3001, 3301), np.full((300, 10), 0.1), [f"p_{c}" for c in comp.classes])
+    write_csv(proba_frame("id", held, np.full((len(held), 10), 0.1), [f"p_{c}" for c in comp.classes]), ensemble / "holdout.csv")
+    write_csv(proba_frame("id", np.arange(3001, 3301), np.full((300, 10), 0.1), [f"p_{c}" for c in comp.classes]), ensemble / "test.csv")
     write_json({"selected": "equal", "backbones": ["cnn_small"], "cv": 0.5}, ensemble / "ensemble.json")
     pd.DataFrame({"id": np.arange(3001, 3300), "digit": 0}).to_csv(data / "submission.csv", index=False)
     before = snapshot(root)

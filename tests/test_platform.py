@@ -19,6 +19,7 @@ from compkit.cli import main
 from compkit.config import Paths, load_config
 from compkit.data import load_test, load_train
 from compkit.errors import CompkitError
+from compkit.io import write_csv
 from compkit.platform import PlatformError
 from conftest import REPO, one_line_error
 
@@ -308,8 +309,8 @@ def test_merge_matches_by_file_and_time_and_is_idempotent(tmp_path):
     pd.testing.assert_frame_equal(merged[_board().columns], _board())
 
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
-    platform.write_csv(merged, first)
-    platform.write_csv(platform.merge_platform_scores(pd.read_csv(first), platform.load_listing(path))[0], second)
+    write_csv(merged, first)
+    write_csv(platform.merge_platform_scores(pd.read_csv(first), platform.load_listing(path))[0], second)
     assert first.read_bytes() == second.read_bytes()
 
 
@@ -323,7 +324,7 @@ def test_merge_keeps_the_recorded_upload(tmp_path):
 def test_upload_record_then_sync(tmp_path):
     """What `make upload` writes after Kaggle accepted submission 101, then what `make lb-sync` adds to it."""
     path = tmp_path / "leaderboard.csv"
-    platform.write_csv(platform.record_upload(_board(), 0, 101, datetime(2026, 1, 1, 10, 4).astimezone()), path)
+    write_csv(platform.record_upload(_board(), 0, 101, datetime(2026, 1, 1, 10, 4).astimezone()), path)
     uploaded = pd.read_csv(path)
     assert uploaded.at[0, "platform_ref"] == 101 and uploaded["platform_ref"].isna().sum() == 3
     assert pd.Timestamp(uploaded.at[0, "uploaded"]).tzinfo is not None and "101.0" not in path.read_text()
@@ -332,18 +333,19 @@ def test_upload_record_then_sync(tmp_path):
 
 
 def test_report_section_shows_rank_correlations(tmp_path):
+    from compkit.report import platform as platform_report
     from compkit.report.page import _Page
 
     merged, _ = platform.merge_platform_scores(_board(), _listing())
-    table = platform.rank_correlations(merged)
+    table = platform_report.rank_correlations(merged)
     assert table.set_index("score").at["public", "spearman"] == pytest.approx(0.8)  # cv ranks a c b d, public a b c d
     assert table.set_index("score").at["platform_public", "rows"] == 3
     page = _Page(tmp_path)
-    platform.report_section(page, merged, "accuracy")
+    platform_report.report_section(page, merged, "accuracy")
     html = "\n".join(page.parts)
     assert "CV vs the platform" in html and 'id="platform-correlation"' in html and (tmp_path / "platform.png").is_file()
     empty = _Page(tmp_path / "none")
-    platform.report_section(empty, _board(), "accuracy")  # no platform scores yet: no section
+    platform_report.report_section(empty, _board(), "accuracy")  # no platform scores yet: no section
     assert empty.parts == []
 
 
@@ -367,7 +369,7 @@ def test_report_draws_cv_against_the_synced_platform_scores(tiny_run, tmp_path):
                            "COMPLETE", f"{0.9 + i / 100:.5f}", None) for i, row in enumerate(board.itertuples())]
     merged, matched = platform.merge_platform_scores(board, listing)
     assert matched == 3
-    platform.write_csv(merged, board_path)
+    write_csv(merged, board_path)
     assert main(["report", *argv]) == 0
     page = (tmp_path / "runs/dacon-cv-2020/report/index.html").read_text(encoding="utf-8")
     assert "CV vs the platform" in page and 'id="platform-correlation"' in page and "platform_public" in page

@@ -1,4 +1,4 @@
-"""MkDocs hook: the configuration reference's key tables, read from src/compkit/config.py.
+"""MkDocs hook: the configuration reference's key tables, read from src/compkit/schema.py and hyper.py.
 
 The pydantic models are parsed with ``ast``, not imported (the docs build needs neither compkit's dependencies
 nor TensorFlow), so the tables are always those of the source being documented: every key, its type, its
@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parents[2] / "src" / "compkit" / "config.py"
+SOURCES = [Path(__file__).resolve().parents[2] / "src" / "compkit" / name for name in ("schema.py", "hyper.py")]
 MARK = "<!-- config-keys -->"
 # (TOML table, model); Train's inherited Hyper keys come first, augment is its own table
 SECTIONS = [("competition", "Competition"), ("folds", "Folds"), ("train", "Train"), ("train.augment", "Augment"),
@@ -58,19 +58,21 @@ def _fields(cls: ast.ClassDef, lines: list[str]) -> list[tuple[str, str, str, st
 
 
 def key_tables() -> str:
-    lines = SOURCE.read_text(encoding="utf-8").splitlines()
-    classes = {node.name: node for node in ast.parse("\n".join(lines)).body if isinstance(node, ast.ClassDef)}
+    classes = {}  # model name -> (its class node, its file's lines, its file's name)
+    for source in SOURCES:
+        lines = source.read_text(encoding="utf-8").splitlines()
+        classes |= {node.name: (node, lines, source.name) for node in ast.parse("\n".join(lines)).body if isinstance(node, ast.ClassDef)}
     parts = []
     for table, model in SECTIONS:
-        cls = classes[model]
+        cls, lines, where = classes[model]
         fields = _fields(cls, lines)
         if model == "Train":
-            fields = _fields(classes["Hyper"], lines) + fields
+            fields = _fields(*classes["Hyper"][:2]) + fields
         fields = [f for f in fields if not (table == "train" and f[0] == "augment")]
         doc = (ast.get_docstring(cls) or "").split("\n\n")[0].replace("\n", " ")
         rows = "\n".join(f"| `{table}.{key}` | {_code(kind)} | {_code(default)} | {_cell(comment)} |"
                          for key, kind, default, comment in fields)
-        parts.append(f"### `[{table}]`\n\n{doc} (`{model}` in `config.py`)\n\n| key | type | default | note |\n|---|---|---|---|\n{rows}\n")
+        parts.append(f"### `[{table}]`\n\n{doc} (`{model}` in `{where}`)\n\n| key | type | default | note |\n|---|---|---|---|\n{rows}\n")
     return "\n".join(parts)
 
 

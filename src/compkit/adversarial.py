@@ -83,7 +83,7 @@ def oof_test_probability(images: np.ndarray, is_test: np.ndarray, settings: Adve
 
 
 def _check(config: Config, paths: Paths) -> None:
-    from compkit.backbones import BACKBONES
+    from compkit.registry import BACKBONES
 
     settings, comp = config.adversarial, config.competition
     if settings.backbone not in BACKBONES:

@@ -19,15 +19,17 @@ fold validated on; each backbone's fold.json against the current fold files and 
 ensemble's files against ensemble.json's digests, and ensemble.json against the current fold files
 and fold records; the leaderboard's columns and numbers.
 
-Multi-file outputs are committed as a whole. The record (folds.json, fold.json) is written after the
-files it describes, so a kill in between leaves files that fail verification, never a mismatched set
+Multi-file outputs are committed as a whole (:class:`compkit.records.RecordedFiles`). The record (folds.json,
+fold.json) is written after the files it describes, so a kill in between leaves files that fail verification, never a mismatched set
 that passes. The ensemble set is written into a fresh folder that replaces ``ensemble/`` by two
 renames: a kill leaves the old set or the new one (between the two renames, none: rerun `make ensemble`).
+
+Over 400 lines until each artefact gets a store class of its own (fold files, a fold's run, tuned parameters,
+the ensemble set, the leaderboard; issue 26) and :class:`Layout` only hands them out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -45,8 +47,10 @@ from compkit import tasks
 from compkit.config import Config, Paths
 from compkit.data import DataError, Images, line, load_test, load_train
 from compkit.errors import CompkitError, shown
-from compkit.io import atomic_path, held, is_held, read_id_csv, read_proba, write_csv, write_json
-from compkit.lineage import clean_hint, digest, folds_digest, ids_digest
+from compkit.foldfiles import check_fold_values, check_usage_values, read_fold_file
+from compkit.io import held, is_held, proba_frame, read_id_csv, read_json, read_proba, write_csv, write_json
+from compkit.lineage import FOLDS_CSV, FOLDS_RECORD, HOLDOUT_CSV, PSEUDO_CSV, clean_hint, digest, folds_digest, ids_digest
+from compkit.records import RecordedFiles, digests, sha256_bytes, sha256_file
 from compkit.tasks import Task
 
 FOLD_PROBAS = ("oof.csv", "holdout.csv", "test.csv")  # test.csv only with a test file
@@ -56,114 +60,9 @@ LEADERBOARD_NUMBERS = ("cv", "public", "private")
 LEADERBOARD_WAIT_S = 120  # seconds a submit waits for another's leaderboard lock (a submit holds it well under a second)
 
 
-def sha256_bytes(data: bytes) -> str:
-    """sha256 hex of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 hex of the file's bytes."""
-    return sha256_bytes(Path(path).read_bytes())
-
-
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     """``frame`` as the CSV bytes compkit writes (no index)."""
     return frame.to_csv(index=False).encode()
-
-
-def proba_frame(id_column: str, ids: np.ndarray, pred: np.ndarray, columns: list[str]) -> pd.DataFrame:
-    """A prediction file's table: ``<id_column>, <columns>...`` from (N,) ids and (N, D) predictions (the task's
-    columns: :attr:`compkit.tasks.Task.columns`)."""
-    frame = pd.DataFrame(np.asarray(pred), columns=columns)
-    frame.insert(0, id_column, ids)
-    return frame
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def read_record(path: Path, fix: str) -> dict:
-    """A JSON record (folds.json, fold.json, ensemble.json); missing, empty or corrupt raises one line ending in ``fix``."""
-    if not Path(path).is_file():
-        raise CompkitError(f"{path}: not found; {fix}")
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        what = "empty" if not Path(path).stat().st_size else f"not valid JSON ({str(exc).splitlines()[0]})"
-        raise CompkitError(f"{path}: {what}, a damaged artefact (cut short?); {fix}") from None
-    if not isinstance(record, dict):
-        raise CompkitError(f"{path}: holds a JSON {type(record).__name__}, not an object; {fix}")
-    return record
-
-
-def _digests(record: dict) -> dict:
-    """A record's ``files`` (name -> sha256), or {} when it has none."""
-    files = record.get("files")
-    return files if isinstance(files, dict) else {}
-
-
-def remake_hint(config: Config) -> str:
-    """The one-line fix for damaged or foreign fold files."""
-    name = config.competition.name
-    return f"remake them: `make clean COMPETITION={name}` then `make folds COMPETITION={name}`"
-
-
-def read_fold_file(config: Config, path: Path) -> pd.DataFrame:
-    """One fold file as a DataFrame (``folds.csv``: id, fold; ``holdout.csv``: id, Usage), columns checked.
-
-    A file with a header and no rows is valid (no holdout when the competition ships its solution file).
-
-    Raises:
-        DataError: missing (run `make folds`), empty or unreadable, or without the id column and its own column.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run `make folds COMPETITION={config.competition.name}` first")
-    try:
-        frame = read_id_csv(path, config.competition.id_key)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty (a damaged artefact); {remake_hint(config)}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); {remake_hint(config)}") from None
-    columns = [config.competition.id_key, "fold" if path.name == "folds.csv" else "Usage"]
-    if list(frame.columns) != columns:
-        raise DataError(f"{path}: columns {list(frame.columns)} are not {columns}; {remake_hint(config)}")
-    return frame
-
-
-def check_fold_values(folds: pd.DataFrame, path: Path, config: Config) -> None:
-    """Refuse a ``fold`` column with a blank, a non-integer or a value outside 0..n_splits-1, or no row at all.
-
-    ``folds`` is ``folds.csv`` as read (id, fold); ``path`` is named in the message.
-
-    Raises:
-        DataError: names the file, the line (header: line 1) and the value, and how to remake the folds.
-    """
-    n_splits = config.folds.n_splits
-    values = pd.to_numeric(folds["fold"], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | (values >= n_splits)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}: line {line(row)}, column 'fold': {shown(folds['fold'].iloc[row])} is not a fold number "
-            f"0..{n_splits - 1} (folds.n_splits = {n_splits}); {remake_hint(config)}"
-        )
-    if folds.empty:
-        raise DataError(f"{path}: header only, no rows (a damaged artefact); {remake_hint(config)}")
-
-
-def check_usage_values(holdout: pd.DataFrame, path: Path, config: Config) -> None:
-    """Refuse a ``Usage`` column of ``holdout.csv`` with a value other than Public or Private.
-
-    Raises:
-        DataError: names the file, the line and the value, and how to remake the folds.
-    """
-    bad = ~holdout["Usage"].isin(["Public", "Private"]).to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: line {line(row)}, column 'Usage': {shown(holdout['Usage'].iloc[row])} is not Public or Private; "
-                        f"{remake_hint(config)}")
 
 
 @dataclass(frozen=True)
@@ -186,25 +85,27 @@ class Layout:
     @property
     def folds_csv(self) -> Path:
         """``folds/<c>/folds.csv``: id, fold (0..K-1), sorted by id."""
-        return self.paths.folds / "folds.csv"
+        return self.paths.folds / FOLDS_CSV
 
     @property
     def holdout_csv(self) -> Path:
         """``folds/<c>/holdout.csv``: id, Usage (Public|Private), sorted by id."""
-        return self.paths.folds / "holdout.csv"
+        return self.paths.folds / HOLDOUT_CSV
 
     @property
     def folds_record(self) -> Path:
         """``folds/<c>/folds.json``: sha256 of folds.csv and holdout.csv, written after them."""
-        return self.paths.folds / "folds.json"
+        return self.paths.folds / FOLDS_RECORD
 
     def write_folds(self, folds: pd.DataFrame, holdout: pd.DataFrame) -> None:
         """Write folds.csv and holdout.csv, then their record folds.json (the pair is only valid with it)."""
-        files = {self.holdout_csv: csv_bytes(holdout), self.folds_csv: csv_bytes(folds)}
-        for path, data in files.items():
-            _write_bytes(path, data)
-        write_json({"files": {p.name: sha256_bytes(d) for p, d in files.items()}, "n_folds": len(folds),
-                    "n_holdout": len(holdout), "settings": self._fold_settings()}, self.folds_record)
+        files = {self.holdout_csv.name: csv_bytes(holdout), self.folds_csv.name: csv_bytes(folds)}
+        self._fold_files.write(files, {"n_folds": len(folds), "n_holdout": len(holdout), "settings": self._fold_settings()})
+
+    @property
+    def _fold_files(self) -> RecordedFiles:
+        """folds.csv, holdout.csv and their record folds.json."""
+        return RecordedFiles(self.paths.folds, self.folds_record.name)
 
     def _fold_settings(self) -> str:
         """Digest of the config that decides the fold files: ``[folds]`` and the competition's name, files and columns."""
@@ -223,9 +124,9 @@ class Layout:
         for path in (self.folds_csv, self.holdout_csv):
             if not path.is_file():
                 raise DataError(f"{path}: not found; {remake} first")
-        record = read_record(self.folds_record, f"{remake} again")
+        record = self._fold_files.read(f"{remake} again")
         for path in (self.folds_csv, self.holdout_csv):
-            if _digests(record).get(path.name) != sha256_file(path):
+            if self._fold_files.problem(record, path.name):
                 raise DataError(f"{path}: differs from its digest in {self.folds_record.name} (written by another or an "
                                 f"interrupted `make folds`, or edited); {remake} again")
         if record.get("settings", self._fold_settings()) != self._fold_settings():  # absent: an older compkit's folds.json
@@ -262,7 +163,7 @@ class Layout:
     @property
     def pseudo_csv(self) -> Path:
         """``folds/<c>/pseudo.csv``: id, fold, label, confidence (see pseudo.py)."""
-        return self.paths.folds / "pseudo.csv"
+        return self.paths.folds / PSEUDO_CSV
 
     def write_pseudo(self, table: pd.DataFrame) -> None:
         """Write pseudo.csv (one file, atomically; it joins the fold files' digest)."""
@@ -328,11 +229,11 @@ class Layout:
         comp = self.config.competition
         files = {"history.csv": csv_bytes(history)}
         files |= {name: csv_bytes(proba_frame(comp.id_key, ids, p, self.task.columns)) for name, (ids, p) in probas.items()}
-        for name, data in files.items():
-            _write_bytes(self.fold_dir(backbone, fold) / name, data)
-        record = {**result, "files": {name: sha256_bytes(data) for name, data in files.items()}}
-        write_json(record, self.fold_record(backbone, fold))
-        return record
+        return self._run(backbone, fold).write(files, result)
+
+    def _run(self, backbone: str, fold: int) -> RecordedFiles:
+        """A fold's files and its record fold.json."""
+        return RecordedFiles(self.fold_dir(backbone, fold), self.fold_record(backbone, fold).name)
 
     def write_fold_files(self, backbone: str, fold: int, files: dict[str, bytes]) -> dict:
         """Write a fold trained elsewhere (a Ray worker, see executors.py) from its files' bytes; returns its record.
@@ -355,13 +256,10 @@ class Layout:
         for name in files:
             if name not in known and not re.fullmatch(r"model(-seed[0-9]+)?\.keras", name):
                 raise CompkitError(f"{what}: {name!r} is not a fold file; {retrain}")
-        for name, recorded in _digests(record).items():
+        for name, recorded in digests(record).items():
             if name not in files or sha256_bytes(files[name]) != recorded:
                 raise CompkitError(f"{what}: {name} is missing or differs from its digest in fold.json; {retrain}")
-        for name, data in files.items():
-            if name != "fold.json":
-                _write_bytes(self.fold_dir(backbone, fold) / name, data)
-        _write_bytes(self.fold_record(backbone, fold), files["fold.json"])
+        self._run(backbone, fold).write_raw({n: d for n, d in files.items() if n != "fold.json"}, files["fold.json"])
         return record
 
     def read_fold(self, backbone: str, fold: int) -> dict:
@@ -370,7 +268,7 @@ class Layout:
         if not self.is_done(backbone, fold) and is_held(self.lock(backbone, fold)):
             raise CompkitError(f"{self.fold_dir(backbone, fold)}: {backbone} fold {fold} is being trained by another process "
                                f"(it holds {self.lock(backbone, fold).name}); wait for that `make train` to finish, then rerun")
-        return read_record(self.fold_record(backbone, fold), self._retrain(backbone, fold))
+        return self._run(backbone, fold).read(self._retrain(backbone, fold))
 
     def fold_file(self, backbone: str, fold: int, name: str) -> Path:
         """A fold file (``history.csv``, ``oof.csv``, ...), checked against its digest in fold.json.
@@ -380,13 +278,11 @@ class Layout:
                 or its bytes differ from the digest (changed or cut short after training).
         """
         record, path, fix = self.read_fold(backbone, fold), self.fold_dir(backbone, fold) / name, self._retrain(backbone, fold)
-        if not path.is_file():
-            raise CompkitError(f"{path}: not found; {fix}")
-        recorded = _digests(record).get(name)
-        if recorded is None:
-            raise CompkitError(f"{path}: fold.json records no digest of it (an older compkit made it); {fix}")
-        if sha256_file(path) != recorded:
-            raise CompkitError(f"{path}: differs from its digest in fold.json (changed or cut short after training); {fix}")
+        problem = self._run(backbone, fold).problem(record, name)
+        if problem:
+            why = {"not found": "not found", "no digest": "fold.json records no digest of it (an older compkit made it)",
+                   "differs": "differs from its digest in fold.json (changed or cut short after training)"}[problem]
+            raise CompkitError(f"{path}: {why}; {fix}")
         return path
 
     def read_fold_proba(self, backbone: str, fold: int, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -471,7 +367,7 @@ class Layout:
         path = self.best_params_path(backbone)
         if not path.is_file():
             return None
-        params = read_record(path, f"delete it or rerun {self._make('tune')}").get("params")
+        params = read_json(path, f"delete it or rerun {self._make('tune')}").get("params")
         if not isinstance(params, dict):
             raise CompkitError(f"{path}: no 'params' object; delete it or rerun {self._make('tune')}")
         return params
@@ -488,13 +384,17 @@ class Layout:
         """``runs/<c>/ensemble/ensemble.json``."""
         return self.ensemble_dir / "ensemble.json"
 
+    @property
+    def _ensemble_files(self) -> RecordedFiles:
+        """The ensemble set's files and their record ensemble.json."""
+        return RecordedFiles(self.ensemble_dir, self.ensemble_record.name)
+
     def write_ensemble(self, record: dict, probas: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Commit a new ensemble set as a whole: ``probas`` (``name -> ((N,) ids, (N, K) probabilities)``) and
         ensemble.json (``record`` plus ``files``, the sha256 of each CSV) go into a fresh folder beside
         ``ensemble/``, which then replaces it by two renames."""
         comp, parent = self.config.competition, self.paths.runs
         files = {name: csv_bytes(proba_frame(comp.id_key, ids, p, self.task.columns)) for name, (ids, p) in probas.items()}
-        text = json.dumps({**record, "files": {n: sha256_bytes(d) for n, d in files.items()}}, indent=2, sort_keys=True) + "\n"
         parent.mkdir(parents=True, exist_ok=True)
         for left in parent.glob(".ensemble-*"):  # a killed run's folders
             shutil.rmtree(left, ignore_errors=True)
@@ -502,9 +402,7 @@ class Layout:
         old = parent / f".ensemble-old-{new.name.rsplit('-', 1)[-1]}"
         try:
             os.chmod(new, 0o755)  # mkdtemp makes 0700
-            for name, data in files.items():
-                (new / name).write_bytes(data)
-            (new / "ensemble.json").write_text(text)
+            RecordedFiles(new, self.ensemble_record.name).write(files, record)
             if self.ensemble_dir.exists():
                 os.replace(self.ensemble_dir, old)
             os.replace(new, self.ensemble_dir)
@@ -523,7 +421,8 @@ class Layout:
                 since it was made; or one of its files is missing or differs from its digest.
         """
         again = f"rerun {self._make('ensemble')}"
-        record = read_record(self.ensemble_record, f"run {self._make('ensemble')} first")
+        ensemble = self._ensemble_files
+        record = ensemble.read(f"run {self._make('ensemble')} first")
         lineage = record.get("lineage", {})
         if not isinstance(record.get("files"), dict) or not isinstance(record.get("backbones"), list):
             raise CompkitError(f"{self.ensemble_record}: no file digests or backbones (an older compkit, or edited); {again}")
@@ -534,10 +433,10 @@ class Layout:
         changed = [b for b in record["backbones"] if lineage.get("inputs", {}).get(b) != current[b]]
         if changed:
             raise CompkitError(f"{self.ensemble_record}: the folds of {changed[0]} changed since it was made; {again}")
-        for name, recorded in record["files"].items():
-            path = self.ensemble_dir / name
-            if not path.is_file() or sha256_file(path) != recorded:
-                state = "missing" if not path.is_file() else "differs from its digest in ensemble.json"
+        for name in record["files"]:
+            path, problem = self.ensemble_dir / name, ensemble.problem(record, name)
+            if problem:
+                state = "missing" if problem == "not found" else "differs from its digest in ensemble.json"
                 raise CompkitError(f"{path}: {state} (changed, or from an interrupted `make ensemble`); {again}")
         return record
 
@@ -550,7 +449,7 @@ class Layout:
         again = f"rerun {self._make('ensemble')}"
         if name not in record["files"]:
             raise CompkitError(f"{path}: not in {self.ensemble_record.name} (no {name} was made); {again}")
-        if not path.is_file() or sha256_file(path) != record["files"][name]:
+        if self._ensemble_files.problem(record, name):
             raise CompkitError(f"{path}: missing or differs from its digest in ensemble.json; {again}")
         return read_proba(path, comp.id_key, self.task.columns)
 
@@ -604,6 +503,10 @@ class Layout:
             board[column] = number
         return board
 
+    def write_leaderboard(self, board: pd.DataFrame) -> None:
+        """Write leaderboard.csv (atomically): ``board``, rows as :meth:`read_leaderboard` returns them."""
+        write_csv(board, self.leaderboard)
+
     def write_submission(self, name: str, submission: pd.DataFrame, row: dict) -> tuple[Path, pd.DataFrame]:
         """Add a submission named ``name``: returns its path and the leaderboard with its ``row`` appended.
 
@@ -618,7 +521,7 @@ class Layout:
                 write_csv(submission, path)
                 row = {**row, "file": path.name, "sha256": sha256_file(path)}  # `make upload` sends only these bytes
                 board = pd.concat([self.read_leaderboard(), pd.DataFrame([row])], ignore_index=True)
-                write_csv(board, self.leaderboard)
+                self.write_leaderboard(board)
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise

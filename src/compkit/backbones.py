@@ -1,11 +1,11 @@
-"""Backbone registry and the model builder: image (+ mask channels) -> resize -> backbone (+ embedded columns) -> softmax.
+"""The model builder: image (+ mask channels) -> resize -> backbone (+ embedded columns) -> softmax.
 
 Augmentation is not part of the model: it is mapped over the input pipeline (see augment.py).
 Two small CNNs are made for 28x28 inputs, their widths scaled by ``Hyper.width``; the keras.applications backbones are built
 at or above their minimum input size, from scratch or, where ``competition.pretrained_allowed``, from ``Hyper.weights``
 (ImageNet through Keras, or a local file). Every backbone is one nested model named ``"backbone"``, so its weights can
-be frozen, saved and taken from a saved classifier as a whole. Keras is imported inside the builders so that reading
-the registry stays cheap.
+be frozen, saved and taken from a saved classifier as a whole. The backbones' facts (names, minimum sizes, channels)
+are in registry.py; Keras is imported inside the builders.
 """
 
 from __future__ import annotations
@@ -14,37 +14,16 @@ import functools
 import os
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from compkit.errors import CompkitError
+from compkit.registry import BACKBONES, BackboneSpec
 
 if TYPE_CHECKING:
     import keras
 
-    from compkit.config import Hyper
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """A feature extractor: ``body(x, width)`` (or the keras.applications ``constructor``) maps a (B, S, S, C) float tensor to pooled (B, F) features.
-
-    ``width`` multiplies the filter counts of the small CNNs; keras.applications ignore it.
-
-    ``channels`` is what the body expects (grayscale is repeated to 3 for keras.applications);
-    ``rescales_itself`` is True when the body maps 0-255 pixels to its own range.
-    ``constructor`` and ``family`` name the keras.applications function and module (whose ``preprocess_input`` gives
-    the input range of pretrained weights); both are "" for compkit's own CNNs.
-    """
-
-    name: str
-    min_size: int
-    channels: int | None  # None: take the image's channels as they are
-    rescales_itself: bool
-    body: Callable[[keras.KerasTensor, float], keras.KerasTensor] | None  # None: the keras.applications ``constructor``
-    constructor: str = ""
-    family: str = ""
+    from compkit.hyper import Hyper
 
 
 def _conv_bn(x, filters: int, strides: int = 1):
@@ -92,28 +71,8 @@ def _resnet_small(x, width: float):
     return layers.GlobalAveragePooling2D()(x)
 
 
-def _application(name: str, min_size: int, rescales_itself: bool, constructor: str, family: str) -> Backbone:
-    """A keras.applications backbone; ``min_size`` is the smallest side its constructor accepts."""
-    return Backbone(name, min_size, 3, rescales_itself, None, constructor, family)
-
-
-BACKBONES: dict[str, Backbone] = {
-    b.name: b
-    for b in [
-        Backbone("cnn_small", 8, None, False, _cnn_small),
-        Backbone("resnet_small", 8, None, False, _resnet_small),
-        _application("resnet50", 32, False, "ResNet50", "resnet"),
-        _application("densenet121", 32, False, "DenseNet121", "densenet"),
-        _application("efficientnetb0", 32, True, "EfficientNetB0", "efficientnet"),
-        _application("xception", 71, False, "Xception", "xception"),
-        _application("inceptionv3", 75, False, "InceptionV3", "inception_v3"),
-        # include_preprocessing (the default) puts their own rescaling inside the model
-        _application("efficientnetv2b0", 32, True, "EfficientNetV2B0", "efficientnet_v2"),
-        _application("convnexttiny", 32, True, "ConvNeXtTiny", "convnext"),
-        _application("resnet50v2", 32, False, "ResNet50V2", "resnet_v2"),
-        _application("mobilenetv3small", 32, True, "MobileNetV3Small", "mobilenet_v3"),
-    ]
-}
+# compkit's own CNNs: (B, S, S, C) float tensor, width -> pooled (B, F) features; the others are keras.applications
+_BODIES: dict[str, Callable[[keras.KerasTensor, float], keras.KerasTensor]] = {"cnn_small": _cnn_small, "resnet_small": _resnet_small}
 
 
 def _weights_help(backbone: str, file_name: str) -> str:
@@ -123,7 +82,7 @@ def _weights_help(backbone: str, file_name: str) -> str:
             f"backbones.{backbone}.weights = \"<path to the file>\"")
 
 
-def _imagenet(spec: Backbone, input_shape: tuple[int, ...]) -> keras.Model:
+def _imagenet(spec: BackboneSpec, input_shape: tuple[int, ...]) -> keras.Model:
     """keras.applications' ImageNet model, through Keras' download cache (``~/.keras/models``).
 
     Raises:
@@ -191,7 +150,7 @@ def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weight
         model = getattr(keras.applications, spec.constructor)(include_top=False, weights=None, input_shape=input_shape, pooling="avg")
     else:
         x = keras.Input(shape=input_shape)
-        model = keras.Model(x, spec.body(x, width))
+        model = keras.Model(x, _BODIES[name](x, width))
     model.name = "backbone"  # after construction: some keras.applications look their settings up by their own name
     if path is not None and path.suffix == ".keras":
         _from_keras_file(path, model)

@@ -6,7 +6,7 @@ shows it: the header is line 1, the first data row line 2) or column, and the fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,9 +53,10 @@ def locate(data_dir: Path, filename: str, comp: Competition) -> Path:
     return path
 
 
-def _read_csv(path: Path, id_column: str = "") -> pd.DataFrame:
+def _checked_csv(path: Path, read: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
+    """``read(path)``: an empty or unreadable file, or one with a header only, is one DataError line."""
     try:
-        frame = read_id_csv(path, id_column) if id_column else pd.read_csv(path)
+        frame = read(path)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; download it again") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -63,6 +64,10 @@ def _read_csv(path: Path, id_column: str = "") -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path}: header only, no rows; download it again")
     return frame
+
+
+def _read_csv(path: Path, id_column: str = "") -> pd.DataFrame:
+    return _checked_csv(path, lambda p: read_id_csv(p, id_column) if id_column else pd.read_csv(p))
 
 
 def _require_columns(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
@@ -271,17 +276,14 @@ def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
     """
     id_columns = [comp.id_column] if comp.id_column else []
     columns = [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns]
-    try:
+
+    def read(path: Path) -> pd.DataFrame:  # the header checked before any row is parsed
         head = pd.read_csv(path, nrows=0)
         _require_columns(head, path, columns)
         _reject_unknown_columns(head, path, [*columns, *comp.pixel_columns])
-        frame = pd.read_csv(path, usecols=columns or comp.pixel_columns[:1], dtype={c: str for c in id_columns})
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty; download it again") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); download it again") from None
-    if frame.empty:
-        raise DataError(f"{path}: header only, no rows; download it again")
+        return pd.read_csv(path, usecols=columns or comp.pixel_columns[:1], dtype={c: str for c in id_columns})
+
+    frame = _checked_csv(path, read)
     for column in id_columns:
         frame[column] = as_ids(frame[column])
     labels = tasks.of(comp).encode(frame[comp.target_column], path, comp.target_column) if labelled else None

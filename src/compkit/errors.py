@@ -7,6 +7,10 @@ class CompkitError(Exception):
     """Bad input a user can fix: the message names the file, row or column, and the fix."""
 
 
+class ConfigError(CompkitError):
+    """A configuration file or override that is missing, malformed, or names a bad key/value."""
+
+
 class DataError(CompkitError):
     """A competition file that is missing or malformed."""
 

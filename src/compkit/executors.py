@@ -34,6 +34,7 @@ from compkit import console
 from compkit.config import Config, Paths
 from compkit.devices import DETERMINISTIC_THREADS, Slot, cores, enter
 from compkit.errors import CompkitError
+from compkit.lineage import FOLD_FILES, FOLDS_RECORD
 from compkit.redact import mask
 
 INSTALL = "pip install -e '.[ray]'"
@@ -125,7 +126,7 @@ def capacity(config: Config, ray) -> int:
 
 def bundle(paths: Paths, backbone: str) -> dict[str, bytes]:
     """The files a task needs besides the data, by path relative to the root: the fold files and the tuned parameters."""
-    files = [paths.folds / name for name in ("folds.csv", "holdout.csv", "folds.json", "pseudo.csv")]
+    files = [paths.folds / name for name in (*FOLD_FILES, FOLDS_RECORD)]
     files.append(paths.runs / "best" / f"{backbone}.json")
     return {str(f.relative_to(paths.root)): f.read_bytes() for f in files if f.is_file()}
 

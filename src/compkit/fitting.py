@@ -14,7 +14,7 @@ from compkit import console, finetune, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids
-from compkit.folds import check_folds
+from compkit.foldfiles import check_folds
 
 
 def no_decay_variables(model) -> list:

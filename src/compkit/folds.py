@@ -19,11 +19,10 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStrati
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from compkit import console, tasks
-from compkit.artifacts import Layout, remake_hint
+from compkit.artifacts import Layout
 from compkit.config import Config, ConfigError, Paths
 from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_labels, load_sample_submission,
                           load_test_ids)
-from compkit.errors import shown
 from compkit.formats import load_solution, submission_format
 
 
@@ -205,32 +204,6 @@ def load_folds(config: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame
         DataError: a file is missing or the pair is not the one ``folds.json`` records; says to run ``make folds``.
     """
     return Layout(config, paths).read_folds()
-
-
-def check_folds(folds: pd.DataFrame, holdout: pd.DataFrame, train_ids: np.ndarray, config: Config, paths: Paths) -> None:
-    """Refuse fold files made for other data (an id not in train) or leaking (an id both in a fold and the holdout).
-
-    Raises:
-        DataError: names the file, the line (header: line 1) and the id, and says to remake the folds.
-    """
-    id_column = config.competition.id_key
-    remake = remake_hint(config)
-    known = np.asarray(train_ids).astype(str)
-    for table, file in ((folds, "folds.csv"), (holdout, "holdout.csv")):
-        unknown = ~table[id_column].astype(str).isin(known).to_numpy()  # hashed: np.isin on object arrays is O(n * m)
-        if unknown.any():
-            row = int(np.flatnonzero(unknown)[0])
-            raise DataError(
-                f"{paths.folds / file}: line {line(row)}: {id_column} {shown(table[id_column].iloc[row])} is not in "
-                f"{config.competition.train_file} ({int(unknown.sum())} such ids): the folds were made for other data; {remake}"
-            )
-    leaked = folds[id_column].isin(holdout[id_column]).to_numpy()
-    if leaked.any():
-        row = int(np.flatnonzero(leaked)[0])
-        raise DataError(
-            f"{paths.folds / 'folds.csv'}: line {line(row)}: {id_column} {shown(folds[id_column].iloc[row])} is also in "
-            f"holdout.csv: holdout rows must be in no fold; {remake}"
-        )
 
 
 def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:

@@ -73,22 +73,23 @@ def write_json(obj: dict, path: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> dict:
-    """Read a JSON artefact (an object).
+def read_json(path: Path, fix: str = "") -> dict:
+    """Read a JSON artefact (an object): a record (folds.json, fold.json, ensemble.json), a tuned trial, a summary.
 
     Raises:
-        CompkitError: the file is missing (names the stage that makes it), or empty, not UTF-8, not JSON or
-            not an object (a damaged artefact: names the file and says to delete it and rerun its stage).
+        CompkitError: the file is missing, or empty, not UTF-8, not JSON or not an object (a damaged artefact); one
+            line naming the file and ending in ``fix`` (default: run, or delete it and rerun, the stage that writes it).
     """
     if not Path(path).is_file():
-        raise CompkitError(f"{path}: not found; run the stage that writes it first (see `make help`)")
+        raise CompkitError(f"{path}: not found; {fix or 'run the stage that writes it first (see `make help`)'}")
+    fix = fix or "delete it and rerun the stage that writes it"
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         what = "empty" if not Path(path).stat().st_size else f"not valid JSON ({str(exc).splitlines()[0]})"
-        raise CompkitError(f"{path}: {what}, a damaged artefact; delete it and rerun the stage that writes it") from None
+        raise CompkitError(f"{path}: {what}, a damaged artefact (cut short?); {fix}") from None
     if not isinstance(obj, dict):
-        raise CompkitError(f"{path}: holds a JSON {type(obj).__name__}, not an object; delete it and rerun the stage that writes it")
+        raise CompkitError(f"{path}: holds a JSON {type(obj).__name__}, not an object; {fix}")
     return obj
 
 
@@ -113,16 +114,16 @@ def read_id_csv(path: Path, id_column: str) -> pd.DataFrame:
     return frame
 
 
-def write_proba(path: Path, id_column: str, ids: np.ndarray, pred: np.ndarray, columns: list[str]) -> None:
-    """Save (N, D) predictions with their (N,) ids as CSV columns ``<id_column>, <columns>...``
-    (the task's prediction columns: :attr:`compkit.tasks.Task.columns`, e.g. ``p_<class>`` per class)."""
-    frame = pd.DataFrame(pred, columns=columns)
+def proba_frame(id_column: str, ids: np.ndarray, pred: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """A prediction file's table: ``<id_column>, <columns>...`` from (N,) ids and (N, D) predictions (the task's
+    columns: :attr:`compkit.tasks.Task.columns`, e.g. ``p_<class>`` per class)."""
+    frame = pd.DataFrame(np.asarray(pred), columns=columns)
     frame.insert(0, id_column, ids)
-    write_csv(frame, path)
+    return frame
 
 
 def read_proba(path: Path, id_column: str, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Load a prediction file written by :func:`write_proba` with value ``columns``: (N,) ids and (N, D) float64.
+    """Load a prediction file (:func:`proba_frame`'s table) with value ``columns``: (N,) ids and (N, D) float64.
 
     Raises:
         CompkitError: the file is missing, empty or not CSV, lacks the id or probability columns, or has a

@@ -2,19 +2,23 @@
 
 ``fold.json`` and ``ensemble.json`` record these digests, so a rerun can tell a finished artefact made
 from the current config and folds from a stale one, and tests can check what each model was fit on.
+``fold.json`` also records the resolved config itself (:func:`resolved_config`), so a stale fold's message
+names each changed key with its old and new value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Iterable
 
 from compkit.config import Config, Hyper, Paths
-from compkit.io import read_json
+from compkit.redact import mask_tree
 
-FOLD_FILES = ("folds.csv", "holdout.csv", "pseudo.csv")  # pseudo.csv: only when `make pseudo` wrote it
+# The fold files, named once: folds.csv, holdout.csv, pseudo.csv (only when `make pseudo` wrote it), and the
+# record of the first two (artifacts.py)
+FOLD_FILES = FOLDS_CSV, HOLDOUT_CSV, PSEUDO_CSV = ("folds.csv", "holdout.csv", "pseudo.csv")
+FOLDS_RECORD = "folds.json"
 
 
 def digest(obj) -> str:
@@ -31,7 +35,7 @@ def folds_digest(paths: Paths) -> str:
     """sha256 hex of the bytes of ``folds.csv``, ``holdout.csv`` and, when it exists, ``pseudo.csv`` in ``paths.folds``."""
     sha = hashlib.sha256()
     for name in FOLD_FILES:
-        if name != "pseudo.csv" or (paths.folds / name).is_file():
+        if name != PSEUDO_CSV or (paths.folds / name).is_file():
             sha.update((paths.folds / name).read_bytes())
     return sha.hexdigest()
 
@@ -65,23 +69,49 @@ def config_digest(config: Config, hyper: Hyper) -> str:
     return digest(training_config(config, hyper))
 
 
-def stale_reason(recorded: dict, expected: dict, clean: str) -> str | None:
+def resolved_config(config: Config, hyper: Hyper) -> dict:
+    """:func:`training_config` with every credential masked (:func:`compkit.redact.mask_tree`): what ``fold.json`` records."""
+    return mask_tree(training_config(config, hyper))
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """``tree``'s leaves keyed by dotted path: ``{"train": {"loss": "focal"}}`` -> ``{"train.loss": "focal"}``."""
+    out = {}
+    for key, value in tree.items():
+        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+    return out
+
+
+def _shown(values: dict, key: str) -> str:
+    """A config value as a stale message shows it: strings bare, anything else as JSON, ``(unset)`` when absent."""
+    if key not in values:
+        return "(unset)"
+    return values[key] if isinstance(values[key], str) else json.dumps(values[key])
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for each dotted key whose value differs between two resolved configs, sorted by key."""
+    old, new = _flat(old), _flat(new)
+    return [f"{key}: {_shown(old, key)} -> {_shown(new, key)}"
+            for key in sorted(old.keys() | new.keys()) if old.get(key, old) != new.get(key, new)]
+
+
+def stale_reason(recorded: dict, expected: dict, clean: str, changes: Iterable[str] = ()) -> str | None:
     """Why an artefact whose ``lineage`` is ``recorded`` is stale against ``expected``; None when it is current.
 
-    ``recorded`` and ``expected`` map ``config`` and ``folds`` to digests; ``clean`` says how to start over.
+    ``recorded`` and ``expected`` map ``config`` and ``folds`` to digests; ``clean`` says how to start over;
+    ``changes`` (:func:`config_changes`) are named when the config changed.
     """
     names = {"config": "the config (competition, folds or hyperparameters)", "folds": "the fold files (folds.csv, holdout.csv, pseudo.csv)"}
     changed = [names[what] for what in names if recorded.get(what) != expected[what]]
     if not changed:
         return None
-    return f"{' and '.join(changed)} changed since it was made; {clean}, or restore the old ones"
+    changes = list(changes) if recorded.get("config") != expected["config"] else []
+    named = f" ({', '.join(changes)})" if changes else ""
+    return f"{' and '.join(changed)} changed since it was made{named}; {clean}, or restore the old ones"
 
 
 def clean_hint(config: Config, paths: Paths, backbone: str) -> str:
     """The one-line fix for stale artefacts of ``backbone``."""
     return f"delete {paths.runs / backbone} (or `make clean COMPETITION={config.competition.name}`) to retrain"
 
-
-def read_lineage(path: Path) -> dict:
-    """The ``lineage`` dict of a JSON artefact; ``{}`` for artefacts written before lineage was recorded."""
-    return read_json(path).get("lineage", {})  # a damaged file: one line naming it (see read_json)

@@ -12,6 +12,9 @@ Credentials are the kaggle package's: ``~/.kaggle/kaggle.json`` (or ``$KAGGLE_CO
 compkit only checks that one of them exists; their values are read by the kaggle package alone and never
 printed, logged or written. Without them, or without network, each command fails with one line and changes
 nothing local.
+
+Over 400 lines until it becomes a package (zip import, the Kaggle client and its credentials, upload and
+sync; issue 26).
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ import numpy as np
 import pandas as pd
 
 from compkit import console, tasks
-from compkit.artifacts import sha256_file
+from compkit.artifacts import Layout
 from compkit.config import Competition, Config, Limits, Paths
 from compkit.data import has_test, load_sample_submission
 from compkit.errors import CompkitError
 from compkit.formats import read_submission, submission_format
-from compkit.io import write_csv
+from compkit.records import sha256_file
 
 if TYPE_CHECKING:
     from kagglesdk.competitions.types.competition_api_service import ApiSubmission
@@ -370,12 +373,13 @@ def download(config: Config, paths: Paths) -> Path:
     return target
 
 
-def read_board(paths: Paths) -> tuple[Path, pd.DataFrame]:
-    """``submissions/<competition>/leaderboard.csv`` and its rows; raises :class:`PlatformError` when there is none."""
-    path = paths.submissions / "leaderboard.csv"
-    if not path.is_file():
-        raise PlatformError(f"{path}: not found; run `make submit` first")
-    return path, pd.read_csv(path)
+def read_board(config: Config, paths: Paths) -> tuple[Path, pd.DataFrame]:
+    """``submissions/<competition>/leaderboard.csv`` and its rows (:meth:`compkit.artifacts.Layout.read_leaderboard`);
+    raises :class:`PlatformError` when there is none."""
+    layout = Layout(config, paths)
+    if not layout.leaderboard.is_file():
+        raise PlatformError(f"{layout.leaderboard}: not found; run `make submit` first")
+    return layout.leaderboard, layout.read_leaderboard()
 
 
 def upload_message(row: pd.Series) -> str:
@@ -406,7 +410,7 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
             leaderboard.csv is then unchanged.
     """
     slug = _slug(config)
-    board_path, board = read_board(paths)
+    board_path, board = read_board(config, paths)
     index = _pick_row(board, board_path, file)
     path = paths.submissions / str(board.at[index, "file"])
     if not path.is_file():
@@ -416,7 +420,7 @@ def upload(config: Config, paths: Paths, file: str | None = None) -> None:
     response = _call("upload the submission", slug, api.competition_submit, str(path), upload_message(board.loc[index]), slug, quiet=True)
     if not getattr(response, "ref", 0):
         raise PlatformError(f"kaggle: the upload of {path.name} was not accepted ({getattr(response, 'message', '') or 'no reason given'})")
-    write_csv(record_upload(board, index, int(response.ref), datetime.now(timezone.utc)), board_path)
+    Layout(config, paths).write_leaderboard(record_upload(board, index, int(response.ref), datetime.now(timezone.utc)))
     console.summary(f"upload: {path.name} -> kaggle {slug} (submission {response.ref}); `make lb-sync` reads its score")
 
 
@@ -547,69 +551,11 @@ def lb_sync(config: Config, paths: Paths) -> None:
             nothing local is changed then.
     """
     slug = _slug(config)
-    board_path, board = read_board(paths)
+    board_path, board = read_board(config, paths)
     api = kaggle_api()
     submissions = fetch_submissions(api, slug)
     merged, matched = merge_platform_scores(board, submissions)
     save_listing(submissions, paths.runs / "platform" / "submissions.json")
-    write_csv(merged, board_path)
+    Layout(config, paths).write_leaderboard(merged)
     console.summary(f"lb-sync: {len(submissions)} submissions on kaggle {slug}, {matched} of {len(merged)} leaderboard rows "
                     f"matched -> {board_path}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Report: CV against local and platform scores
-# ---------------------------------------------------------------------------------------------
-
-
-def rank_correlations(board: pd.DataFrame) -> pd.DataFrame:
-    """Spearman rank correlation of CV with each score column present (local public/private, platform public/private).
-
-    Returns:
-        DataFrame ``score, rows, spearman``: one row per score column with at least 3 scored rows.
-    """
-    from scipy.stats import spearmanr
-
-    rows = []
-    for column in ("public", "private", "platform_public", "platform_private"):
-        if column in board:
-            pair = board[["cv", column]].apply(pd.to_numeric, errors="coerce").dropna()
-            if len(pair) >= 3:
-                rows.append({"score": column, "rows": len(pair), "spearman": float(spearmanr(pair["cv"], pair[column]).statistic)})
-    return pd.DataFrame(rows, columns=["score", "rows", "spearman"])
-
-
-def platform_figure(board: pd.DataFrame, metric: str):
-    """CV (x) against the local public score and the platform's public score (y), one point per submission."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for column, marker, label in (("public", "o", "local public"), ("platform_public", "D", "platform public"),
-                                  ("platform_private", "s", "platform private")):
-        if column in board and board[column].notna().any():
-            ax.scatter(board["cv"], board[column], marker=marker, label=label, alpha=0.8)
-    values = board[["cv", *[c for c in ("public", "platform_public", "platform_private") if c in board]]].to_numpy(dtype=float)
-    low, high = np.nanmin(values), np.nanmax(values)
-    ax.plot([low, high], [low, high], color="grey", ls=":", lw=1, label="score = CV")
-    ax.set_xlabel(f"CV (OOF {metric})")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("CV vs local and platform scores")
-    return fig
-
-
-def report_section(page, board: pd.DataFrame | None, metric: str) -> None:
-    """Add "CV vs the platform" to the report ``page`` (report.page._Page) when leaderboard.csv holds platform scores."""
-    if board is None or "platform_public" not in board or not board["platform_public"].notna().any():
-        return
-    page.add('<h2 id="platform">CV vs the platform\'s leaderboard</h2>')
-    table = rank_correlations(board)
-    page.para("Spearman rank correlation of CV with each score over the submissions scored by both: near 1, choosing "
-              "by CV also orders the leaderboard; low or negative, the public split is too small or shifted (see "
-              "adversarial validation).")
-    page.add(table.to_html(index=False, table_id="platform-correlation", float_format=lambda v: f"{v:.4f}", border=0))
-    page.add(page.figure("platform.png", platform_figure(board, metric), "CV vs local public vs the platform's public score"))

@@ -12,7 +12,8 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
                    each with ``tta`` views; :attr:`compkit.tasks.Task.columns`)
     holdout.csv    the same for every holdout row
     test.csv       the same for every test row (only with a test file)
-    fold.json      scores, epochs, seconds, peak memory, hyperparameters, lineage, and the sha256 of each
+    fold.json      scores, epochs, seconds, peak memory, hyperparameters, the resolved config (secrets masked),
+                   lineage, and the sha256 of each
                    CSV above; written last: its presence marks the fold done (see artifacts.py)
 
 A finished fold is skipped on rerun, so a crash loses at most the fold in progress. Its lineage
@@ -43,9 +44,9 @@ from compkit.data import load_labels
 from compkit.devices import Scheduler, describe, slots
 from compkit.errors import CompkitError
 from compkit.fitting import fit, fold_data, stream
-from compkit.folds import check_folds
+from compkit.foldfiles import check_folds
 from compkit.io import atomic_path, claim, release
-from compkit.lineage import clean_hint, config_digest, folds_digest, ids_digest, stale_reason
+from compkit.lineage import clean_hint, config_changes, config_digest, folds_digest, ids_digest, resolved_config, stale_reason
 from compkit.tracking import tracked
 
 
@@ -117,6 +118,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             "compute": describe(model),
             "where": where(executor, describe(model)),
             "hyper": hyper.model_dump(),
+            "config": resolved_config(config, hyper),
             "lineage": {
                 **lineage,
                 "fit_ids": ids_digest(train.ids[data.fit]),
@@ -127,7 +129,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
                 "n_val": len(data.val),
             },
         }
-        tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "lineage")})
+        tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "config", "lineage")})
         result = layout.write_fold(backbone, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
     return result
 
@@ -154,15 +156,18 @@ def check_done_folds(config: Config, paths: Paths) -> None:
     """Refuse to go on when a finished fold was made from another config or other fold files than now.
 
     Raises:
-        CompkitError: names the fold's ``fold.json``, what changed, and how to clean.
+        CompkitError: names the fold's ``fold.json``, what changed (each changed config key with its old and new
+            value, when the fold records its config), and how to clean.
     """
     folds, layout = folds_digest(paths), Layout(config, paths)
     for backbone in config.train.backbones:
-        expected = {"config": config_digest(config, tuned_hyper(config, paths, backbone)), "folds": folds}
+        hyper = tuned_hyper(config, paths, backbone)
+        expected, current = {"config": config_digest(config, hyper), "folds": folds}, resolved_config(config, hyper)
         for fold in range(config.folds.n_splits):
             path = layout.fold_record(backbone, fold)
-            reason = path.is_file() and stale_reason(layout.read_fold(backbone, fold).get("lineage", {}), expected,
-                                                     clean_hint(config, paths, backbone))
+            record = layout.read_fold(backbone, fold) if path.is_file() else None
+            reason = record and stale_reason(record.get("lineage", {}), expected, clean_hint(config, paths, backbone),
+                                             config_changes(record.get("config", {}), current) if "config" in record else ())
             if reason:
                 raise CompkitError(f"{path}: {reason}")
 

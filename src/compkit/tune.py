@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 from compkit import console, executors, tasks
 from compkit.artifacts import Layout
 from compkit.augment import predict_tta
-from compkit.backbones import BACKBONES
+from compkit.registry import BACKBONES
 from compkit.config import Config, ParamSpec, Paths
 from compkit.devices import describe, enter, slots
 from compkit.errors import CompkitError

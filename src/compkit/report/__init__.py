@@ -16,7 +16,8 @@ images; accuracy per value of each extra column (DACON's ``letter``).
 
 Every score is in the competition's metric and direction (``metrics.best``, ``metrics.gain``), and
 says which. Modules: ``stats`` (bootstrap and shake-up in any metric), ``loaders`` (the stage
-files), ``figures`` (matplotlib), ``page`` (the HTML sections and :func:`run`).
+files), ``figures`` (matplotlib), ``platform`` (CV against the platform's scores), ``page`` (the HTML
+sections and :func:`run`).
 """
 
 from compkit.report.page import run

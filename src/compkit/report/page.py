@@ -1,4 +1,7 @@
-"""The report's HTML page: one section per topic, figures embedded, and the stage entry point :func:`run`."""
+"""The report's HTML page: one section per topic, figures embedded, and the stage entry point :func:`run`.
+
+Over 400 lines: one short function per section of the page, read top to bottom in the order the page shows them.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from compkit.errors import CompkitError
 from compkit.artifacts import Layout
 from compkit.io import atomic_path
 from compkit.metrics import best, gain, label, score, score_table, sign
+from compkit.report.platform import report_section as platform_section
 from compkit.report.figures import (blends_figure, confusion_figure, correlation_figure, extra_accuracy_figure,
                                     intervals_figure, leaderboard_figure, learning_curves_figure, regression_figure,
                                     roc_figure, tags_figure, wrong_figure)
@@ -333,9 +337,9 @@ def run(config: Config, paths: Paths) -> Path:
         ("classes", "per model"), ("curves", "learning curves"), ("wrong", "wrong images"),
         *((f"extra-{html.escape(c)}", f"per {html.escape(c)}") for c in comp.extra_columns)]) + "</nav>")
     _leaderboard_section(page, board, candidates, truth, usage, blend["metric"])
-    from compkit import adversarial, platform  # sections drawn only when lb-sync / adversarial have run
+    from compkit import adversarial  # sections drawn only when lb-sync / adversarial have run
 
-    platform.report_section(page, board, blend["metric"])
+    platform_section(page, board, blend["metric"])
     adversarial.report_section(page, paths)
     if skipped:
         page.para(f"Not in the bootstrap below (their file is missing or predicts the test file, whose labels are "
