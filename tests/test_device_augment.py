@@ -205,3 +205,16 @@ def test_device_fit_is_deterministic_and_saves_a_plain_model(dacon_train, tmp_pa
     first, second = saved.predict(inputs, verbose=0), saved.predict(inputs, verbose=0)
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, model.predict(inputs, verbose=0), atol=1e-6)
+
+
+def test_published_rates_name_their_source_and_judge_a_pipeline():
+    """Every published GPU rate names its source; a GPU name as TensorFlow reports it picks its kind's rows, and a
+    pipeline slower than a GPU eats is input-bound."""
+    from compkit import rates
+    from compkit.backbones import BACKBONES
+
+    assert all(r.source.startswith("NVIDIA DeepLearningExamples") and r.backbone in BACKBONES for r in rates.PUBLISHED)
+    a100 = rates.for_gpu("NVIDIA A100-SXM4-80GB")
+    assert a100 and {r.gpu for r in a100} == {"A100"} and rates.for_gpu("") == list(rates.PUBLISHED)
+    b0 = next(r for r in a100 if r.backbone == "efficientnetb0" and r.precision == "mixed")
+    assert b0.images_per_s == 3454 and "INPUT-BOUND" in rates.verdict(230, b0) and "not input-bound" in rates.verdict(9000, b0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DLE = "NVIDIA DeepLearningExamples"
+B0 = f"{DLE}, TensorFlow2/Classification/ConvNets/efficientnet_v1 README (Feb 2022), training performance results for EfficientNet v1-B0"
 
 
 @dataclass(frozen=True)
@@ -20,14 +21,17 @@ class Rate:
     backbone: str  # a compkit backbone name (compkit.backbones.BACKBONES)
     size: int  # square input side, pixels
     precision: str  # "mixed" (float16 compute, float32 master weights) or "tf32" / "float32"
-    batch: int  # per GPU
+    batch: int | None  # per GPU; None where the table does not say
     images_per_s: float
     source: str
 
 
 PUBLISHED: tuple[Rate, ...] = (
-    Rate("A100", "efficientnetb0", 224, "mixed", 1024, 3454,
-         f"{DLE}, TensorFlow2/Classification/ConvNets/efficientnet_v1 README, training performance, 1x A100 80GB, AMP + XLA"),
+    Rate("A100", "efficientnetb0", 224, "mixed", None, 3454, f"{B0}, 1x A100 80GB (DGX A100), mixed precision"),
+    Rate("A100", "efficientnetb0", 224, "tf32", None, 1209, f"{B0}, 1x A100 80GB (DGX A100), TF32"),
+    # NVIDIA's own note: B0 on V100 gains little from AMP "because of the CPU-bound Auto-augmentation": input-bound
+    Rate("V100", "efficientnetb0", 224, "mixed", None, 868, f"{B0}, 1x V100 32GB (DGX-1), mixed precision"),
+    Rate("V100", "efficientnetb0", 224, "float32", None, 752, f"{B0}, 1x V100 32GB (DGX-1), FP32"),
     Rate("A100", "resnet50", 224, "mixed", 256, 2375,
          f"{DLE}, TensorFlow/Classification/ConvNets/resnet50v1.5 README, training performance, 1x A100 40GB, mixed precision + XLA"),
     Rate("A100", "resnet50", 224, "tf32", 256, 909,
@@ -53,5 +57,6 @@ def verdict(pipeline_per_s: float, rate: Rate) -> str:
 
 def describe(rate: Rate) -> str:
     """``rate`` as one line for `compkit env`."""
-    return (f"{rate.gpu} trains {rate.backbone} at {rate.size} px ({rate.precision}, batch {rate.batch}) at "
+    batch = f", batch {rate.batch}" if rate.batch else ""
+    return (f"{rate.gpu} trains {rate.backbone} at {rate.size} px ({rate.precision}{batch}) at "
             f"~{rate.images_per_s:,.0f} img/s [{rate.source}]")
