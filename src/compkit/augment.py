@@ -150,11 +150,13 @@ def _device_views(model: keras.Model, aug: Augment):
 # ---- On the device (``train.augment_on = "device"``) -------------------------------------------------------------
 # The CPU draws each batch's transform parameters (a few numbers per image: :func:`draw`, a map in the tf.data
 # pipeline) and the device applies them to the uint8 batch inside the training step (:func:`apply`). Plain TensorFlow
-# ops, float32 whatever the dtype policy, no random op and no ImageProjectiveTransform on the device: the step stays
-# XLA-compilable (Keras' preprocessing layers are not: their transform kernel and their Beta sampling have no XLA kernel).
+# ops, float32 whatever the dtype policy, no ImageProjectiveTransform and no Gamma sampling on the device (TTA views draw
+# stateless uniform numbers there): the step stays XLA-compilable (Keras' preprocessing layers are not: their transform
+# kernel and their Beta sampling have no XLA kernel).
 
 PARAMS = "__augment"  # the inputs' key of a batch's transform parameters (a dict of (B, ...) tensors)
-ERASE_AREA, ERASE_RATIO = (0.02, 0.33), (0.3, 1 / 0.3)  # Zhong et al. 2020 (area fraction, aspect ratio); Keras' scale
+# random erasing's area fraction (Keras RandomErasing's default scale) and aspect ratio range (Zhong et al. 2020)
+ERASE_AREA, ERASE_RATIO = (0.02, 0.33), (0.3, 1 / 0.3)
 
 
 def warps(aug: Augment) -> bool:
