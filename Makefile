@@ -28,7 +28,7 @@ ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DA
        $(foreach s,$(SET),--set $(s))
 
 .PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test test-fast docs clean bench bench-memory \
-        bench-throughput bench-pipeline bench-ablation upload lb-sync adversarial
+        bench-throughput bench-input bench-pipeline bench-ablation upload lb-sync adversarial
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -52,6 +52,7 @@ help:
 	@echo "make docs                  the docs site (MkDocs) into site/, --strict; installs the docs extra into the venv when missing"
 	@echo "make bench                 bench-throughput, bench-pipeline, bench-memory in turn (DATA_DIR=...)"
 	@echo "make bench-throughput      img/s of compkit's loop vs a bare model.fit, and of predict, per precision and worker count (DACON; PRECISIONS=float32,mixed_bfloat16 WORKERS=1,2)"
+	@echo "make bench-input           images/s per core of the CPU side of a GPU run's input pipeline, no model (SIZE=224 CORES=1: taskset)"
 	@echo "make bench-pipeline        wall time of folds/train/ensemble/submit and the scores (DACON, PRESET=cpu)"
 	@echo "make bench-memory          peak RSS of 10 folds trained in sequence (DACON); SCALE=10000,70000 SIZES=96,224: data-scale mode"
 	@echo "make bench-ablation        one fold per recipe variant (bench/ablate.py), TTA scores too (DACON, VARIANTS=a,b)"
@@ -119,6 +120,12 @@ bench-memory:
 
 bench-throughput:
 	$(PYTHON) bench/throughput.py $(BENCH_ARGS) $(if $(PRECISIONS),--precisions $(PRECISIONS)) $(if $(WORKERS),--workers $(WORKERS))
+
+# SIZE (px, default 224) and CORES (default: all): the CPU side of the training input pipeline pinned to cores 0..CORES-1.
+SIZE ?= 224
+CORES ?=
+bench-input:
+	$(if $(CORES),taskset -c 0-$(shell echo $$(($(CORES) - 1))) )$(PYTHON) bench/input.py --size $(SIZE)
 
 bench-pipeline:
 	$(if $(SCALE),$(PYTHON) bench/scale.py $(SCALE_ARGS),$(PYTHON) bench/pipeline.py $(BENCH_ARGS))

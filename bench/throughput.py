@@ -129,13 +129,14 @@ def predict_inputs(data, hyper):
     return inputs, rows
 
 
-def time_predict(model, inputs, hyper, repeats: int) -> float:
-    """Median seconds of train_fold's prediction (``predict_tta`` with the config's ``tta`` views) after one untimed call."""
-    predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0)
+def time_predict(model, inputs, hyper, repeats: int, where: str) -> float:
+    """Median seconds of train_fold's prediction (``predict_tta`` with the config's ``tta`` views, made ``where``
+    ``train.augment_on`` says) after one untimed call."""
+    predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0, where=where)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0)
+        predict_tta(model, inputs, hyper.augment, hyper.tta, seed=0, where=where)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
@@ -143,6 +144,7 @@ def time_predict(model, inputs, hyper, repeats: int) -> float:
 def measure(config, data, backbone: str, repeats: int) -> dict:
     """One table row: compkit's and the bare loop's img/s, their ratios, the epoch breakdown, predict img/s."""
     hyper, n_fit = config.hyper(backbone), len(data.fit) + len(data.pseudo)
+    where = devices.augment_where(config.train.augment_on, hyper.augment)
     model, ck_timer = time_compkit(config, data, backbone, config.train.seed)
     if len(ck_timer.epochs) != hyper.epochs:
         raise SystemExit(f"{backbone}: compkit ran {len(ck_timer.epochs)} of {hyper.epochs} epochs; raise train.patience")
@@ -161,7 +163,7 @@ def measure(config, data, backbone: str, repeats: int) -> dict:
         "val_s": ck["val"] / ck["epochs"],
         "other_s": (ck["wall"] - ck["train"] - ck["val"]) / ck["epochs"],
         "predict_rows": predict_rows,
-        "predict": predict_rows / time_predict(model, inputs, hyper, repeats),
+        "predict": predict_rows / time_predict(model, inputs, hyper, repeats, where),
     }
     row["ratio"], row["epoch_ratio"] = row["compkit"] / row["bare"], row["epoch"] / row["bare"]
     return row

@@ -51,6 +51,14 @@ def check_task(config: Config, source: str) -> None:
                           "(a path relative to the config folder)")
 
 
+def check_augment_on(config: Config, source: str) -> None:
+    """``train.augment_on = "device"`` only with transforms the device makes (elastic distortion is the pipeline's)."""
+    for backbone in config.train.backbones:
+        if config.train.augment_on == "device" and config.hyper(backbone).augment.elastic:
+            raise ConfigError(f"{source}: backbone {backbone!r}: augment.elastic runs in the tf.data pipeline only, not with "
+                              "train.augment_on = 'device'; set augment_on = 'pipeline' (or 'auto') or elastic = 0")
+
+
 def check_weights(config: Config, source: str) -> None:
     """Pretrained weights only where the competition allows them, ImageNet only for keras.applications backbones."""
     for backbone in config.train.backbones:

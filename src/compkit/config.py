@@ -120,6 +120,7 @@ def load_config(
     checks.check_embed(config, " + ".join(sources))
     checks.check_weights(config, " + ".join(sources))
     checks.check_task(config, " + ".join(sources))
+    checks.check_augment_on(config, " + ".join(sources))
     return config
 
 

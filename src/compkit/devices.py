@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
-from compkit import console
+from compkit import console, rates
 from compkit.errors import CompkitError
 from compkit.process import outcome, submit_fresh
 
@@ -77,6 +77,20 @@ def precision(setting: str) -> str:
     gpus = tf.config.list_physical_devices("GPU")
     capable = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) >= (7, 0) for g in gpus]
     return "mixed_float16" if capable and all(capable) else "float32"
+
+
+def augment_where(setting: str, aug) -> str:
+    """Where augmentation runs for ``train.augment_on`` = ``setting`` and ``aug`` (:class:`compkit.config.Augment`):
+    ``"device"`` or ``"pipeline"`` (:mod:`compkit.augment`).
+
+    ``auto``: the device when this process sees a GPU (the CPU then only gathers bytes: a 224-px photo pipeline
+    augmenting on the CPU fed ~230 images/s on 2 cores, a GPU eats thousands), else the pipeline: on a CPU both compete
+    for the same cores and the tf.data map overlaps the training step (docs/benchmarks.md). Elastic distortion keeps
+    ``auto`` in the pipeline (it has no device form).
+    """
+    if setting != "auto":
+        return setting
+    return "device" if visible_gpus() and not aug.elastic else "pipeline"
 
 
 def strategy(name: str):
@@ -246,22 +260,27 @@ def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> dict[str, bool] | None:
 
 
 def env(config, paths) -> None:
-    """`make env`: TensorFlow, Keras, CUDA/cuDNN build versions, the devices seen, CPU features, the preset
-    and precision `make all` would use (the preset given, else the default)."""
+    """`make env`: TensorFlow, Keras, CUDA/cuDNN build versions, the devices seen, CPU features, the published training
+    images/s of the GPUs seen (every GPU kind of :data:`compkit.rates.PUBLISHED` without one), the preset and precision
+    `make all` would use (the preset given, else the default)."""
     import keras
     import tensorflow as tf
 
     build = tf.sysconfig.get_build_info()
     cuda = f"CUDA {build.get('cuda_version', '-')}, cuDNN {build.get('cudnn_version', '-')}" if build.get("is_cuda_build") else "no CUDA build"
     console.info(f"python {platform.python_version()}, tensorflow {tf.__version__} ({cuda}), keras {keras.__version__}")
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus, gpu_names = tf.config.list_physical_devices("GPU"), []
     for name, gpu in zip(visible_gpus(), gpus):
         details = tf.config.experimental.get_device_details(gpu)
+        gpu_names.append(details.get("device_name", ""))
         capability = ".".join(map(str, details.get("compute_capability", ("?",))))
         console.info(f"GPU {name}: {details.get('device_name', 'unknown')}, compute capability {capability}")
     flags = cpu_flags()
     shown = ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in flags.items()) if flags else "flags unknown (no /proc/cpuinfo)"
     console.info(f"CPU: {platform.machine()}, {cores()} cores; {shown}")
+    for rate in rates.for_gpu(" ".join(gpu_names) if gpu_names else ""):
+        console.info(f"published: {rates.describe(rate)}")
+    console.info("`make bench-input SIZE=224 CORES=16`: what this machine's CPU side feeds, against these")
     preset = default_preset()
     policy = precision(config.train.precision)
     console.summary(

@@ -78,7 +78,8 @@ def stream_rows(parts: list[tuple[Images, np.ndarray]], hyper: Hyper):
     Returns:
         (dict of (n,) arrays: :data:`SOURCE` (index into ``parts``), :data:`ROW` (index into that split's images)
         and each embedded column (str); ``load``: a batch of that dict -> the model's inputs, ``"image"`` (B, H, W, C)
-        float32 0-255 gathered from the splits' uint8 images (memory maps: :class:`compkit.cache.Gather`)).
+        uint8 0-255 gathered from the splits' images (memory maps: :class:`compkit.cache.Gather`); no cast on the CPU:
+        the model (its input is float32) or the augmentation casts, where it runs).
     """
     import tensorflow as tf
 
@@ -94,13 +95,13 @@ def stream_rows(parts: list[tuple[Images, np.ndarray]], hyper: Hyper):
     def load(batch: dict) -> dict:
         image = tf.numpy_function(gather, [batch[SOURCE], batch[ROW]], tf.uint8, stateful=False)
         image.set_shape((None, *shape))
-        return {"image": tf.cast(image, tf.float32), **{c: batch[c] for c in hyper.embed}}
+        return {"image": image, **{c: batch[c] for c in hyper.embed}}
 
     return elements, load
 
 
 def stream(split: Images, rows: np.ndarray, hyper: Hyper, targets: np.ndarray | None = None):
-    """``rows`` of ``split`` as a tf.data pipeline of model-input batches (:func:`model_inputs`' dict), in order,
+    """``rows`` of ``split`` as a tf.data pipeline of model-input batches (:func:`model_inputs`' dict, the image uint8), in order,
     read from its images by index per batch: resident memory O(batch), whatever the split's size.
     With ``targets`` ((n, D) float32, the rows' training targets: :meth:`compkit.tasks.Task.targets`) it yields
     (inputs, (B, D) targets) pairs.
@@ -134,11 +135,11 @@ def bounded(ds, hyper: Hyper):
     return ds.with_options(options)
 
 
-def training_set(data: FoldData, hyper: Hyper, seed: int):
+def training_set(data: FoldData, hyper: Hyper, seed: int, where: str = "pipeline"):
     """:func:`_dataset` over the fold's training rows (``fit`` then ``pseudo``), streamed from the splits' images."""
     parts, targets = data.fit_rows()
     elements, load = stream_rows(parts, hyper)
-    return _dataset(elements, targets, hyper, seed, load)
+    return _dataset(elements, targets, hyper, seed, load, where)
 
 
 def vocabularies(train: Images, hyper: Hyper) -> dict[str, list[str]]:
@@ -146,22 +147,30 @@ def vocabularies(train: Images, hyper: Hyper) -> dict[str, list[str]]:
     return {column: sorted(train.extras[column].astype(str).unique()) for column in hyper.embed}
 
 
-def _dataset(inputs: dict[str, np.ndarray], targets: np.ndarray, hyper: Hyper, seed: int, load=None):
-    """The training pipeline: shuffled (per epoch), batched, loaded, augmented by a parallel map, prefetched.
+def _dataset(inputs: dict[str, np.ndarray], targets: np.ndarray, hyper: Hyper, seed: int, load=None, where: str = "pipeline"):
+    """The training pipeline: shuffled (per epoch), batched, loaded, augmented or given its augmentation's parameters
+    by a parallel map, prefetched.
 
     ``inputs`` are (n, ...) arrays per row: the model's inputs themselves, or the row indices a ``load`` map
     (:func:`stream`'s) turns into them per batch. Nothing is cached: the rows are on disk or in memory already.
-    Yields (inputs dict, (B, D) float32 targets) batches; the augmentation is :func:`compkit.augment.training`.
+    Yields (inputs dict, (B, D) float32 targets) batches. ``where`` (:func:`compkit.devices.augment_where`):
+    ``"pipeline"`` augments here (:func:`compkit.augment.training`: float32 images); ``"device"`` leaves the images as
+    gathered (uint8) and adds each batch's transform parameters (:func:`compkit.augment.with_params`, drawn from a
+    per-batch seed of ``Dataset.random``, new each epoch) for the training step to apply.
     """
     import tensorflow as tf
 
-    from compkit.augment import training
+    from compkit.augment import on_device, training, with_params
 
     ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
     ds = ds.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True).batch(hyper.batch_size)
     if load is not None:
         ds = ds.map(lambda x, y: (load(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    transform = training(hyper.augment, seed)
+    if where == "device" and on_device(hyper.augment):
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        size = tuple(ds.element_spec[0]["image"].shape[1:3])
+        ds = tf.data.Dataset.zip((ds, seeds)).map(with_params(hyper.augment, size), num_parallel_calls=tf.data.AUTOTUNE)
+    transform = training(hyper.augment, seed) if where == "pipeline" else None
     if transform:
         ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     return bounded(ds.prefetch(tf.data.AUTOTUNE), hyper)
@@ -259,8 +268,9 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
 
     ``seed`` seeds the shuffling of the training rows; ``label`` prefixes the per-epoch progress lines;
     ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback). The model is built under
-    ``train.precision``'s dtype policy and ``train.strategy`` (:mod:`compkit.devices`); the input pipeline
-    stays float32 (augment.py) and the softmax output is float32.
+    ``train.precision``'s dtype policy and ``train.strategy`` (:mod:`compkit.devices`); the augmentation runs where
+    ``train.augment_on`` says (:func:`compkit.devices.augment_where`: on the device, the model is fitted through
+    :func:`compkit.augment.device_trainer`), computes in float32, and the softmax output is float32.
 
     With pretrained weights the epochs are split into phases (head, then fine-tune: see finetune.py), each its
     own ``model.fit`` with fresh callbacks.
@@ -272,15 +282,17 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     import keras
 
     from compkit import devices
+    from compkit.augment import device_trainer, on_device
     from compkit.backbones import build_model
 
     comp, task = config.competition, tasks.for_config(config)
     keras.mixed_precision.set_global_policy(devices.precision(config.train.precision))
-    strategy = devices.strategy(config.train.strategy)
+    strategy, where = devices.strategy(config.train.strategy), devices.augment_where(config.train.augment_on, hyper.augment)
     with strategy.scope():
         model = build_model(backbone, comp.image_shape, task.head, hyper, vocabularies(data.train, hyper))
+        trainer = device_trainer(model, hyper.augment) if where == "device" and on_device(hyper.augment) else model
     steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))
-    dataset = training_set(data, hyper, seed)
+    dataset = training_set(data, hyper, seed, where)
     validation = stream(data.train, data.val, hyper, data.targets[data.val])
     histories = []
     for phase in finetune.phases(hyper):  # one phase from scratch; head, then fine-tune, with pretrained weights
@@ -290,9 +302,9 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
             optimizer = finetune.phase_optimizer(optimizer, model, hyper, phase)
             optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))  # before the optimizer is built
             # loss: the task's (train.loss), with label smoothing where it applies (focal: Lin et al., 2017, gamma 2)
-            model.compile(optimizer=optimizer, loss=task.loss(hyper.label_smoothing), metrics=task.keras_metrics(),
-                          run_eagerly=config.train.run_eagerly)
-        history = model.fit(
+            trainer.compile(optimizer=optimizer, loss=task.loss(hyper.label_smoothing), metrics=task.keras_metrics(),
+                            run_eagerly=config.train.run_eagerly)
+        history = trainer.fit(
             dataset,
             validation_data=validation,
             initial_epoch=phase.start,

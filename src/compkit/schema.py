@@ -182,6 +182,10 @@ class Train(Hyper):
     use_tuned: bool = True  # apply runs/<competition>/best/<backbone>.json when `make tune` wrote it
     # Compute (devices.py): dtype policy; auto = mixed_float16 on a GPU (compute capability >= 7), else float32.
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    # Where augmentation and TTA views are computed (augment.py): "device" inside the training step on the batch the CPU
+    # only gathered (uint8); "pipeline" in the tf.data map on the CPU; auto = device with a GPU, else pipeline (faster
+    # on a CPU, measured: docs/benchmarks.md). augment.elastic runs in the pipeline only.
+    augment_on: Literal["auto", "device", "pipeline"] = "auto"
     strategy: Literal["per_device", "mirrored"] = "per_device"  # a fold process per GPU, or one MirroredStrategy over all
     devices: list[int] = []  # GPU ids as nvidia-smi numbers them (DEVICES=0,2); []: every GPU TensorFlow sees
     workers: int = Field(1, ge=1)  # without a GPU: fold/trial processes at once, the cores split between them

@@ -41,7 +41,7 @@ from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
 from compkit.data import load_labels
-from compkit.devices import Scheduler, describe, slots
+from compkit.devices import Scheduler, augment_where, describe, slots
 from compkit.errors import CompkitError
 from compkit.fitting import fit, fold_data, stream
 from compkit.foldfiles import check_folds
@@ -89,7 +89,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
         probas = {name: np.zeros((len(rows), task.width), np.float32) for name, (_, rows) in sets.items()}
         inputs = {name: stream(split, rows, hyper) for name, (split, rows) in sets.items()}  # read per batch
-        histories = []
+        histories, augment_at = [], augment_where(config.train.augment_on, hyper.augment)
         for s in range(seeds):  # seed averaging: each model's probabilities weigh 1 / seeds
             model_seed = seed + 1000 * s
             keras.utils.set_random_seed(model_seed)
@@ -100,7 +100,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             histories.append(hist.assign(seed=s))
             for name, (_, rows) in sets.items():
                 if len(rows):  # no holdout when the competition ships its test labels
-                    raw = predict_tta(model, inputs[name], hyper.augment, hyper.tta, model_seed)
+                    raw = predict_tta(model, inputs[name], hyper.augment, hyper.tta, model_seed, where=augment_at)
                     probas[name] += task.from_model(raw) / seeds
         hist = pd.concat(histories, ignore_index=True)
         scores = task.score_table(train.labels[data.val], probas["oof.csv"])

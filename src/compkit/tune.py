@@ -37,7 +37,7 @@ from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.registry import BACKBONES
 from compkit.config import Config, ParamSpec, Paths
-from compkit.devices import describe, enter, slots
+from compkit.devices import augment_where, describe, enter, slots
 from compkit.errors import CompkitError
 from compkit.process import in_fresh_process
 from compkit.redact import mask
@@ -201,7 +201,9 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
                     callbacks.append(KerasPruningCallback(trial, monitor))
                 label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
                 model, _ = fit(config, hyper, backbone, data, seed, label, callbacks)
-                pred = task.from_model(predict_tta(model, stream(data.train, data.val, hyper), hyper.augment, hyper.tta, seed))
+                views = predict_tta(model, stream(data.train, data.val, hyper), hyper.augment, hyper.tta, seed,
+                                    where=augment_where(config.train.augment_on, hyper.augment))
+                pred = task.from_model(views)
                 scores.append(task.score(data.train.labels[data.val], pred))
             trial.set_user_attr("compute", {**describe(model), "started": started, "finished": time.time()})
             state, value = "COMPLETE", float(np.mean(scores))
