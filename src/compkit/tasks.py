@@ -11,13 +11,16 @@ regression   a number                   linear (or sigmoid   ``value``          
                                         on a 0-1 scaled
                                         target)
 ordinal      one of ``classes``, graded linear, 1 unit       ``score`` (grade units) cut points (fitted on OOF)
+multilabel   any of ``classes`` (tags,  sigmoid, T units     ``p_<tag>`` (T cols)    thresholds (fitted on OOF)
+             space-separated)
 ============ ========================== ==================== ======================= ==============================
 
 A task owns: reading and validating the target (:meth:`Task.encode`), the strata for folds, the training targets
 and the head, loss, Keras metrics and class weights, the decision and the post-processing fitted on OOF
-(a binary threshold, ordinal cut points), the scores, the blends that apply, the submission's values and the
+(a binary threshold, ordinal cut points, tag thresholds), the scores, the blends that apply, the submission's values and the
 pseudo-label rule. Stages ask it; they never test its kind. A *prediction* is an (N, D) float array in the
-task's space (D = ``width``); ``truth`` is (N,) int64 class indices, or float64 values for regression.
+task's space (D = ``width``); ``truth`` is (N,) int64 class indices, (N,) float64 values for regression, or an
+(N, T) int64 0/1 tag matrix for multi-label.
 
 Over 400 lines on purpose: the tasks side by side, each a small class, are what keeps every stage free of
 ``if task == ...``; split per task, a change to one kind (a new decision rule) would hide the others.
@@ -56,7 +59,7 @@ class Submitted:
 
 
 class Task:
-    """Base of the four tasks; see the module docstring. Built by :func:`of`."""
+    """Base of the tasks; see the module docstring. Built by :func:`of`."""
 
     kind = ""
     table_metrics: tuple[str, ...] = ()  # the scores every table shows, before the competition's own metric
