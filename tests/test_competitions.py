@@ -148,7 +148,7 @@ def test_corrupt_image_is_a_one_line_error(tmp_path, fmnist):
 def test_check_prints_what_it_found(tmp_path, dacon_dir, capfd):
     assert main(["check", "--competition", "dacon-cv-2020", "--data-dir", str(dacon_dir), "--root", str(tmp_path)]) == 0
     out = capfd.readouterr().out
-    assert "2048 train images of shape (28, 28, 1), 10 classes" in out and "pixel_csv" in out
+    assert "2048 train images of shape (28, 28, 1), multiclass task: 10 classes" in out and "pixel_csv" in out
     assert not (tmp_path / "folds").exists()  # check writes nothing
 
 

@@ -31,8 +31,11 @@ def test_train_after_new_folds_refuses_the_stale_folds(copy, capsys):
     root, argv = copy
     assert main(["folds", *argv, "--set", "folds.seed=7"]) == 0
     before = snapshot(root)
-    err = one_line_error(capsys, main(["train", *argv]))
-    assert "fold0/fold.json: the fold files (folds.csv, holdout.csv, pseudo.csv) changed since it was made" in err
+    err = one_line_error(capsys, main(["train", *argv]))  # the folds on disk were made with another config
+    assert "folds/dacon-cv-2020/folds.json" in err and "run `make folds COMPETITION=dacon-cv-2020` with this config" in err
+    err = one_line_error(capsys, main(["train", *argv, "--set", "folds.seed=7"]))  # the folds agree; the trained fold does not
+    assert "cnn_small/fold0/fold.json: the config (competition, folds or hyperparameters) and the fold files" in err
+    assert "(folds.seed: 42 -> 7)" in err
     assert snapshot(root) == before
 
 
