@@ -144,7 +144,7 @@ def test_leftover_build_files_of_dead_writers_go_a_live_writers_stay(tmp_path, d
     folder = tmp_path / "cache"
     folder.mkdir()
     reused = folder / f".build-{os.getppid()}-train-0123456789abcdef.npy"  # a live pid, but nobody holds the file
-    record = folder / f".build-999999-train-0123456789abcdef.json"
+    record = folder / ".build-999999-train-0123456789abcdef.json"
     for path in (reused, record):
         path.write_bytes(b"left by a killed build")
         os.utime(path, (time.time() - 3600,) * 2)

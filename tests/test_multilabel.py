@@ -18,6 +18,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from compkit import tasks
 from compkit.cli import main
 from compkit.config import ConfigError, load_config
+from compkit.formats import format_of, load_solution
 from conftest import REPO
 
 TAGS = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
@@ -154,3 +155,47 @@ def test_tags_outside_the_classes_are_one_line(tag_competition, tmp_path):
     assert list(task.written(matrix)) == list(table["tags"].head(3))
     with pytest.raises(Exception, match=r"train.csv: line 4, column 'tags': tag 'hat' is not one of the classes"):
         task.encode(pd.Series(["bag", "boot", "hat bag"]), Path("train.csv"), "tags")
+
+
+def test_tags_as_one_zero_one_column_per_tag_make_the_same_folds(tag_competition, tmp_path):
+    """RANZCR's layout (``target_column = ""``: a 0/1 column per tag) reads as the same tag matrix as the
+    space-separated column: the iterative folds and the holdout are the same rows."""
+    root, argv, table = tag_competition
+    assert main(["folds", *argv]) == 0
+    data, configs = tmp_path / "data", tmp_path / "configs"
+    shutil.copytree(root / "configs", configs)
+    (configs / "fmnist-tags.toml").write_text(CONFIG.replace('target_column = "tags"', 'target_column = ""'))
+    data.mkdir()
+    train = pd.read_csv(root / "data/fmnist-tags/train.csv")
+    wide = pd.DataFrame(MultiLabelBinarizer(classes=TAGS).fit_transform(train["tags"].str.split()), columns=TAGS)
+    pd.concat([train[["id"]], wide, train.drop(columns=["id", "tags"])], axis=1).to_csv(data / "train.csv", index=False)
+    shutil.copy(root / "data/fmnist-tags/sample_submission.csv", data)
+    wide_argv = ["--competition", "fmnist-tags", "--root", str(tmp_path), "--data-dir", str(data), "--config-dir", str(configs)]
+    assert main(["folds", *wide_argv]) == 0
+    for name in ("folds.csv", "holdout.csv"):
+        assert (tmp_path / "folds/fmnist-tags" / name).read_bytes() == (root / "folds/fmnist-tags" / name).read_bytes()
+
+    comp = load_config("fmnist-tags", "smoke", [], configs).competition
+    solution = pd.concat([train[["id"]], wide], axis=1).head(4).assign(Usage=["Public", "Private"] * 2)
+    solution.to_csv(data / "solution.csv", index=False)  # RANZCR's solution: a 0/1 column per tag, then Usage
+    read = load_solution(data, comp, format_of(["id", *TAGS], comp, "sample_submission.csv"))
+    assert np.array_equal(np.stack(read["label"]), wide.head(4).to_numpy())
+    task = tasks.of(comp)
+    with pytest.raises(Exception, match=r"train.csv: line 3, column 'bag': 2 is not 0 or 1"):
+        task.from_columns(wide.head(2).assign(bag=[0, 2]), Path("train.csv"))
+
+
+def test_a_single_label_target_as_one_hot_class_columns(tmp_path):
+    """Plant Pathology 2020's layout: one one-hot column per class reads as the class indices; a row with two 1s is
+    one line naming it."""
+    from compkit.schema import Competition
+
+    comp = Competition(name="plants", target_column="", classes=["healthy", "rust", "scab"], image_shape=[8, 8, 3])
+    task = tasks.of(comp)
+    frame = pd.DataFrame({"healthy": [1, 0, 0], "rust": [0, 0, 1], "scab": [0, 1, 0]})
+    assert task.label_columns == ["healthy", "rust", "scab"]
+    assert task.read_target(frame, Path("train.csv")).tolist() == [0, 2, 1]
+    with pytest.raises(Exception, match=r"train.csv: line 3: class columns \[0, 1, 1\] are not one-hot"):
+        task.read_target(frame.assign(rust=[0, 1, 1]), Path("train.csv"))
+    with pytest.raises(ValueError, match="reads its values from target_column"):
+        Competition(name="pets", target_column="", task="regression", image_shape=[8, 8, 3])

@@ -45,7 +45,7 @@ import pandas as pd
 
 from compkit import tasks
 from compkit.config import Config, Paths
-from compkit.data import DataError, Images, line, load_test, load_train
+from compkit.data import DataError, Images, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.foldfiles import check_fold_values, check_usage_values, read_fold_file
 from compkit.io import held, is_held, proba_frame, read_id_csv, read_json, read_proba, write_csv, write_json

@@ -147,11 +147,11 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
     """
     frame = _read_csv(path, comp.id_column)
     id_columns = [comp.id_column] if comp.id_column else []
-    columns = [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns]
+    columns = [*id_columns, *(tasks.of(comp).label_columns if labelled else []), *comp.extra_columns]
     _require_columns(frame, path, columns)
     _reject_unknown_columns(frame, path, [*columns, *comp.pixel_columns])
     ids = _ids(frame, path, comp)
-    labels = tasks.of(comp).encode(frame[comp.target_column], path, comp.target_column) if labelled else None
+    labels = tasks.of(comp).read_target(frame, path) if labelled else None
     return Images(ids, _pixels(frame, path, comp), labels, frame[comp.extra_columns].reset_index(drop=True))
 
 
@@ -220,9 +220,10 @@ def _eight_bit(image):
 def _image_folder_table(data_dir: Path, comp: Competition) -> Images:
     path = locate(data_dir, comp.train_file, comp)
     frame = _read_csv(path, comp.id_column)
-    _require_columns(frame, path, [comp.id_column, comp.target_column, *comp.extra_columns])
+    task = tasks.of(comp)
+    _require_columns(frame, path, [comp.id_column, *task.label_columns, *comp.extra_columns])
     ids = _check_ids(frame, path, comp.id_column)
-    labels = tasks.of(comp).encode(frame[comp.target_column], path, comp.target_column)
+    labels = task.read_target(frame, path)
     return Images(ids, None, labels, frame[comp.extra_columns].reset_index(drop=True))
 
 
@@ -275,7 +276,7 @@ def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
         DataError: as :func:`read_images`, except for the pixels' values, which are not read.
     """
     id_columns = [comp.id_column] if comp.id_column else []
-    columns = [*id_columns, *([comp.target_column] if labelled else []), *comp.extra_columns]
+    columns = [*id_columns, *(tasks.of(comp).label_columns if labelled else []), *comp.extra_columns]
 
     def read(path: Path) -> pd.DataFrame:  # the header checked before any row is parsed
         head = pd.read_csv(path, nrows=0)
@@ -286,7 +287,7 @@ def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
     frame = _checked_csv(path, read)
     for column in id_columns:
         frame[column] = as_ids(frame[column])
-    labels = tasks.of(comp).encode(frame[comp.target_column], path, comp.target_column) if labelled else None
+    labels = tasks.of(comp).read_target(frame, path) if labelled else None
     return Images(_ids(frame, path, comp), None, labels, frame[comp.extra_columns].reset_index(drop=True))
 
 

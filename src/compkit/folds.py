@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 from compkit import console, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, ConfigError, Paths
-from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, line, load_labels, load_sample_submission,
+from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, load_labels, load_sample_submission,
                           load_test_ids)
 from compkit.formats import load_solution, submission_format
 

@@ -183,7 +183,7 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
     """The hidden test labels (Kaggle's solution file), or None when the competition ships none.
 
     Columns: the id column, then the label column (``fmt.target``; for a probability submission
-    ``comp.target_column`` or else one-hot class columns), then ``Usage``.
+    ``comp.target_column`` or else one column per class: one-hot, or 0/1 tags for multi-label), then ``Usage``.
 
     Returns:
         DataFrame with the id column, ``label`` (the encoded target: int64 class index, float64 value, or a (T,) tag
@@ -191,8 +191,8 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
         ``Usage`` (``Public`` or ``Private``), in file order.
 
     Raises:
-        DataError: missing columns, an empty, duplicate or mixed id, a label outside the classes, a class row
-            that is not one-hot, a Usage other than Public/Private, or no row of one of the two parts; names the
+        DataError: missing columns, an empty, duplicate or mixed id, a label outside the classes, a class column
+            value other than 0/1 or (single-label) a row that is not one-hot, a Usage other than Public/Private, or no row of one of the two parts; names the
             file, line and column.
     """
     path = Path(data_dir) / comp.solution_file
@@ -202,7 +202,7 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
     target = fmt.target or comp.target_column
     if fmt.probabilities and target not in frame.columns:
         _require_columns(frame, path, [fmt.id_column, *fmt.columns[1:], "Usage"])
-        labels = _one_hot_labels(frame, [str(c) for c in comp.classes], path)
+        labels = tasks.of(comp).from_columns(frame[[str(c) for c in comp.classes]], path)
     else:
         _require_columns(frame, path, [fmt.id_column, target, "Usage"])
         labels = tasks.of(comp).encode(frame[target], path, target)
@@ -217,16 +217,3 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
                             f"mark some rows {part}")
     label = list(labels) if labels.ndim == 2 else labels  # a multi-label row's (T,) tags in one cell
     return pd.DataFrame({fmt.id_column: frame[fmt.id_column], "label": label, "Usage": frame["Usage"]})
-
-
-def _one_hot_labels(frame: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:
-    """(N,) int64 class index of each one-hot row of ``frame[columns]`` (columns in class order)."""
-    values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy()
-    bad = ~(np.isin(values, (0, 1)).all(axis=1) & (values.sum(axis=1) == 1))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}: line {line(row)}: class columns {frame[columns].iloc[row].tolist()} are not one-hot; "
-            "put 1 in the true class's column and 0 elsewhere"
-        )
-    return values.argmax(axis=1).astype(np.int64)

@@ -81,9 +81,10 @@ class Competition(Strict):
     sample_submission: str = "sample_submission.csv"
     solution_file: str = "solution.csv"  # test labels + Usage (Public/Private); when present, scored on it
     id_column: str = "id"  # "": ids are the 1-based row numbers of each file (Kaggle digit-recognizer)
+    # "": the target is one column per class, named as the classes (one-hot; multi-label: 0/1 per tag, as RANZCR's)
     target_column: str
     # multiclass | binary (classes = [negative, positive]) | regression (no classes) | ordinal (classes: the grades in order)
-    # | multilabel (classes: the tags; target_column holds them space-separated)
+    # | multilabel (classes: the tags; target_column holds them space-separated, or "": a 0/1 column per tag)
     task: Literal[TASKS] = "multiclass"
     classes: list[int] | list[str] | None = Field(None, min_length=2)
     target_range: list[float] | None = Field(None, min_length=2, max_length=2)  # regression: [low, high], clips what is submitted
@@ -152,6 +153,8 @@ class Competition(Strict):
             raise ValueError('task = "regression" has no classes; remove classes (set target_range to clip the values)')
         if self.task != "regression" and self.classes is None:
             raise ValueError(f"task = {self.task!r} needs classes (ordinal: the grades in order)")
+        if self.task == "regression" and not self.target_column:
+            raise ValueError('task = "regression" reads its values from target_column; name the column')
         if self.task == "binary" and len(self.classes) != 2:
             raise ValueError(f"task = 'binary' needs exactly 2 classes [negative, positive], got {len(self.classes)}")
         if self.target_range is not None and not self.target_range[0] < self.target_range[1]:
@@ -166,7 +169,8 @@ class Folds(Strict):
     """Cross-validation scheme and the local public/private holdout."""
 
     n_splits: int = Field(5, ge=2)
-    stratify: list[str] | None = Field(None, min_length=1)  # columns; None: the task's own strata of the target
+    # columns (the target's: target_column, "" for a target of class columns); None: the task's own strata of the target
+    stratify: list[str] | None = Field(None, min_length=1)
     group_column: str = ""  # an extra column whose groups (e.g. a patient) stay whole: StratifiedGroupKFold
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     public_share: float = Field(0.5, gt=0, lt=1)

@@ -12,10 +12,12 @@ regression   a number                   linear (or sigmoid   ``value``          
                                         target)
 ordinal      one of ``classes``, graded linear, 1 unit       ``score`` (grade units) cut points (fitted on OOF)
 multilabel   any of ``classes`` (tags,  sigmoid, T units     ``p_<tag>`` (T cols)    thresholds (fitted on OOF)
-             space-separated)
+             space-separated, or a
+             0/1 column per tag)
 ============ ========================== ==================== ======================= ==============================
 
-A task owns: reading and validating the target (:meth:`Task.encode`), the strata for folds, the training targets
+A task owns: reading and validating the target (:meth:`Task.read_target`: one ``target_column``, or with
+``target_column = ""`` one column per class), the strata for folds, the training targets
 and the head, loss, Keras metrics and class weights, the decision and the post-processing fitted on OOF
 (a binary threshold, ordinal cut points, tag thresholds), the scores, the blends that apply, the submission's values and the
 pseudo-label rule. Stages ask it; they never test its kind. A *prediction* is an (N, D) float array in the
@@ -41,6 +43,21 @@ from compkit.config import Competition, Config
 from compkit.errors import CompkitError, DataError, line, shown
 from compkit.metrics import (BINARY, CLASSIFY, DEFAULT_METRIC, MULTILABEL, ORDINAL, REGRESSION, SCORERS, Scorer,
                              call_metric_file)
+
+
+def _zero_one(frame: pd.DataFrame, path: Path) -> np.ndarray:
+    """(N, C) int64 of ``frame``'s columns, each value 0 or 1.
+
+    Raises:
+        DataError: a value that is not 0 or 1 (empty, text, 2, 0.5); names the file, line and column.
+    """
+    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isin(values, (0, 1))
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise DataError(f"{path}: line {line(row)}, column {frame.columns[col]!r}: {shown(frame.iat[row, col])} is not "
+                        "0 or 1; write 1 where the class applies and 0 where it does not")
+    return values.astype(np.int64)
 
 
 def _label_text(value) -> str:
@@ -81,7 +98,7 @@ class Task:
         file, needs = metric.file, "proba" if metric.probabilities else "decision"
 
         def score(truth: np.ndarray, output: np.ndarray) -> float:
-            id_column, target = comp.id_key, comp.target_column
+            id_column, target = comp.id_key, comp.target_column or "target"
             rows = np.arange(len(truth))
             solution = pd.DataFrame({id_column: rows, target: self.written(truth)})
             return call_metric_file(file, solution, self.metric_frame(rows, output, needs), id_column)
@@ -92,7 +109,7 @@ class Task:
         """The submission-shaped frame a metric file scores: the id column, then the decisions as written
         (``needs = "decision"``) or the probabilities (one column per class)."""
         if needs == "decision":
-            return pd.DataFrame({self.comp.id_key: rows, self.comp.target_column: self.written(output)})
+            return pd.DataFrame({self.comp.id_key: rows, self.comp.target_column or "target": self.written(output)})
         frame = pd.DataFrame(output, columns=[str(c) for c in self.classes])
         frame.insert(0, self.comp.id_key, rows)
         return frame
@@ -107,6 +124,38 @@ class Task:
         return self.scorer if name == self.scorer.name else SCORERS[name]
 
     # -- the target -----------------------------------------------------------------------------------------------
+    @property
+    def label_columns(self) -> list[str]:
+        """The train file's target columns: ``[target_column]``, or with ``target_column = ""`` one column per class,
+        named as the classes (one-hot, as Plant Pathology 2020's ``train.csv``; 0/1 tags for multi-label, as RANZCR's)."""
+        return [self.comp.target_column] if self.comp.target_column else [str(c) for c in self.classes]
+
+    def read_target(self, frame: pd.DataFrame, path: Path) -> np.ndarray:
+        """The encoded target of a train (or solution) ``frame`` holding :attr:`label_columns`, as :meth:`encode`
+        or :meth:`from_columns` returns it.
+
+        Raises:
+            DataError: as :meth:`encode` or :meth:`from_columns`.
+        """
+        if self.comp.target_column:
+            return self.encode(frame[self.comp.target_column], path, self.comp.target_column)
+        return self.from_columns(frame[[str(c) for c in self.classes]], path)
+
+    def from_columns(self, frame: pd.DataFrame, path: Path) -> np.ndarray:
+        """One 0/1 column per class, one-hot per row -> (N,) int64 class indices.
+
+        Raises:
+            DataError: a row that is not one-hot (a value other than 0 or 1, or not exactly one 1); names the file,
+                line and the row's values.
+        """
+        values = _zero_one(frame, path)
+        bad = values.sum(axis=1) != 1
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: line {line(row)}: class columns {frame.iloc[row].tolist()} are not one-hot; "
+                            "put 1 in the true class's column and 0 elsewhere")
+        return values.argmax(axis=1)
+
     def encode(self, values: pd.Series, path: Path, column: str) -> np.ndarray:
         """The target as written in a CSV -> (N,) int64 class indices into ``classes``.
 
@@ -613,6 +662,14 @@ class Multilabel(Task):
                                     f"{self.classes}; fix the row or competition.classes")
                 out[row, index[tag]] = 1
         return out
+
+    def from_columns(self, frame, path):
+        """One 0/1 column per tag -> the (N, T) int64 tag matrix (a row may have no tag, or several).
+
+        Raises:
+            DataError: a value other than 0 or 1; names the file, line and column.
+        """
+        return _zero_one(frame, path)
 
     def written(self, truth):
         names = np.asarray([str(c) for c in self.classes], dtype=object)
