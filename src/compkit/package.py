@@ -100,9 +100,14 @@ def _fill(folder: Path, members: Members) -> dict:
     manifest = {"competition": comp.name, "wheel": wheel.name, "data_dir": f"{KAGGLE_INPUT}/{comp.slug or comp.name}",
                 "files": {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in sorted(folder.iterdir())}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    for name, metadata in zip((KERNEL_METADATA, DATASET_METADATA), kaggle_metadata(members.config)):
-        (folder / name).write_text(json.dumps(metadata, indent=2) + "\n")
+    write_kaggle_metadata(folder, members.config)
     return manifest
+
+
+def write_kaggle_metadata(folder: Path, config: Config) -> None:
+    """Write :func:`kaggle_metadata`'s kernel-metadata.json and dataset-metadata.json into ``folder``."""
+    for name, metadata in zip((KERNEL_METADATA, DATASET_METADATA), kaggle_metadata(config)):
+        (folder / name).write_text(json.dumps(metadata, indent=2) + "\n")
 
 
 def run(config: Config, paths: Paths) -> Path:
