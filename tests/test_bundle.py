@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from compkit import blends, package
 from compkit.cli import main
@@ -204,3 +204,13 @@ def test_the_stacked_meta_model_as_data_predicts_as_sklearns(k):
     expected = np.zeros((50, k))
     expected[:, model.classes_] = model.predict_proba(blends.meta_features(new))
     np.testing.assert_allclose(blends.meta_model_proba(meta, new), expected, atol=1e-12)
+
+
+def test_the_ridge_meta_model_as_data_predicts_as_sklearns():
+    """A regression's stacked blend: ensemble.json's coefficients give sklearn's Ridge.predict."""
+    rng = np.random.default_rng(0)
+    preds, values = rng.normal(size=(3, 200, 1)), rng.normal(size=200)
+    meta = json.loads(json.dumps(blends.fit_ridge(preds, values, 0.5)))
+    new = rng.normal(size=(3, 40, 1))
+    expected = Ridge(alpha=2.0).fit(blends.meta_features(preds), values).predict(blends.meta_features(new))
+    np.testing.assert_allclose(blends.ridge_predict(meta, new), expected[:, None], atol=1e-12)
