@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from compkit import blends, package
+from compkit import blends, package, rehearse
 from compkit.cli import main
 from conftest import REPO, built_once, one_line_error
 from test_competitions import FMNIST_CLASSES, HIDDEN_LABELS
@@ -142,12 +143,30 @@ def test_a_changed_byte_is_refused_before_anything_loads(packaged, tmp_path):
     assert "compkit from" not in done.stdout and not (tmp_path / "submission.csv").exists()
 
 
-def test_predict_and_package_without_an_ensemble_are_one_line_errors(tmp_path, dacon_dir, capsys):
+@pytest.mark.slow
+def test_rehearse_projects_the_hidden_size_offline_and_fails_past_the_limit(packaged, capsys):
+    """50 resampled rows through a copy of the bundle without network; the time is projected to the hidden size."""
+    _, argv = packaged
+    small = [*argv, "--set", "bundle.rehearse_rows=50"]
+    code = main(["rehearse", *small, "--set", "competition.hidden_test_rows=10000000"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and err.startswith("compkit: error: "), err
+    assert "rehearse: cnn_small fold 0: 50 images x 2 views in" in out and "rehearse: cnn_small fold 1: 50 images" in out
+    projected, measured = map(float, re.search(r"projected (\d+)s on 10000000 hidden test rows \((\d+)s on 50 rows", err).groups())
+    assert projected == pytest.approx(max(measured, 1) * 200000, rel=0.5)  # the run's seconds x hidden / rows, each rounded
+    assert f"{rehearse.offline_prefix()[1]}) exceeds competition.time_limit 32400s; predict with fewer models" in err
+    err = one_line_error(capsys, main(["rehearse", *small, "--set", "competition.time_limit=1"]))
+    assert "predict.py ran past competition.time_limit (1s) and was stopped" in err
+
+
+def test_predict_package_and_rehearse_without_their_inputs_are_one_line_errors(tmp_path, dacon_dir, capsys):
     argv = ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(tmp_path)]
     ensemble = tmp_path / "runs/dacon-cv-2020/ensemble/ensemble.json"
     for stage in ("predict", "package"):
         err = one_line_error(capsys, main([stage, *argv, "--out", str(tmp_path / "submission.csv")]))
         assert err == f"compkit: error: {ensemble}: not found; run `make ensemble COMPETITION=dacon-cv-2020` first\n"
+    err = one_line_error(capsys, main(["rehearse", *argv]))
+    assert err == f"compkit: error: {tmp_path / 'bundle/dacon-cv-2020/manifest.json'}: not found; run `make package COMPETITION=dacon-cv-2020` first\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no submission, no bundle/
 
 

@@ -21,7 +21,7 @@ SRC = REPO / "src" / "compkit"
 
 CONFIG = {"errors", "redact", "metrics", "registry", "hyper", "schema", "checks", "config"}
 STAGES = {"folds", "check", "train", "tune", "ensemble", "pseudo", "submit", "adversarial", "platform", "clean", "report",
-          "predict", "package", "entry", "cli", "__main__"}
+          "predict", "package", "rehearse", "entry", "cli", "__main__"}
 TIERS = {"config": 0, "layers": 1, "stages": 2}
 
 # stage -> stage imports that stand, each for a reason

@@ -2,7 +2,8 @@
 
 Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes an HTML report of
 the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows; ``predict`` applies
-the ensemble to the test data in ``--data-dir`` and ``package`` writes it as an offline bundle (code competitions); ``env``
+the ensemble to the test data in ``--data-dir``, ``package`` writes it as an offline bundle and ``rehearse`` times that
+bundle offline at the hidden test set's size (code competitions); ``env``
 prints the versions, devices and CPU features, and the preset and precision ``all`` would use. The Makefile
 targets call this. A :class:`CompkitError` ends the run with its one-line message (URL passwords masked) and
 exit status 2, and so does a file that cannot be written (permission, read-only, full disk, file-size limit: the path and
@@ -41,6 +42,7 @@ EXTRA = {
     "env": ("devices", "env"),
     "predict": ("predict", "run"),
     "package": ("package", "run"),
+    "rehearse": ("rehearse", "run"),
 }
 
 

@@ -99,6 +99,8 @@ class Competition(Strict):
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
     slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
     pretrained_allowed: bool = False  # the rules allow pretrained weights (backbones.<name>.weights); DACON: false
+    hidden_test_rows: int | None = Field(None, ge=1)  # a code competition's hidden test set, in rows; None: the local test set's
+    time_limit: float = Field(32400.0, gt=0)  # seconds a code competition's notebook may run (Kaggle's usual 9 hours)
 
     @field_validator("name")
     @classmethod
@@ -327,6 +329,7 @@ class Bundle(Strict):
     owner: str = ""  # Kaggle user name owning the kernel and the bundle's dataset; "": a placeholder to replace before pushing
     enable_gpu: bool = False  # the kernel runs on a GPU (kernel-metadata.json's enable_gpu)
     is_private: bool = True  # the kernel and the bundle's dataset stay private
+    rehearse_rows: int | None = Field(None, ge=1)  # `make rehearse` runs on this many rows and projects; None: hidden_test_rows
 
 
 class Tracking(Strict):
