@@ -28,7 +28,7 @@ import pandas as pd
 
 from compkit import console, tasks
 from compkit.artifacts import Layout
-from compkit.blends import caruana_weights, cross_fitted_oof, equal_weights, soft_vote
+from compkit.blends import caruana_weights, cross_fitted_oof, equal_weights
 from compkit.config import Config, Ensemble, Paths
 from compkit.data import has_test, load_labels
 from compkit.errors import CompkitError, shown

@@ -127,7 +127,7 @@ def model_seed(config: Config, fold: int, seed: int = 0) -> int:
     return config.train.seed + fold + 1000 * seed
 
 
-def predict_rows(model, split: Images, rows: np.ndarray, hyper: Hyper, seed: int, task, where: str) -> np.ndarray:
+def predict_rows(model, split: Images, rows: np.ndarray, hyper: Hyper, seed: int, task: tasks.Task, where: str) -> np.ndarray:
     """``model``'s (n, D) predictions (``task.from_model``) of ``rows`` of ``split``: the mean over ``hyper.tta`` views
     (:func:`compkit.augment.predict_tta`, views drawn from ``seed``, augmentation ``where``: ``"pipeline"`` or
     ``"device"``), streamed in ``hyper.batch_size`` batches (:func:`stream`). `make train` writes a fold's OOF,

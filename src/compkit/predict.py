@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from compkit import console, tasks
 from compkit.artifacts import Layout
-from compkit.config import Config, Hyper, Paths
+from compkit.config import Competition, Config, Hyper, Paths
 from compkit.data import DataError, Images, check_sample_ids, load_sample_submission, load_test
 from compkit.devices import augment_where
 from compkit.errors import CompkitError
@@ -108,7 +109,7 @@ def from_bundle(folder: Path) -> Members:
     return Members(Config.model_validate(spec["config"]), record, models, hypers)
 
 
-def _read_test(comp, data_dir: Path) -> Images:
+def _read_test(comp: Competition, data_dir: Path) -> Images:
     """The test split of ``data_dir``, decoded in memory (no cache: the folder may be read-only, as on Kaggle).
 
     Raises:
@@ -126,9 +127,9 @@ def _read_test(comp, data_dir: Path) -> Images:
 def backbone_predictions(members: Members, backbone: str, test: Images) -> np.ndarray:
     """(N, D) float64: the mean over ``backbone``'s fold models (each the mean over its seeds) of their TTA predictions
     of every ``test`` row, as `make train` predicted test.csv. Prints each model's images/s (images x views / s)."""
-    config, hyper, task = members.config, members.hypers[backbone], tasks.for_config(members.config)
-    from compkit.backbones import load_model
+    from compkit.backbones import load_model  # TensorFlow is imported here, not by `compkit predict`'s error paths
 
+    config, hyper, task = members.config, members.hypers[backbone], tasks.for_config(members.config)
     where, rows, folds = augment_where(config.train.augment_on, hyper.augment), np.arange(len(test.ids)), []
     for k, files in enumerate(members.models[backbone]):
         pred = np.zeros((len(rows), task.width), np.float32)
@@ -149,7 +150,7 @@ def blended(members: Members, test: Images) -> np.ndarray:
     return tasks.for_config(members.config).apply_blend(members.record["apply"], preds)
 
 
-def submission(members: Members, data_dir: Path, out: Path):
+def submission(members: Members, data_dir: Path, out: Path) -> pd.DataFrame:
     """The submission of ``data_dir``'s test data: the sample submission's ids, order and columns, validated as `make
     submit` validates (the messages name ``out``). Returns a DataFrame; writes nothing.
 

@@ -36,13 +36,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from compkit import console, executors, tasks
+from compkit import console, executors, fitting, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
 from compkit.data import load_labels
 from compkit.devices import Scheduler, augment_where, describe, slots
 from compkit.errors import CompkitError
-from compkit import fitting
 from compkit.fitting import fit, fold_data
 from compkit.foldfiles import check_folds
 from compkit.io import atomic_path, claim, release
