@@ -18,6 +18,7 @@ EXECUTOR ?=
 VARIANTS ?=
 FROM_ZIP ?=
 FILE ?=
+OUT ?=
 VENV ?= .venv
 # One W&B group per make invocation: `make folds train ensemble submit` is one experiment.
 GROUP ?= $(shell date -u +%Y%m%dT%H%M%SZ)
@@ -28,7 +29,7 @@ ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DA
        $(foreach s,$(SET),--set $(s))
 
 .PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test test-fast docs clean bench bench-memory \
-        bench-throughput bench-input bench-pipeline bench-ablation upload lb-sync adversarial
+        bench-throughput bench-input bench-pipeline bench-ablation upload lb-sync adversarial predict package rehearse
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -41,6 +42,9 @@ help:
 	@echo "make check                 validate the config against the data; print rows, classes, shape, layout"
 	@echo "make folds train ensemble submit COMPETITION=... DATA_DIR=... PRESET=... BACKBONES=... DEVICES=0,1"
 	@echo "make all                   data (when missing), then the four stages in order"
+	@echo "make predict DATA_DIR=d    the ensemble on d's test data -> submission.csv (OUT=file), as the bundle predicts"
+	@echo "make package               bundle/<competition>/: the ensemble as an offline inference bundle + Kaggle kernel metadata"
+	@echo "make rehearse              the bundle offline in a fresh process on the test set resampled to the hidden size: images/s, projected time vs the limit"
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
 	@echo "make train EXECUTOR=ray    folds (and \`make tune\` trials) as Ray tasks on \$$RAY_ADDRESS's cluster, else a local one (pip install -e '.[ray]')"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
@@ -71,7 +75,7 @@ setup:
 
 comma := ,
 
-env check folds ensemble all tune-status report pseudo lb-sync adversarial:
+env check folds ensemble all tune-status report pseudo lb-sync adversarial package rehearse:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 data:
@@ -85,6 +89,9 @@ train:
 
 tune:
 	$(PYTHON) -m compkit tune $(ARGS) $(if $(TRIALS),--trials $(TRIALS)) $(if $(WORKER),--worker $(WORKER))
+
+predict:
+	$(PYTHON) -m compkit predict $(ARGS) $(if $(OUT),--out "$(OUT)")
 
 submit:
 	$(PYTHON) -m compkit submit $(ARGS) $(if $(NAME),--name $(NAME))

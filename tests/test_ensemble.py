@@ -161,7 +161,10 @@ def test_stacked_oof_on_random_labels_stays_at_chance_where_an_in_sample_fit_doe
 def test_stacking_off_keeps_ensemble_json_as_before(stacking_runs):
     _, _, _, results = stacking_runs
     blend, _ = results["off"]
-    assert set(blend) == {"backbones", "scores", "blends", "selected", "metric", "task", "post", "cv", "lineage", "files"}
+    assert set(blend) == {"backbones", "scores", "blends", "selected", "metric", "task", "post", "apply", "cv", "lineage", "files"}
+    selected = blend["blends"][blend["selected"]]
+    assert blend["apply"] == {"vote": "hard"} if blend["selected"] == "hard" else \
+        blend["apply"]["weights"] == pytest.approx(list(selected["weights"].values()), abs=1e-6)  # the weights, unrounded
     assert sorted(blend["blends"]) == sorted(BLENDS) == ["caruana", "equal", "fitted", "hard"]
     assert all(set(spec) == {"accuracy", "macro_f1", "log_loss", "weights"} for spec in blend["blends"].values())
     assert blend["selected"] == best("accuracy", {n: blend["blends"][n]["accuracy"] for n in BLENDS})  # ties: BLENDS order

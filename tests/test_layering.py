@@ -21,7 +21,7 @@ SRC = REPO / "src" / "compkit"
 
 CONFIG = {"errors", "redact", "metrics", "registry", "hyper", "schema", "checks", "config"}
 STAGES = {"folds", "check", "train", "tune", "ensemble", "pseudo", "submit", "adversarial", "platform", "clean", "report",
-          "cli", "__main__"}
+          "predict", "package", "rehearse", "entry", "cli", "__main__"}
 TIERS = {"config": 0, "layers": 1, "stages": 2}
 
 # stage -> stage imports that stand, each for a reason
@@ -29,6 +29,9 @@ STAGE_EDGES = {
     ("check", "folds"): "`make check` runs the input checks of `make folds` without writing",
     ("platform", "check"): "an imported competition is checked as `make check` does",
     ("report.page", "adversarial"): "the report draws adversarial validation's section",
+    ("predict", "submit"): "a predicted submission is ordered and validated as `make submit`'s",
+    ("package", "predict"): "the bundle holds what `compkit predict` reads, in its format",
+    ("entry", "predict"): "the bundle's predict.py runs `compkit predict` on the bundle",
     ("cli", "*"): "the CLI runs every stage",
     ("__main__", "cli"): "python -m compkit is the CLI",
 }

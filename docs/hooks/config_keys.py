@@ -15,7 +15,7 @@ MARK = "<!-- config-keys -->"
 # (TOML table, model); Train's inherited Hyper keys come first, augment is its own table
 SECTIONS = [("competition", "Competition"), ("folds", "Folds"), ("train", "Train"), ("train.augment", "Augment"),
             ("tune", "Tune"), ("ensemble", "Ensemble"), ("pseudo", "Pseudo"), ("adversarial", "Adversarial"),
-            ("ray", "Ray"), ("tracking", "Tracking")]
+            ("ray", "Ray"), ("tracking", "Tracking"), ("bundle", "Bundle")]
 
 
 def _cell(text: str) -> str:

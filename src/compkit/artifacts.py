@@ -11,6 +11,7 @@ Stages ask a :class:`Layout` for their inputs and outputs, never each other. Und
     runs/<c>/cache/                    <split>-<key>.npy: decoded pixels, read as a memory map, and <split>-<key>.json
     runs/<c>/ensemble/                 oof.csv, holdout.csv, test.csv and ensemble.json, their record (make ensemble)
     submissions/<c>/<time>_<name>.csv  a submission; leaderboard.csv holds a row per submission (make submit)
+    bundle/<c>/                        the selected blend's offline inference bundle (make package)
 
 Every reader checks what it reads against the record that made it, and fails with one line naming
 the file and the fix: folds.csv and holdout.csv against folds.json (a pair from two runs of `make
@@ -34,8 +35,6 @@ import itertools
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +47,7 @@ from compkit.config import Config, Paths
 from compkit.data import DataError, Images, load_test, load_train
 from compkit.errors import CompkitError, shown
 from compkit.foldfiles import check_fold_values, check_usage_values, read_fold_file
-from compkit.io import held, is_held, proba_frame, read_id_csv, read_json, read_proba, write_csv, write_json
+from compkit.io import held, is_held, proba_frame, read_id_csv, read_json, read_proba, replace_folder, write_csv, write_json
 from compkit.lineage import FOLDS_CSV, FOLDS_RECORD, HOLDOUT_CSV, PSEUDO_CSV, clean_hint, digest, folds_digest, ids_digest
 from compkit.records import RecordedFiles, digests, sha256_bytes, sha256_file
 from compkit.tasks import Task
@@ -393,25 +392,9 @@ class Layout:
         """Commit a new ensemble set as a whole: ``probas`` (``name -> ((N,) ids, (N, K) probabilities)``) and
         ensemble.json (``record`` plus ``files``, the sha256 of each CSV) go into a fresh folder beside
         ``ensemble/``, which then replaces it by two renames."""
-        comp, parent = self.config.competition, self.paths.runs
+        comp = self.config.competition
         files = {name: csv_bytes(proba_frame(comp.id_key, ids, p, self.task.columns)) for name, (ids, p) in probas.items()}
-        parent.mkdir(parents=True, exist_ok=True)
-        for left in parent.glob(".ensemble-*"):  # a killed run's folders
-            shutil.rmtree(left, ignore_errors=True)
-        new = Path(tempfile.mkdtemp(dir=parent, prefix=".ensemble-new-"))
-        old = parent / f".ensemble-old-{new.name.rsplit('-', 1)[-1]}"
-        try:
-            os.chmod(new, 0o755)  # mkdtemp makes 0700
-            RecordedFiles(new, self.ensemble_record.name).write(files, record)
-            if self.ensemble_dir.exists():
-                os.replace(self.ensemble_dir, old)
-            os.replace(new, self.ensemble_dir)
-        except BaseException:
-            shutil.rmtree(new, ignore_errors=True)
-            if old.exists() and not self.ensemble_dir.exists():  # interrupted between the renames: the old set back
-                os.replace(old, self.ensemble_dir)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(self.ensemble_dir, lambda new: RecordedFiles(new, self.ensemble_record.name).write(files, record))
 
     def read_ensemble(self) -> dict:
         """ensemble.json, checked against the current fold files and fold records and against its files' digests.
@@ -452,6 +435,11 @@ class Layout:
         if self._ensemble_files.problem(record, name):
             raise CompkitError(f"{path}: missing or differs from its digest in ensemble.json; {again}")
         return read_proba(path, comp.id_key, self.task.columns)
+
+    @property
+    def bundle_dir(self) -> Path:
+        """``bundle/<c>/``: the offline inference bundle (`make package`, package.py)."""
+        return self.paths.root / "bundle" / self.config.competition.name
 
     # -------------------------------------------------------------------------------------- submissions
 

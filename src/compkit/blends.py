@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import expit, softmax
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
@@ -155,11 +156,21 @@ def stacked_oof(probas: np.ndarray, labels: np.ndarray, fold: np.ndarray, c: flo
     return _all_classes(proba, np.unique(labels), probas.shape[2])
 
 
-def fit_meta_model(probas: np.ndarray, labels: np.ndarray, c: float) -> Callable[[np.ndarray], np.ndarray]:
-    """The meta-model refitted on all N OOF rows ((M, N, K) ``probas``, (N,) int ``labels``), as a function
-    from (M, N', K) probabilities (the backbones' fold-mean holdout or test predictions) to (N', K) float64."""
+def fit_meta_model(probas: np.ndarray, labels: np.ndarray, c: float) -> dict:
+    """The meta-model refitted on all N OOF rows ((M, N, K) ``probas``, (N,) int ``labels``), as reviewable data for
+    ensemble.json (no pickle): ``coef`` (K', M*K) (K' = 1 for two classes, else the classes present), ``intercept``
+    (K',) and ``classes`` (K',) or (2,), the int class indices its columns stand for; :func:`meta_model_proba` applies it."""
     model = meta_model(c).fit(meta_features(probas), labels)
-    return lambda new: _all_classes(model.predict_proba(meta_features(new)), model.classes_, probas.shape[2])
+    return {"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "classes": model.classes_.tolist()}
+
+
+def meta_model_proba(meta: dict, probas: np.ndarray) -> np.ndarray:
+    """The fitted meta-model ``meta`` (:func:`fit_meta_model`) on (M, N', K) probabilities (the backbones' fold-mean
+    holdout or test predictions): (N', K) float64, as sklearn's ``predict_proba`` computes it (softmax of the
+    decision function, or its sigmoid for two classes); classes it never saw get 0."""
+    z = meta_features(probas) @ np.asarray(meta["coef"]).T + np.asarray(meta["intercept"])
+    proba = np.hstack([1 - expit(z), expit(z)]) if z.shape[1] == 1 else softmax(z, axis=1)
+    return _all_classes(proba, np.asarray(meta["classes"]), probas.shape[2])
 
 
 def ridge_oof(preds: np.ndarray, values: np.ndarray, fold: np.ndarray, c: float) -> np.ndarray:
@@ -168,10 +179,16 @@ def ridge_oof(preds: np.ndarray, values: np.ndarray, fold: np.ndarray, c: float)
     return cross_val_predict(Ridge(alpha=1 / c), meta_features(preds), values, cv=PredefinedSplit(fold))[:, None]
 
 
-def fit_ridge(preds: np.ndarray, values: np.ndarray, c: float) -> Callable[[np.ndarray], np.ndarray]:
-    """The ridge meta-model refitted on all OOF rows, as a function from (M, N', 1) predictions to (N', 1) float64."""
+def fit_ridge(preds: np.ndarray, values: np.ndarray, c: float) -> dict:
+    """The ridge meta-model refitted on all OOF rows ((M, N, 1) ``preds``, (N,) ``values``), as data for ensemble.json:
+    ``coef`` (M,) and ``intercept`` (a float); :func:`ridge_predict` applies it."""
     model = Ridge(alpha=1 / c).fit(meta_features(preds), values)
-    return lambda new: model.predict(meta_features(new))[:, None]
+    return {"coef": model.coef_.tolist(), "intercept": float(model.intercept_)}
+
+
+def ridge_predict(meta: dict, preds: np.ndarray) -> np.ndarray:
+    """The fitted ridge ``meta`` (:func:`fit_ridge`) on (M, N', 1) predictions: (N', 1) float64."""
+    return (meta_features(preds) @ np.asarray(meta["coef"]) + meta["intercept"])[:, None]
 
 
 def equal_weights(probas: np.ndarray, labels: np.ndarray) -> np.ndarray:

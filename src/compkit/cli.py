@@ -1,7 +1,9 @@
 """Command line: ``python -m compkit <stage> --competition NAME --preset NAME --set key=value ...``.
 
 Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes an HTML report of
-the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows; ``env``
+the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows; ``predict`` applies
+the ensemble to the test data in ``--data-dir``, ``package`` writes it as an offline bundle and ``rehearse`` times that
+bundle offline at the hidden test set's size (code competitions); ``env``
 prints the versions, devices and CPU features, and the preset and precision ``all`` would use. The Makefile
 targets call this. A :class:`CompkitError` ends the run with its one-line message (URL passwords masked) and
 exit status 2, and so does a file that cannot be written (permission, read-only, full disk, file-size limit: the path and
@@ -38,6 +40,9 @@ EXTRA = {
     "lb-sync": ("platform", "lb_sync"),
     "adversarial": ("adversarial", "run"),
     "env": ("devices", "env"),
+    "predict": ("predict", "run"),
+    "package": ("package", "run"),
+    "rehearse": ("rehearse", "run"),
 }
 
 
@@ -70,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true", help="train: deterministic ops (same seed, same predictions; slower on GPU)")
     p.add_argument("--from-zip", type=Path, default=None, help="data: unpack and check this zip of the competition's files")
     p.add_argument("--file", default=None, help="upload: this submission file instead of the latest")
+    p.add_argument("--out", type=Path, default=None, help="predict: the submission to write (default: submission.csv)")
     p.add_argument("--no-tuned", action="store_true", help="train: ignore the best parameters exported by `make tune`")
     return p
 
@@ -165,5 +171,7 @@ def run_stage(stage: str, config, paths: Paths, args: argparse.Namespace) -> Non
         run(config, paths, args.from_zip)
     elif stage == "upload":
         run(config, paths, args.file)
+    elif stage == "predict":
+        run(config, paths, args.out)
     else:
         run(config, paths)

@@ -9,7 +9,8 @@ folds from one config: stale or mixed fold artefacts are refused. Every blend is
 over the competition's folds (``folds.csv``): a fitted blend (weights, Caruana, stacked) is fitted on
 the other folds' OOF rows for each fold's, and refitted on all OOF rows for holdout and test. Writes ``runs/<competition>/ensemble/``:
 ``ensemble.json`` (per-backbone and per-blend scores, each decided by post-processing cross-fitted over the folds,
-weights, the selected blend, ``post``: its post-processing refitted on all OOF rows (a binary threshold, ordinal cut
+weights, the selected blend, ``apply``: it refitted on all OOF rows as data (weights, the hard vote, or the stacked
+meta-model's coefficients; :meth:`compkit.tasks.Task.apply_blend`), ``post``: its post-processing refitted on all OOF rows (a binary threshold, ordinal cut
 points; {} for none), and its lineage:
 the fold-file digest, a digest per backbone of its folds' lineages, and the digest and count of the
 OOF ids the weights were fitted on; the stacked blend, having no weight per backbone, has no ``weights``;
@@ -27,7 +28,7 @@ import pandas as pd
 
 from compkit import console, tasks
 from compkit.artifacts import Layout
-from compkit.blends import caruana_weights, cross_fitted_oof, equal_weights, soft_vote
+from compkit.blends import caruana_weights, cross_fitted_oof, equal_weights
 from compkit.config import Config, Ensemble, Paths
 from compkit.data import has_test, load_labels
 from compkit.errors import CompkitError, shown
@@ -67,7 +68,8 @@ def blend_all(task: Task, oof: np.ndarray, labels: np.ndarray, fold: np.ndarray,
     of (M, N, D) OOF predictions with (N,) truth and (N,) folds.
 
     Returns:
-        ``combine``: name -> the blend refitted on all OOF rows, a function (M, N', D) -> (N', D);
+        ``applied``: name -> the blend refitted on all OOF rows, as data for :meth:`compkit.tasks.Task.apply_blend`
+        (``{"weights": [...]}``, ``{"vote": "hard"}`` or ``{"meta": ...}``; ensemble.json's ``apply``);
         ``oof_blend``: name -> (N, D) out-of-fold blend (fitted on the other folds, see blends.py);
         ``weights``: name -> (M,) weights refitted on all rows, for the weighted blends and ``hard`` (equal).
     """
@@ -75,13 +77,14 @@ def blend_all(task: Task, oof: np.ndarray, labels: np.ndarray, fold: np.ndarray,
             "caruana": partial(caruana_weights, key=task.caruana_key, iterations=spec.caruana_iterations)}
     weights = {name: fit(oof, labels) for name, fit in fits.items()}
     oof_blend = {name: cross_fitted_oof(fit, oof, labels, fold) for name, fit in fits.items()}
-    combine = {name: partial(soft_vote, weights=weights[name]) for name in fits}
+    applied = {name: {"weights": weights[name].tolist()} for name in fits}
     if "hard" in task.blend_names:
-        weights["hard"], oof_blend["hard"], combine["hard"] = weights["equal"], task.hard_vote(oof), task.hard_vote
+        weights["hard"], oof_blend["hard"], applied["hard"] = weights["equal"], task.hard_vote(oof), {"vote": "hard"}
     if spec.stacking:
-        oof_blend["stacked"], combine["stacked"] = task.stack(oof, labels, fold, spec.stacking_c)
+        oof_blend["stacked"], meta = task.stack(oof, labels, fold, spec.stacking_c)
+        applied["stacked"] = {"meta": meta}
     order = [*task.blend_names, *(["stacked"] if spec.stacking else [])]
-    return {n: combine[n] for n in order}, {n: oof_blend[n] for n in order}, weights
+    return {n: applied[n] for n in order}, {n: oof_blend[n] for n in order}, weights
 
 
 def scored(task: Task, truth: np.ndarray, pred: np.ndarray, fold: np.ndarray) -> dict[str, float]:
@@ -102,7 +105,7 @@ def run(config: Config, paths: Paths) -> None:
     fold = oof_folds(config, paths, oof_ids)
 
     scores = {b: scored(task, labels, p, fold) for b, p in zip(backbones, oof)}
-    combine, oof_blend, weights = blend_all(task, oof, labels, fold, spec)
+    applied, oof_blend, weights = blend_all(task, oof, labels, fold, spec)
     blends = {name: scored(task, labels, pred, fold) for name, pred in oof_blend.items()}
     for name in weights:
         blends[name]["weights"] = dict(zip(backbones, weights[name].round(6).tolist()))
@@ -118,10 +121,10 @@ def run(config: Config, paths: Paths) -> None:
         sets["test.csv"] = _stack([layout.load_fold_mean(b, "test.csv") for b in backbones], "test")
     layout.write_ensemble(
         {"backbones": backbones, "scores": scores, "blends": blends, "selected": selected, "metric": metric.name,
-         "task": task.kind, "post": post, "cv": blends[selected][metric.name],
+         "task": task.kind, "post": post, "apply": applied[selected], "cv": blends[selected][metric.name],
          "lineage": {"folds": folds_digest(paths), "inputs": inputs, "fit_ids": ids_digest(oof_ids), "n_fit": len(oof_ids)}},
         {"oof.csv": (oof_ids, oof_blend[selected]),
-         **{name: (ids, combine[selected](probas)) for name, (ids, probas) in sets.items()}},
+         **{name: (ids, task.apply_blend(applied[selected], probas)) for name, (ids, probas) in sets.items()}},
     )
 
     rows = [{"model": b, "kind": "backbone", **scores[b]} for b in backbones]

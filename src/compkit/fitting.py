@@ -121,6 +121,22 @@ def stream(split: Images, rows: np.ndarray, hyper: Hyper, targets: np.ndarray | 
     return bounded(ds.prefetch(tf.data.AUTOTUNE), hyper)
 
 
+def model_seed(config: Config, fold: int, seed: int = 0) -> int:
+    """The random seed of fold ``fold``'s model number ``seed`` (of ``train.seeds``): its initialisation, data order
+    and TTA views: ``train.seed + fold + 1000 * seed``."""
+    return config.train.seed + fold + 1000 * seed
+
+
+def predict_rows(model, split: Images, rows: np.ndarray, hyper: Hyper, seed: int, task: tasks.Task, where: str) -> np.ndarray:
+    """``model``'s (n, D) predictions (``task.from_model``) of ``rows`` of ``split``: the mean over ``hyper.tta`` views
+    (:func:`compkit.augment.predict_tta`, views drawn from ``seed``, augmentation ``where``: ``"pipeline"`` or
+    ``"device"``), streamed in ``hyper.batch_size`` batches (:func:`stream`). `make train` writes a fold's OOF,
+    holdout and test predictions with it, `compkit predict` a fold model's test predictions: the same views."""
+    from compkit.augment import predict_tta
+
+    return task.from_model(predict_tta(model, stream(split, rows, hyper), hyper.augment, hyper.tta, seed, where=where))
+
+
 def bounded(ds, hyper: Hyper):
     """``ds`` with tf.data's autotuning held to ``hyper.pipeline_ram_mb`` MiB of buffers (``AutotuneOptions.ram_budget``;
     TF's default: half the machine's RAM) and parallel maps starting from one call in flight (``initial_parallelism``,

@@ -7,11 +7,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,31 @@ def clear_dead(folder: Path, pattern: str) -> None:
                     left.unlink(missing_ok=True)
         except (BlockingIOError, FileNotFoundError, IsADirectoryError):  # a live writer's, gone meanwhile, or a folder
             continue
+
+
+def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
+    """Commit a folder as a whole: ``fill(new)`` writes it into a fresh folder beside ``target``, which then replaces
+    ``target`` by two renames, so a kill leaves the old folder or the new one (between the renames, none: rerun).
+    A failure in ``fill`` deletes the new folder and leaves ``target`` as it was; a killed run's leftovers
+    (``.<name>-new-*``, ``.<name>-old-*``) are deleted first."""
+    parent, name = target.parent, target.name
+    parent.mkdir(parents=True, exist_ok=True)
+    for left in parent.glob(f".{name}-*"):
+        shutil.rmtree(left, ignore_errors=True)
+    new = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}-new-"))
+    old = parent / f".{name}-old-{new.name.rsplit('-', 1)[-1]}"
+    try:
+        os.chmod(new, 0o755)  # mkdtemp makes 0700
+        fill(new)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(new, target)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        if old.exists() and not target.exists():  # interrupted between the renames: the old folder back
+            os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

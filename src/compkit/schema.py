@@ -1,5 +1,5 @@
 """The configuration's tables as pydantic models: the competition, folds, training, tuning, ensembling,
-pseudo-labelling, adversarial validation, Ray, limits and tracking, each key with its default and bounds.
+pseudo-labelling, adversarial validation, Ray, limits, tracking and the inference bundle, each key with its default and bounds.
 
 The hyperparameters of one backbone live in hyper.py; loading and layering the TOML files in config.py; the
 checks across tables in checks.py.
@@ -100,6 +100,8 @@ class Competition(Strict):
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
     slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
     pretrained_allowed: bool = False  # the rules allow pretrained weights (backbones.<name>.weights); DACON: false
+    hidden_test_rows: int | None = Field(None, ge=1)  # a code competition's hidden test set, in rows; None: the local test set's
+    time_limit: float = Field(32400.0, gt=0)  # seconds a code competition's notebook may run (Kaggle's usual 9 hours)
 
     @field_validator("name")
     @classmethod
@@ -325,6 +327,15 @@ class Limits(Strict):
     disk_fraction: float = Field(0.9, gt=0, le=1)  # share of the free disk under runs/ a split's pixel cache may take
 
 
+class Bundle(Strict):
+    """`make package`: the offline inference bundle of a code competition and its Kaggle kernel (see package.py)."""
+
+    owner: str = ""  # Kaggle user name owning the kernel and the bundle's dataset; "": a placeholder to replace before pushing
+    enable_gpu: bool = False  # the kernel runs on a GPU (kernel-metadata.json's enable_gpu)
+    is_private: bool = True  # the kernel and the bundle's dataset stay private
+    rehearse_rows: int | None = Field(None, ge=1)  # `make rehearse` runs on this many rows and projects; None: hidden_test_rows
+
+
 class Tracking(Strict):
     """Weights & Biases naming; the mode comes from WANDB_MODE (see tracking.py)."""
 
@@ -344,6 +355,7 @@ class Config(Strict):
     pseudo: Pseudo = Pseudo()
     adversarial: Adversarial = Adversarial()
     tracking: Tracking = Tracking()
+    bundle: Bundle = Bundle()
     ray: Ray = Ray()
     limits: Limits = Limits()
 

@@ -93,8 +93,13 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: n
             f"{layout.ensemble_dir / 'test.csv'}: its ids are not those of the test set in {paths.data}; "
             "rerun `make train ensemble` on this test set"
         )
-    proba = proba[pd.Series(np.arange(len(ids)), index=ids).loc[sample[id_column]].to_numpy()]
-    return sample[id_column].to_numpy(), proba, sample
+    return sample[id_column].to_numpy(), in_sample_order(sample, id_column, ids, proba), sample
+
+
+def in_sample_order(sample: pd.DataFrame, id_column: str, ids: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(N, D) predictions ``pred`` of (N,) ``ids`` in the order of the sample submission's ``id_column`` (the same ids,
+    checked before: :func:`compkit.data.check_sample_ids`)."""
+    return pred[pd.Series(np.arange(len(ids)), index=ids).loc[sample[id_column]].to_numpy()]
 
 
 def _rows(submitted: Submitted, rows: np.ndarray) -> Submitted:

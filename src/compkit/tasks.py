@@ -302,12 +302,25 @@ class Task:
         """(N, D) majority vote of (M, N, D) predictions (:func:`compkit.blends.hard_vote` on the class probabilities)."""
         return self.from_class_proba(blends.hard_vote(self._class_probas(preds)))
 
-    def stack(self, preds: np.ndarray, truth: np.ndarray, fold: np.ndarray, c: float):
+    def stack(self, preds: np.ndarray, truth: np.ndarray, fold: np.ndarray, c: float) -> tuple[np.ndarray, dict]:
         """The stacked blend of (M, N, D) OOF predictions: its (N, D) out-of-fold predictions and the meta-model refitted
-        on all rows (a function (M, N', D) -> (N', D)); logistic regression on the class probabilities, C = ``c``."""
-        fitted = blends.fit_meta_model(self._class_probas(preds), truth, c)
+        on all rows, as data (:meth:`apply_stack` applies it); logistic regression on the class probabilities, C = ``c``."""
         oof = blends.stacked_oof(self._class_probas(preds), truth, fold, c)
-        return self.from_class_proba(oof), lambda new: self.from_class_proba(fitted(self._class_probas(new)))
+        return self.from_class_proba(oof), blends.fit_meta_model(self._class_probas(preds), truth, c)
+
+    def apply_stack(self, meta: dict, preds: np.ndarray) -> np.ndarray:
+        """(N, D) predictions of the fitted meta-model ``meta`` (:meth:`stack`) from (M, N, D) predictions."""
+        return self.from_class_proba(blends.meta_model_proba(meta, self._class_probas(preds)))
+
+    def apply_blend(self, blend: dict, preds: np.ndarray) -> np.ndarray:
+        """The blend ``blend`` (ensemble.json's ``apply``: ``{"weights": (M,)}`` soft vote, ``{"vote": "hard"}`` or
+        ``{"meta": ...}`` the stacked meta-model) of (M, N, D) predictions in ensemble.json's backbone order: (N, D)
+        float64. `make ensemble` writes holdout.csv and test.csv with it, `compkit predict` a submission."""
+        if "weights" in blend:
+            return blends.soft_vote(preds, np.asarray(blend["weights"], dtype=np.float64))
+        if blend.get("vote") == "hard":
+            return self.hard_vote(preds)
+        return self.apply_stack(blend["meta"], preds)
 
     tiebreak = "log_loss"  # Caruana's second key: ties in the metric (frequent for accuracy) go to the lower one
 
@@ -576,6 +589,9 @@ class Regression(Task):
         """A ridge meta-model (alpha = 1 / ``c``) on the backbones' predictions."""
         values = np.asarray(truth, dtype=np.float64)
         return blends.ridge_oof(preds, values, fold, c), blends.fit_ridge(preds, values, c)
+
+    def apply_stack(self, meta, preds):
+        return blends.ridge_predict(meta, preds)
 
     def decide(self, pred, post=None):
         values = pred[:, 0].astype(np.float64)

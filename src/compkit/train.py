@@ -36,14 +36,13 @@ import time
 import numpy as np
 import pandas as pd
 
-from compkit import console, executors, tasks
+from compkit import console, executors, fitting, tasks
 from compkit.artifacts import Layout
-from compkit.augment import predict_tta
 from compkit.config import Config, Hyper, Paths
 from compkit.data import load_labels
 from compkit.devices import Scheduler, augment_where, describe, slots
 from compkit.errors import CompkitError
-from compkit.fitting import fit, fold_data, stream
+from compkit.fitting import fit, fold_data
 from compkit.foldfiles import check_folds
 from compkit.io import atomic_path, claim, release
 from compkit.lineage import clean_hint, config_changes, config_digest, folds_digest, ids_digest, resolved_config, stale_reason
@@ -74,7 +73,6 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
     task = tasks.for_config(config)
     hyper = tuned_hyper(config, paths, backbone)
     start, started = time.perf_counter(), time.time()
-    seed = config.train.seed + fold
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     lineage = {"config": config_digest(config, hyper), "folds": folds_digest(paths)}
@@ -88,20 +86,18 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
         if data.test is not None:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
         probas = {name: np.zeros((len(rows), task.width), np.float32) for name, (_, rows) in sets.items()}
-        inputs = {name: stream(split, rows, hyper) for name, (split, rows) in sets.items()}  # read per batch
         histories, augment_at = [], augment_where(config.train.augment_on, hyper.augment)
         for s in range(seeds):  # seed averaging: each model's probabilities weigh 1 / seeds
-            model_seed = seed + 1000 * s
+            model_seed = fitting.model_seed(config, fold, s)
             keras.utils.set_random_seed(model_seed)
             model, hist = fit(config, hyper, backbone, data, model_seed,
                               label if seeds == 1 else f"{label[:-1]} seed {s + 1}/{seeds}]", tracker.keras_callback())
             with atomic_path(layout.model_path(backbone, fold, s)) as tmp:
                 model.save(tmp)
             histories.append(hist.assign(seed=s))
-            for name, (_, rows) in sets.items():
+            for name, (split, rows) in sets.items():
                 if len(rows):  # no holdout when the competition ships its test labels
-                    raw = predict_tta(model, inputs[name], hyper.augment, hyper.tta, model_seed, where=augment_at)
-                    probas[name] += task.from_model(raw) / seeds
+                    probas[name] += fitting.predict_rows(model, split, rows, hyper, model_seed, task, augment_at) / seeds
         hist = pd.concat(histories, ignore_index=True)
         scores = task.score_table(train.labels[data.val], probas["oof.csv"])
         result = {
