@@ -91,6 +91,9 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     return root
 
 
+SMOKE_FOLDS = 3  # the shared smoke run's folds: 6 fold processes for its two backbones, not DACON's 10
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
     """One smoke run on the real DACON data, shared by the pipeline and tracking tests.
@@ -102,7 +105,7 @@ def smoke_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
 
     def argv(root: Path) -> list[str]:
         return ["--competition", "dacon-cv-2020", "--preset", "smoke", "--data-dir", str(dacon_dir), "--root", str(root),
-                "--config-dir", str(REPO / "configs")]
+                "--config-dir", str(REPO / "configs"), "--set", f"folds.n_splits={SMOKE_FOLDS}"]
 
     def build(root: Path) -> None:
         assert main(["folds", *argv(root)]) == 0

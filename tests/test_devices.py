@@ -140,15 +140,15 @@ def test_env_names_versions_cpu_flags_and_a_driver_without_cuda(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_preset_end_to_end_in_smoke_size_under_mixed_float16(tmp_path, dacon_dir):
-    """`make all PRESET=gpu` with tiny rows and epochs, cnn_small and efficientnetb0 at its minimum 32 px."""
+    """`make all PRESET=gpu` with tiny rows and epochs, cnn_small and resnet_small at the preset's input sizes (every
+    backbone at its minimum size under mixed_float16: test_precision.py)."""
     (tmp_path / "configs").symlink_to(REPO / "configs")
-    sets = ["folds.n_splits=2", "folds.max_rows=160", "train.epochs=1", "train.batch_size=32", "train.precision=mixed_float16",
-            "backbones.efficientnetb0.input_size=32"]
+    sets = ["folds.n_splits=2", "folds.max_rows=160", "train.epochs=1", "train.batch_size=32", "train.precision=mixed_float16"]
     run = subprocess.run(["make", "-f", str(REPO / "Makefile"), "all", f"PYTHON={sys.executable}", "COMPETITION=dacon-cv-2020",
-                          "PRESET=gpu", f"DATA_DIR={dacon_dir}", "BACKBONES=cnn_small efficientnetb0", f"SET={' '.join(sets)}"],
+                          "PRESET=gpu", f"DATA_DIR={dacon_dir}", "BACKBONES=cnn_small resnet_small", f"SET={' '.join(sets)}"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
-    for backbone, size in (("cnn_small", 28), ("efficientnetb0", 32)):
+    for backbone, size in (("cnn_small", 28), ("resnet_small", 56)):
         folds = _folds(tmp_path, backbone)
         assert len(folds) == 2 and all(f["compute"]["precision"] == "mixed_float16" for f in folds)
         assert all(f["hyper"]["input_size"] == size for f in folds)

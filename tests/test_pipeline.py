@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from compkit.blends import cross_fitted_oof, fit_weights
 from compkit.cli import main
-from conftest import one_line_error
+from conftest import SMOKE_FOLDS, one_line_error
 
 # One xdist worker runs every test of the smoke run, so the other never waits for its build.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
@@ -35,7 +35,7 @@ def test_every_fold_predicts_exactly_its_own_ids(run):
     folds = pd.read_csv(root / "folds/dacon-cv-2020/folds.csv")
     holdout = pd.read_csv(root / "folds/dacon-cv-2020/holdout.csv")
     for backbone in BACKBONES:
-        for k in range(5):
+        for k in range(SMOKE_FOLDS):
             out = root / f"runs/dacon-cv-2020/{backbone}/fold{k}"
             assert {p.name for p in out.iterdir()} == {"model.keras", "history.csv", "oof.csv", "holdout.csv", "fold.json"}
             oof = pd.read_csv(out / "oof.csv")
@@ -50,7 +50,7 @@ def test_ensemble_scores_match_the_oof_files(run, dacon_dir):
     report = json.loads((root / "runs/dacon-cv-2020/ensemble/ensemble.json").read_text())
     truth = _labels(dacon_dir)
     for backbone in BACKBONES:
-        oof = pd.concat(pd.read_csv(root / f"runs/dacon-cv-2020/{backbone}/fold{k}/oof.csv") for k in range(5))
+        oof = pd.concat(pd.read_csv(root / f"runs/dacon-cv-2020/{backbone}/fold{k}/oof.csv") for k in range(SMOKE_FOLDS))
         proba = oof.filter(like="p_").to_numpy()
         proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 within ~1e-7
         y = truth.loc[oof["id"]].to_numpy()
@@ -60,7 +60,7 @@ def test_ensemble_scores_match_the_oof_files(run, dacon_dir):
     assert set(blends) == {"equal", "fitted", "hard", "caruana"}
     assert sum(blends["fitted"]["weights"].values()) == pytest.approx(1, abs=1e-5)
     # the fitted blend is scored out of fold: weights fitted on the other folds' OOF rows (folds.csv)
-    oofs = [pd.concat(pd.read_csv(root / f"runs/dacon-cv-2020/{b}/fold{k}/oof.csv") for k in range(5)).sort_values("id") for b in BACKBONES]
+    oofs = [pd.concat(pd.read_csv(root / f"runs/dacon-cv-2020/{b}/fold{k}/oof.csv") for k in range(SMOKE_FOLDS)).sort_values("id") for b in BACKBONES]
     ids, probas = oofs[0]["id"].to_numpy(), np.stack([o.filter(like="p_").to_numpy(dtype=np.float64) for o in oofs])
     fold = pd.read_csv(root / "folds/dacon-cv-2020/folds.csv").set_index("id").loc[ids, "fold"].to_numpy()
     y = truth.loc[ids].to_numpy()
@@ -100,7 +100,7 @@ def test_rerun_skips_finished_folds_and_submit_appends(run, capfd, tmp_path):
     done = sorted(root.glob("runs/dacon-cv-2020/*/fold*/fold.json"))
     stamps = [p.stat().st_mtime_ns for p in done]
     assert main(["train", *argv]) == 0
-    assert capfd.readouterr().out.count("done earlier, skipped") == 10
+    assert capfd.readouterr().out.count("done earlier, skipped") == len(BACKBONES) * SMOKE_FOLDS
     assert [p.stat().st_mtime_ns for p in done] == stamps
     assert main(["submit", *argv, "--name", "again"]) == 0
     board = pd.read_csv(root / "submissions/dacon-cv-2020/leaderboard.csv")

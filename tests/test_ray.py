@@ -141,12 +141,12 @@ def test_ray_tune_study_finishes_exactly_n_distinct_trials_on_postgres(cluster, 
     assert main(["folds", *argv]) == 0
     os.environ["OPTUNA_STORAGE"] = url
     try:
-        assert main(["tune", *argv, "--executor", "ray", "--trials", "4", "--set", "tune.pruner='none'"]) == 0
+        assert main(["tune", *argv, "--executor", "ray", "--trials", "2", "--set", "tune.pruner='none'"]) == 0
     finally:
         del os.environ["OPTUNA_STORAGE"]
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
-    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4  # no trial run twice
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 2  # no trial run twice
     spans = sorted((t.user_attrs["compute"]["started"], t.user_attrs["compute"]["finished"]) for t in trials)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "no two trials ran at once: not 2 parallel tasks"
     assert (tmp_path / "runs/dacon-cv-2020/best/cnn_small.json").is_file()

@@ -26,6 +26,9 @@ from compkit.report import (bootstrap_interval, flip_probability, fold_spread, m
 from conftest import one_line_error, read_oof
 
 BACKBONES = ["cnn_small", "resnet_small"]
+# One xdist worker runs this module: the module's smoke run (`run`) is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("report")
+
 COMP = "dacon-cv-2020"
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from compkit.cli import main
 from compkit.tracking import read_run
+from conftest import SMOKE_FOLDS
 
 # One xdist worker runs every test of the smoke run, so the other never waits for its build.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
@@ -27,7 +28,7 @@ def _of(runs, job_type):
 def test_every_stage_has_its_runs_in_one_group(runs):
     names = {r["job_type"]: sorted(x["name"] for x in _of(runs, r["job_type"])) for r in runs}
     assert names["tune"] == ["cnn_small-trial0", "cnn_small-trial1"]
-    assert names["train"] == sorted(f"{b}-fold{k}" for b in ("cnn_small", "resnet_small") for k in range(5))
+    assert names["train"] == sorted(f"{b}-fold{k}" for b in ("cnn_small", "resnet_small") for k in range(SMOKE_FOLDS))
     assert names["ensemble"] == ["ensemble"]
     assert _of(runs, "submit") and all(r["name"] == "submit-" + r["summary"]["name"] for r in _of(runs, "submit"))
     assert len({r["group"] for r in _of(runs, "train") + _of(runs, "ensemble") + _of(runs, "submit")}) == 1

@@ -21,7 +21,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--set", "folds.n_splits=2", "--set", "train.epochs=1", "--set", "train.process_per_fold=false"]
+FAST = ["--set", "folds.n_splits=2", "--set", "folds.max_rows=600", "--set", "train.epochs=1", "--set", "train.process_per_fold=false"]
 
 
 def _argv(root, dacon_dir, *extra):

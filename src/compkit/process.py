@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -13,6 +14,8 @@ from typing import Any, Callable
 
 from compkit.errors import CompkitError
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
 
 def _exit_with_parent(parent: int) -> None:
     """Ends this process when its parent dies, so a killed `make train` leaves no orphan training on."""
@@ -21,9 +24,22 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _initialize(initializer: Callable | None, initargs: tuple) -> None:
-    """Ctrl-C reaches the whole process group: the worker ends at once, without a traceback, and the parent
-    reports it; then the caller's own ``initializer``."""
+def _die_with_parent(parent: int) -> None:
+    """On Linux, ask the kernel to SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``): it acts
+    even while the main thread holds the GIL in a long C++ call (TensorFlow's import), where the watcher thread of
+    :func:`_call` cannot run. Elsewhere that thread alone ends it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # it died before the request was made
+        os._exit(1)
+
+
+def _initialize(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    """Ends with ``parent``; Ctrl-C reaches the whole process group: the worker ends at once, without a traceback,
+    and the parent reports it; then the caller's own ``initializer``."""
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))
     if initializer is not None:
         initializer(*initargs)
@@ -41,7 +57,8 @@ def submit_fresh(fn: Callable, *args, initializer: Callable | None = None, inita
     set the environment TensorFlow reads when it is first imported (``CUDA_VISIBLE_DEVICES``, see devices.py).
     """
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_initialize, initargs=(initializer, initargs))
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_initialize,
+                               initargs=(os.getpid(), initializer, initargs))
     return pool.submit(_call, os.getpid(), fn, args), pool
 
 
