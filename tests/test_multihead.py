@@ -211,4 +211,6 @@ def test_multihead_end_to_end_long_submission_scored_by_weighted_macro_recall(tm
         letter = recall_score(truth.loc[rows["id"], "letter"], rows["letter"], average="macro")
         assert board.loc[0, part.lower()] == pytest.approx((2 * digit + letter) / 3, abs=1e-6)
         assert rows["digit"].nunique() > 3 and rows["letter"].nunique() > 3  # the model learnt: not one label per head
+    assert main(["report", *argv]) == 0  # the compact report: each head's per-class recall, per model
+    assert {"oof_blend.png", "oof_cnn_small.png"} <= {p.name for p in (tmp_path / "runs/digit-letter/report").glob("*.png")}
     print(f"multihead smoke: CV {board.loc[0, 'cv']:.4f} public {board.loc[0, 'public']:.4f} private {board.loc[0, 'private']:.4f}")
