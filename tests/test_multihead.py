@@ -188,7 +188,8 @@ def long_to_wide(path: Path) -> pd.DataFrame:
 @pytest.mark.slow
 def test_multihead_end_to_end_long_submission_scored_by_weighted_macro_recall(tmp_path, dacon_rows):
     """DACON's digit (weight 2) and letter (weight 1) from one model: the long submission has a row <id>_<head> for
-    every holdout id and head, and the leaderboard's public / private are sklearn's macro recalls, weighted 2:1."""
+    every holdout id and head, the leaderboard's public / private are sklearn's macro recalls, weighted 2:1, and
+    `compkit predict` writes the same labels in a test sample's own row order."""
     argv = make_heads(tmp_path, dacon_rows)
     for stage in ("folds", "train", "ensemble", "submit"):
         assert main([stage, *argv, *FAST]) == 0, stage
@@ -211,6 +212,21 @@ def test_multihead_end_to_end_long_submission_scored_by_weighted_macro_recall(tm
         letter = recall_score(truth.loc[rows["id"], "letter"], rows["letter"], average="macro")
         assert board.loc[0, part.lower()] == pytest.approx((2 * digit + letter) / 3, abs=1e-6)
         assert rows["digit"].nunique() > 3 and rows["letter"].nunique() > 3  # the model learnt: not one label per head
+    # `compkit predict` on the holdout images as a test set, its long sample in its own order (images reversed, each
+    # image's letter before its digit, as Bengali's sample orders its heads by name): the sample's rows, the labels
+    # of `make submit`'s file
+    test_dir = tmp_path / "test-data"
+    test_dir.mkdir()
+    dacon_rows[dacon_rows["id"].isin(holdout["id"])].drop(columns=["digit", "letter"]).to_csv(test_dir / "test.csv", index=False)
+    sample = pd.DataFrame({"row_id": [f"{i}_{h}" for i in holdout["id"][::-1] for h in ("letter", "digit")], "target": 0})
+    sample.to_csv(test_dir / "submission.csv", index=False)
+    at = argv.index("--data-dir")
+    out = tmp_path / "predicted.csv"
+    assert main(["predict", *argv[:at], "--data-dir", str(test_dir), *argv[at + 2:], *FAST, "--out", str(out)]) == 0
+    predicted = pd.read_csv(out, dtype=str)
+    assert predicted["row_id"].tolist() == sample["row_id"].tolist()
+    assert predicted.set_index("row_id")["target"].loc[written["row_id"]].tolist() == written["target"].tolist()
+
     assert main(["report", *argv]) == 0  # the compact report: each head's per-class recall, per model
     assert {"oof_blend.png", "oof_cnn_small.png"} <= {p.name for p in (tmp_path / "runs/digit-letter/report").glob("*.png")}
     print(f"multihead smoke: CV {board.loc[0, 'cv']:.4f} public {board.loc[0, 'public']:.4f} private {board.loc[0, 'private']:.4f}")

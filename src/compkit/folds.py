@@ -23,7 +23,7 @@ from compkit.artifacts import Layout
 from compkit.config import Config, ConfigError, Paths
 from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, load_labels, load_sample_submission,
                           load_test_ids)
-from compkit.formats import load_solution, submission_format
+from compkit.formats import load_solution, submission_format, submission_ids
 
 
 def strata(train: Images, config: Config) -> np.ndarray:
@@ -220,7 +220,8 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     test = None if test_ids is None else Images(test_ids, None, None, pd.DataFrame(index=range(len(test_ids))))
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
-        check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
+        fmt = submission_format(paths.data, comp)
+        check_sample_ids(load_sample_submission(paths.data, comp), submission_ids(fmt, test.ids), paths.data, comp)
     if (paths.data / comp.solution_file).is_file():  # its problems surface here, not after a day of training
         load_solution(paths.data, comp, submission_format(paths.data, comp))
     return train, test

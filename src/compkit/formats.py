@@ -166,8 +166,35 @@ def _heads_frame(fmt: SubmissionFormat, ids: np.ndarray, labels: np.ndarray) -> 
     if not fmt.long:
         by_head = dict(zip(fmt.heads, labels.T))
         return pd.DataFrame({fmt.id_column: ids, **{h: by_head[h] for h in fmt.columns[1:]}})
-    row_ids = [f"{i}_{h}" for i in ids for h in fmt.heads]
-    return pd.DataFrame({fmt.id_column: row_ids, fmt.target: labels.reshape(-1)})
+    return pd.DataFrame({fmt.id_column: submission_ids(fmt, ids), fmt.target: labels.reshape(-1)})
+
+
+def submission_ids(fmt: SubmissionFormat, ids: np.ndarray) -> np.ndarray:
+    """The id column of a submission of (N,) image ids: the ids; a long multi-head one's (N * H) ``<id>_<head>``, each
+    image's heads in the task's order."""
+    if not fmt.long:
+        return np.asarray(ids)
+    return np.array([f"{i}_{h}" for i in ids for h in fmt.heads], dtype=object)
+
+
+def image_ids(frame: pd.DataFrame, fmt: SubmissionFormat, source: Path) -> np.ndarray:
+    """(N,) the image ids of a submission's (or sample submission's) id column, in its order, each once (a long
+    multi-head one names each image once per head).
+
+    Raises:
+        DataError: a long row id that ends with no head; names ``source`` and the line.
+    """
+    if not fmt.long:
+        return frame[fmt.id_column].to_numpy()
+    ids, _ = _long_keys(frame, fmt, Path(source))
+    return as_ids(pd.unique(ids))
+
+
+def in_sample_rows(frame: pd.DataFrame, sample: pd.DataFrame, fmt: SubmissionFormat) -> pd.DataFrame:
+    """The submission ``frame`` with its rows in the order of ``sample``'s id column (the same ids, checked before:
+    :func:`compkit.data.check_sample_ids`): a long multi-head sample may order each image's heads its own way."""
+    position = pd.Series(np.arange(len(frame)), index=frame[fmt.id_column].astype(str).to_numpy())
+    return frame.iloc[position.loc[sample[fmt.id_column].astype(str).to_numpy()].to_numpy()].reset_index(drop=True)
 
 
 def _long_keys(frame: pd.DataFrame, fmt: SubmissionFormat, path: Path) -> tuple[np.ndarray, np.ndarray]:
