@@ -10,7 +10,8 @@ columns, or a single column named as the target (``competition.target_column``) 
 
 A multi-head task (:attr:`compkit.tasks.Task.heads`) is submitted wide (an id column, then one column per head
 holding its label, in the sample's order) or long (Bengali.AI's ``row_id,target``: a row per image and head, its id
-``<id>_<head>``, the heads of each image in the config's order); any other two-column header is long.
+``<id>_<head>``, in the sample's row order where there is one to follow (a test set: :func:`in_sample_rows`), else
+each image's heads in the config's order); any other two-column header is long.
 """
 
 from __future__ import annotations
