@@ -117,6 +117,40 @@ def test_heads_outside_a_multihead_task_are_a_config_error():
     assert "targets and metric_weights are a multi-head competition's; task = 'multiclass'" in str(err.value)
 
 
+def test_the_loss_is_the_heads_weighted_log_losses_and_reloads_from_its_config(tmp_path, dacon_rows):
+    """The compiled loss on (B, 36) softmax outputs: 2 x the digit's log loss + the letter's (sklearn's, per head, on
+    the same rows), label smoothing as Keras' own cross-entropy has it; serialised and deserialised by Keras, the same."""
+    import keras
+    from sklearn.metrics import log_loss
+
+    make_heads(tmp_path, dacon_rows.head(8))
+    task = heads_task(tmp_path)
+    rng = np.random.default_rng(1)
+    truth = np.stack([rng.integers(0, 10, 64), rng.integers(0, 26, 64)], axis=1)
+    pred = np.hstack([rng.dirichlet(np.ones(10), 64), rng.dirichlet(np.ones(26), 64)]).astype(np.float32)
+    loss = task.loss(0.0)
+    expected = 2 * log_loss(truth[:, 0], pred[:, :10], labels=range(10)) + log_loss(truth[:, 1], pred[:, 10:], labels=range(26))
+    assert float(loss(task.targets(truth), pred)) == pytest.approx(expected, rel=1e-4)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(task.loss(0.1)))
+    smoothed = 2 * keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(10)[truth[:, 0]], pred[:, :10]) + \
+        keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(26)[truth[:, 1]], pred[:, 10:])
+    assert float(again(task.targets(truth), pred)) == pytest.approx(float(smoothed), rel=1e-4)
+
+
+def test_folds_are_stratified_on_the_first_head_or_the_one_named(tmp_path, dacon_rows, capsys):
+    """StratifiedKFold on a head's class: every class of that head has the same rows in each fold, give or take one."""
+    argv = make_heads(tmp_path, dacon_rows)
+    truth = dacon_rows.set_index("id")
+    for stratify, head in (([], "digit"), (["--set", "folds.stratify=['letter']"], "letter")):
+        assert main(["folds", *argv, *stratify]) == 0
+        folds = pd.read_csv(tmp_path / "folds/digit-letter/folds.csv")
+        counts = pd.crosstab(truth.loc[folds["id"], head].to_numpy(), folds["fold"].to_numpy())
+        assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 1
+    capsys.readouterr()
+    err = one_line_error(capsys, main(["folds", *argv, "--set", "folds.stratify=['letters']"]))
+    assert "folds.stratify: 'letters' is neither the target nor an extra column; use ['digit', 'letter']" in err
+
+
 def test_mixup_and_cutmix_mix_every_heads_labels_by_one_lambda(tmp_path, dacon_rows):
     """On a real batch of the heads' concatenated one-hot targets, each row's digit and letter labels are mixed with
     its partner's by the same weight: MixUp's lambda (on the device, drawn; in the pipeline, Keras' layer) and CutMix's
