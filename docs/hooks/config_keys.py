@@ -13,7 +13,7 @@ from pathlib import Path
 SOURCES = [Path(__file__).resolve().parents[2] / "src" / "compkit" / name for name in ("schema.py", "hyper.py")]
 MARK = "<!-- config-keys -->"
 # (TOML table, model); Train's inherited Hyper keys come first, augment is its own table
-SECTIONS = [("competition", "Competition"), ("folds", "Folds"), ("train", "Train"), ("train.augment", "Augment"),
+SECTIONS = [("competition", "Competition"), ("competition.targets.<head>", "Head"), ("folds", "Folds"), ("train", "Train"), ("train.augment", "Augment"),
             ("tune", "Tune"), ("ensemble", "Ensemble"), ("pseudo", "Pseudo"), ("adversarial", "Adversarial"),
             ("ray", "Ray"), ("tracking", "Tracking"), ("bundle", "Bundle")]
 

@@ -113,6 +113,22 @@ def fit_weights_bce(preds: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return _likelihood_weights(np.clip(np.where(truth[None] == 1, preds, 1 - preds), 1e-15, 1).reshape(len(preds), -1))
 
 
+def fit_weights_heads(preds: np.ndarray, truth: np.ndarray, starts: list[int]) -> np.ndarray:
+    """Soft-voting weights on the simplex that minimise the sum of the heads' log losses (a multi-head fitted blend:
+    every head's rows' negative log probability of the truth, averaged; :func:`on_simplex`).
+
+    Args:
+        preds: (M, N, sum K_h) OOF probabilities of M models, the heads side by side; truth: (N, H) int class indices;
+            starts: (H,) the first column of each head in ``preds``.
+
+    Returns:
+        (M,) float64 weights, non-negative, summing to 1.
+    """
+    rows = np.arange(len(truth))
+    p_true = np.concatenate([preds[:, rows, start + truth[:, h]] for h, start in enumerate(starts)], axis=1)  # (M, N * H)
+    return _likelihood_weights(np.clip(p_true, 1e-15, 1))
+
+
 def meta_features(probas: np.ndarray) -> np.ndarray:
     """The meta-model's features: (M, N, K) probabilities as (N, M*K) float64, backbone m in columns m*K..m*K+K-1.
 

@@ -16,6 +16,8 @@ from compkit.schema import Config, MetricFile
 
 CLASSIFICATION_LOSSES = {"auto", "crossentropy", "focal"}
 REGRESSION_LOSSES = {"auto", "crossentropy", "mse", "huber"}
+# tasks without a stacked blend: (the task as a message names it, what the other blends average)
+STACKLESS = {"multilabel": ("multi-label", "the tags"), "multihead": ("multi-head", "each head's probabilities")}
 
 
 def check_task(config: Config, source: str) -> None:
@@ -28,15 +30,16 @@ def check_task(config: Config, source: str) -> None:
     if task == "regression" and config.train.loss == "crossentropy" and comp.target_range is None:
         raise ConfigError(f"{source}: train.loss = 'crossentropy' on a regression scales the target to 0-1 and needs "
                           "competition.target_range = [low, high]; set it or use mse / huber")
-    if task in ("regression", "multilabel") and config.train.class_weight != "none":
+    if task in ("regression", "multilabel", "multihead") and config.train.class_weight != "none":
         raise ConfigError(f"{source}: train.class_weight = {config.train.class_weight!r} weighs one class per row; task "
                           f"{task!r} has none: remove it")
-    if (numeric or task == "multilabel") and config.ensemble.select == "hard":
+    if (numeric or task in ("multilabel", "multihead")) and config.ensemble.select == "hard":
         raise ConfigError(f"{source}: ensemble.select = 'hard' (majority vote) needs one class per row to vote for; task "
                           f"{task!r} blends by averaging: use best, equal, fitted, caruana or stacked")
-    if task == "multilabel" and config.ensemble.stacking:
-        raise ConfigError(f"{source}: ensemble.stacking has no multi-label meta-model; remove it (equal, fitted and caruana "
-                          "blend the tags)")
+    if task in STACKLESS and config.ensemble.stacking:
+        name, what = STACKLESS[task]
+        raise ConfigError(f"{source}: ensemble.stacking has no {name} meta-model; remove it (equal, fitted and caruana "
+                          f"blend {what})")
     if config.folds.group_column and config.folds.group_column not in comp.extra_columns:
         raise ConfigError(f"{source}: folds.group_column {config.folds.group_column!r} is not an extra column; "
                           f"add it to competition.extra_columns {comp.extra_columns}")

@@ -31,8 +31,8 @@ class Images:
         ids: (N,) the id column, in file order.
         images: (N, H, W, C) uint8 pixels 0-255 (a read-only memory map when read through the cache:
             :mod:`compkit.cache`); None when read without pixels (:func:`load_labels`).
-        labels: (N,) the encoded target (:meth:`compkit.tasks.Task.encode`: int64 class indices into
-            ``Competition.classes``, or float64 values for a regression); None for unlabelled test data.
+        labels: the encoded target (:meth:`compkit.tasks.Task.read_target`: (N,) int64 class indices or float64 values,
+            (N, T) 0/1 tags for multi-label, (N, H) class indices for multi-head); None for unlabelled test data.
         extras: (N, E) DataFrame of the configured extra columns (e.g. DACON's letter).
     """
 

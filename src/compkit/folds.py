@@ -23,23 +23,24 @@ from compkit.artifacts import Layout
 from compkit.config import Config, ConfigError, Paths
 from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, load_labels, load_sample_submission,
                           load_test_ids)
-from compkit.formats import load_solution, submission_format
+from compkit.formats import load_solution, submission_format, submission_ids
 
 
 def strata(train: Images, config: Config) -> np.ndarray:
     """(N,) str stratification key per row: the ``folds.stratify`` columns' values joined by '|'; the target's value
-    is the task's stratum (:meth:`compkit.tasks.Task.strata`: the class, or a quantile bin of a regression target).
-    Without ``folds.stratify``, the target's strata alone. A multi-label target's strata are its (N, T) 0/1 tag matrix,
+    is the task's stratum (:meth:`compkit.tasks.Task.stratum`: the class, a quantile bin of a regression target, or
+    a multi-head target's head's class, the head named as its column).
+    Without ``folds.stratify``, the target's strata alone (a multi-head target: its first head's). A multi-label target's strata are its (N, T) 0/1 tag matrix,
     split by iterative stratification (Sechidis et al., ECML PKDD 2011; the ``iterative-stratification`` package).
 
     Raises:
         DataError: an unknown column, or a multi-label target stratified together with other columns.
     """
-    comp = config.competition
-    columns, parts = config.folds.stratify or [comp.target_column], []
+    comp, task = config.competition, tasks.of(config.competition)
+    columns, parts = config.folds.stratify or task.target_names[:1], []
     for column in columns:
-        if column == comp.target_column:
-            key = tasks.of(comp).strata(train.labels)
+        if column in task.target_names:
+            key = task.stratum(column, train.labels)
             if key.ndim == 2 and len(columns) > 1:
                 raise DataError(f"folds.stratify: the multi-label target {column!r} is stratified alone (iteratively, on "
                                 "every tag); remove the other columns")
@@ -51,7 +52,7 @@ def strata(train: Images, config: Config) -> np.ndarray:
         else:
             raise DataError(
                 f"folds.stratify: {column!r} is neither the target nor an extra column; "
-                f"use {[comp.target_column, *comp.extra_columns]}"
+                f"use {[*task.target_names, *comp.extra_columns]}"
             )
     return np.array(["|".join(values) for values in zip(*parts)])
 
@@ -219,7 +220,8 @@ def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
     test = None if test_ids is None else Images(test_ids, None, None, pd.DataFrame(index=range(len(test_ids))))
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
-        check_sample_ids(load_sample_submission(paths.data, comp), test.ids, paths.data, comp)
+        fmt = submission_format(paths.data, comp)
+        check_sample_ids(load_sample_submission(paths.data, comp), submission_ids(fmt, test.ids), paths.data, comp)
     if (paths.data / comp.solution_file).is_file():  # its problems surface here, not after a day of training
         load_solution(paths.data, comp, submission_format(paths.data, comp))
     return train, test

@@ -7,6 +7,11 @@ task's P(positive) under a probability metric (Histopathologic's ``id,label``), 
 left out; given, it must equal the sample's header. The solution file (the hidden test labels) has
 the sample's columns plus ``Usage`` (Public/Private): for a probability submission one-hot class
 columns, or a single column named as the target (``competition.target_column``) holding the label.
+
+A multi-head task (:attr:`compkit.tasks.Task.heads`) is submitted wide (an id column, then one column per head
+holding its label, in the sample's order) or long (Bengali.AI's ``row_id,target``: a row per image and head, its id
+``<id>_<head>``, in the sample's row order where there is one to follow (a test set: :func:`in_sample_rows`), else
+each image's heads in the config's order); any other two-column header is long.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from compkit import tasks
 from compkit.config import Competition, Config
 from compkit.data import _check_ids, _read_csv, _require_columns, locate
 from compkit.errors import DataError, line, shown
+from compkit.io import as_ids
 from compkit.tasks import Submitted, Task
 
 ROW_SUM_TOLERANCE = 1e-6  # a probability row may miss 1 by this much (CSV rounding of float64)
@@ -32,11 +38,15 @@ class SubmissionFormat:
 
     Attributes:
         columns: the sample submission's header, in order: the id column first.
-        target: the label column's name; None for a probability submission.
+        target: the label column's name; None for a probability submission or a wide multi-head one.
+        heads: a multi-head task's heads, in the task's order; () for one target.
+        long: a multi-head submission with a row per image and head (``row_id,target``).
     """
 
     columns: tuple[str, ...]
     target: str | None
+    heads: tuple[str, ...] = ()
+    long: bool = False
 
     @property
     def id_column(self) -> str:
@@ -46,7 +56,7 @@ class SubmissionFormat:
     @property
     def probabilities(self) -> bool:
         """True when the submission holds one probability column per class."""
-        return self.target is None
+        return self.target is None and not self.heads
 
 
 def format_of(header: list[str], comp: Competition, source: str) -> SubmissionFormat:
@@ -62,6 +72,9 @@ def format_of(header: list[str], comp: Competition, source: str) -> SubmissionFo
             f"{source}: columns {header} differ from competition.submission_columns {comp.submission_columns}; "
             "fix the config or leave submission_columns out (the sample's header decides)"
         )
+    heads = tasks.of(comp).heads
+    if heads:
+        return _heads_format(header, heads, source)
     names = [str(c) for c in comp.classes or []]
     rest = header[1:]
     if len(rest) == len(names) and sorted(rest) == sorted(names):
@@ -72,6 +85,20 @@ def format_of(header: list[str], comp: Competition, source: str) -> SubmissionFo
         f"{source}: columns {header}: expected an id column, then either the target column or one column per "
         f"class {names}; fix the sample submission or competition.classes"
     )
+
+
+def _heads_format(header: list[str], heads: list[str], source: str) -> SubmissionFormat:
+    """A multi-head sample's format: wide (an id column, then the heads in any order) or long (two columns).
+
+    Raises:
+        DataError: neither; names ``source`` and both forms.
+    """
+    if len(header) == len(heads) + 1 and sorted(header[1:]) == sorted(heads):
+        return SubmissionFormat(tuple(header), None, tuple(heads))
+    if len(header) == 2:
+        return SubmissionFormat(tuple(header), header[1], tuple(heads), long=True)
+    raise DataError(f"{source}: columns {header}: expected an id column then one column per head {heads} (wide), or "
+                    "row_id,target with a row per image and head (long); fix the sample submission or competition.targets")
 
 
 def require_scorable(fmt: SubmissionFormat, task: Task, source: str) -> None:
@@ -121,6 +148,8 @@ def to_frame(fmt: SubmissionFormat, ids: np.ndarray, pred: np.ndarray, task: Tas
     or a probability; a multi-label task's tags, space-separated); a probability submission the class probabilities,
     renormalised to sum to 1 (a multi-label task's tag probabilities as they are), in the sample's column order.
     """
+    if fmt.heads:
+        return _heads_frame(fmt, ids, task.submitted(pred, post))
     if not fmt.probabilities:
         return pd.DataFrame({fmt.id_column: ids, fmt.target: task.submitted(pred, post)})
     proba = task.class_proba(pred)
@@ -132,6 +161,88 @@ def to_frame(fmt: SubmissionFormat, ids: np.ndarray, pred: np.ndarray, task: Tas
     return frame
 
 
+def _heads_frame(fmt: SubmissionFormat, ids: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """A multi-head submission of (N,) ids and (N, H) labels as written (the heads in :attr:`SubmissionFormat.heads`
+    order): wide, in the sample's columns, or long, a row ``<id>_<head>`` per image and head."""
+    if not fmt.long:
+        by_head = dict(zip(fmt.heads, labels.T))
+        return pd.DataFrame({fmt.id_column: ids, **{h: by_head[h] for h in fmt.columns[1:]}})
+    return pd.DataFrame({fmt.id_column: submission_ids(fmt, ids), fmt.target: labels.reshape(-1)})
+
+
+def submission_ids(fmt: SubmissionFormat, ids: np.ndarray) -> np.ndarray:
+    """The id column of a submission of (N,) image ids: the ids; a long multi-head one's (N * H) ``<id>_<head>``, each
+    image's heads in the task's order."""
+    if not fmt.long:
+        return np.asarray(ids)
+    return np.array([f"{i}_{h}" for i in ids for h in fmt.heads], dtype=object)
+
+
+def image_ids(frame: pd.DataFrame, fmt: SubmissionFormat, source: Path) -> np.ndarray:
+    """(N,) the image ids of a submission's (or sample submission's) id column, in its order, each once (a long
+    multi-head one names each image once per head).
+
+    Raises:
+        DataError: a long row id that ends with no head; names ``source`` and the line.
+    """
+    if not fmt.long:
+        return frame[fmt.id_column].to_numpy()
+    ids, _ = _long_keys(frame, fmt, Path(source))
+    return as_ids(pd.unique(ids))
+
+
+def in_sample_rows(frame: pd.DataFrame, sample: pd.DataFrame, fmt: SubmissionFormat) -> pd.DataFrame:
+    """The submission ``frame`` with its rows in the order of ``sample``'s id column (the same ids, checked before:
+    :func:`compkit.data.check_sample_ids`): a long multi-head sample may order each image's heads its own way."""
+    position = pd.Series(np.arange(len(frame)), index=frame[fmt.id_column].astype(str).to_numpy())
+    return frame.iloc[position.loc[sample[fmt.id_column].astype(str).to_numpy()].to_numpy()].reset_index(drop=True)
+
+
+def _long_keys(frame: pd.DataFrame, fmt: SubmissionFormat, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) image ids (text) and (n,) heads of a long submission's row ids ``<id>_<head>`` (the longest head that ends
+    it: a head may end with another's name).
+
+    Raises:
+        DataError: a row id that ends with no head; names the file and line.
+    """
+    heads = sorted(fmt.heads, key=len, reverse=True)
+    ids, row_heads = [], []
+    for row, row_id in enumerate(frame[fmt.id_column].astype(str)):
+        head = next((h for h in heads if row_id.endswith(f"_{h}") and len(row_id) > len(h) + 1), None)
+        if head is None:
+            raise DataError(f"{path}: line {line(row)}, column {fmt.id_column!r}: {shown(row_id)} is not <id>_<head> for a "
+                            f"head of {list(fmt.heads)}; write one row per image and head")
+        ids.append(row_id[:-len(head) - 1])
+        row_heads.append(head)
+    return np.array(ids, dtype=object), np.array(row_heads, dtype=object)
+
+
+def _parse_heads(frame: pd.DataFrame, fmt: SubmissionFormat, task: Task, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A multi-head submission (or solution) read back: (N,) image ids in the file's order, their (N, H) int64 class
+    indices (the task's head order) and (N,) the file row of each image's first row.
+
+    Raises:
+        DataError: a label not among its head's classes, a long row id that names no head, or an image without a row
+            for every head; names the file, line and column.
+    """
+    if not fmt.long:
+        return frame[fmt.id_column].to_numpy(), task.read_target(frame, path), np.arange(len(frame))
+    ids, heads = _long_keys(frame, fmt, path)
+    codes = task.encode_rows(frame[fmt.target], heads, path, fmt.target)
+    table = pd.DataFrame({"id": ids, "head": heads, "code": codes})
+    repeated = table.duplicated(["id", "head"]).to_numpy()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        raise DataError(f"{path}: line {line(row)}, column {fmt.id_column!r}: {shown(frame[fmt.id_column].iloc[row])} is "
+                        "repeated; write one row per image and head")
+    first = table.drop_duplicates("id").index.to_numpy()
+    wide = table.pivot(index="id", columns="head", values="code").reindex(index=ids[first], columns=list(fmt.heads))
+    if wide.isna().any().any():
+        image, head = wide.stack(future_stack=True).loc[lambda v: v.isna()].index[0]
+        raise DataError(f"{path}: no row {image}_{head}: every image needs a row per head {list(fmt.heads)}; add it")
+    return as_ids(ids[first]), wide.to_numpy(dtype=np.int64), first
+
+
 def check_values(frame: pd.DataFrame, fmt: SubmissionFormat, task: Task, source: str) -> None:
     """Check a submission's values: the target column as the task reads it back (labels among the classes, a
     probability, a number), or probabilities in [0, 1] with rows summing to 1.
@@ -139,6 +250,9 @@ def check_values(frame: pd.DataFrame, fmt: SubmissionFormat, task: Task, source:
     Raises:
         DataError: names ``source``, the row (1-based) and column, and the fix.
     """
+    if fmt.heads:
+        _parse_heads(frame, fmt, task, Path(source))
+        return
     if not fmt.probabilities:
         task.parse_submitted(frame[fmt.target], Path(source), fmt.target)
         return
@@ -172,6 +286,9 @@ def read_submission(file, fmt: SubmissionFormat, task: Task, source: Path | None
     frame = _read_csv(file if source is not None else path, fmt.id_column)
     if list(frame.columns) != list(fmt.columns):
         raise DataError(f"{path}: columns {list(frame.columns)} are not the sample's {list(fmt.columns)}; write the sample's columns")
+    if fmt.heads:
+        ids, decision, _ = _parse_heads(frame, fmt, task, path)
+        return ids, Submitted(decision=decision)
     check_values(frame, fmt, task, str(path))
     ids = frame[fmt.id_column].to_numpy()
     if not fmt.probabilities:
@@ -183,11 +300,12 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
     """The hidden test labels (Kaggle's solution file), or None when the competition ships none.
 
     Columns: the id column, then the label column (``fmt.target``; for a probability submission
-    ``comp.target_column`` or else one column per class: one-hot, or 0/1 tags for multi-label), then ``Usage``.
+    ``comp.target_column`` or else one column per class: one-hot, or 0/1 tags for multi-label), then ``Usage``; a
+    multi-head solution: the sample's columns (wide or long), then ``Usage`` (a long one's: its image's first row's).
 
     Returns:
-        DataFrame with the id column, ``label`` (the encoded target: int64 class index, float64 value, or a (T,) tag
-        array per row) and
+        DataFrame with the id column (a long multi-head solution's: the image ids), ``label`` (the encoded target:
+        int64 class index, float64 value, a (T,) tag array or (H,) head class indices per row) and
         ``Usage`` (``Public`` or ``Private``), in file order.
 
     Raises:
@@ -200,13 +318,31 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
         return None
     frame = _read_csv(path, fmt.id_column)
     target = fmt.target or comp.target_column
-    if fmt.probabilities and target not in frame.columns:
+    if fmt.heads:  # the sample's columns (wide or long) and Usage, one Usage per image (its first row's)
+        _require_columns(frame, path, [*fmt.columns, "Usage"])
+        _check_ids(frame, path, fmt.id_column)
+        ids, labels, first = _parse_heads(frame, fmt, tasks.of(comp), path)
+        _check_usage(frame, path)
+        frame = pd.DataFrame({fmt.id_column: ids, "Usage": frame["Usage"].to_numpy()[first]})
+    elif fmt.probabilities and target not in frame.columns:
         _require_columns(frame, path, [fmt.id_column, *fmt.columns[1:], "Usage"])
         labels = tasks.of(comp).from_columns(frame[[str(c) for c in comp.classes]], path)
     else:
         _require_columns(frame, path, [fmt.id_column, target, "Usage"])
         labels = tasks.of(comp).encode(frame[target], path, target)
-    _check_ids(frame, path, fmt.id_column)
+    if not fmt.heads:
+        _check_ids(frame, path, fmt.id_column)
+        _check_usage(frame, path)
+    label = list(labels) if labels.ndim == 2 else labels  # a multi-label row's (T,) tags (a multi-head's (H,) classes) in one cell
+    return pd.DataFrame({fmt.id_column: frame[fmt.id_column], "label": label, "Usage": frame["Usage"]})
+
+
+def _check_usage(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse a solution's ``Usage`` other than Public/Private, or without a row of one of the two.
+
+    Raises:
+        DataError: names the file, and the line of a bad value.
+    """
     bad = ~frame["Usage"].isin(["Public", "Private"]).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -215,5 +351,3 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
         if not (frame["Usage"] == part).any():
             raise DataError(f"{path}: no {part} row in column 'Usage', so the {part.lower()} score is undefined; "
                             f"mark some rows {part}")
-    label = list(labels) if labels.ndim == 2 else labels  # a multi-label row's (T,) tags in one cell
-    return pd.DataFrame({fmt.id_column: frame[fmt.id_column], "label": label, "Usage": frame["Usage"]})

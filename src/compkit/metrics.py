@@ -18,12 +18,12 @@ from typing import Callable
 
 import numpy as np
 from sklearn.metrics import (accuracy_score, cohen_kappa_score, f1_score, fbeta_score, log_loss, mean_absolute_error,
-                             mean_squared_error, roc_auc_score)
+                             mean_squared_error, recall_score, roc_auc_score)
 
 from compkit.errors import CompkitError
 
-CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL = "multiclass", "binary", "regression", "ordinal", "multilabel"
-TASKS = (CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL)
+CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL, MULTIHEAD = "multiclass", "binary", "regression", "ordinal", "multilabel", "multihead"
+TASKS = (CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL, MULTIHEAD)
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,18 @@ def _roc_auc(truth: np.ndarray, proba: np.ndarray) -> float:
     return float(roc_auc_score(truth, proba, multi_class="ovr", labels=np.arange(proba.shape[1])))
 
 
+def weighted_macro_recall(truth: np.ndarray, decision: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Bengali.AI's metric: each head's macro recall (``sklearn.metrics.recall_score(average="macro")``), averaged
+    with ``weights`` ((H,) float, default equal) over the (N, H) int64 truth and decision matrices."""
+    recalls = [recall_score(truth[:, h], decision[:, h], average="macro", zero_division=0) for h in range(truth.shape[1])]
+    return float(np.average(recalls, weights=weights))
+
+
+def exact_match(truth: np.ndarray, decision: np.ndarray) -> float:
+    """Share of the (N, H) rows whose every head is right."""
+    return float((np.asarray(truth) == np.asarray(decision)).all(axis=1).mean())
+
+
 SCORERS: dict[str, Scorer] = {s.name: s for s in (
     Scorer("accuracy", True, "decision", lambda y, d: float(accuracy_score(y, d)), (CLASSIFY, BINARY, ORDINAL)),
     # macro-F1 over the classes present in the truth or the prediction (a class absent from both is not an F1 of 0)
@@ -105,11 +117,15 @@ SCORERS: dict[str, Scorer] = {s.name: s for s in (
     Scorer("mae", False, "decision", lambda y, v: float(mean_absolute_error(y, v)), (REGRESSION, ORDINAL)),
     # quadratic weighted kappa (Cohen 1968), the metric of APTOS 2019 and PANDA
     Scorer("qwk", True, "decision", lambda y, d: float(cohen_kappa_score(y, d, weights="quadratic")), (ORDINAL,)),
+    # multi-head, on (N, H) class indices: equal head weights here; the task binds competition.metric_weights
+    Scorer("weighted_macro_recall", True, "decision", weighted_macro_recall, (MULTIHEAD,)),
+    Scorer("exact_match", True, "decision", exact_match, (MULTIHEAD,)),
 )}
 
 
 # A task's metric when the config names none: the field's usual one (Kaggle's for such competitions).
-DEFAULT_METRIC = {CLASSIFY: "accuracy", BINARY: "roc_auc", REGRESSION: "rmse", ORDINAL: "qwk", MULTILABEL: "f2_samples"}
+DEFAULT_METRIC = {CLASSIFY: "accuracy", BINARY: "roc_auc", REGRESSION: "rmse", ORDINAL: "qwk", MULTILABEL: "f2_samples",
+                  MULTIHEAD: "weighted_macro_recall"}
 
 
 def problem(metric: str, task: str) -> str | None:

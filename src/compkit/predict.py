@@ -30,7 +30,7 @@ from compkit.data import DataError, Images, check_sample_ids, load_sample_submis
 from compkit.devices import augment_where
 from compkit.errors import CompkitError
 from compkit.fitting import model_seed, predict_rows
-from compkit.formats import submission_format, to_frame
+from compkit.formats import image_ids, in_sample_rows, submission_format, submission_ids, to_frame
 from compkit.io import read_json, write_csv
 from compkit.submit import in_sample_order, validate_submission
 
@@ -162,9 +162,10 @@ def submission(members: Members, data_dir: Path, out: Path) -> pd.DataFrame:
     comp, task = config.competition, tasks.for_config(config)
     test = _read_test(comp, data_dir)
     sample, fmt = load_sample_submission(data_dir, comp), submission_format(data_dir, comp)
-    check_sample_ids(sample, test.ids, data_dir, comp)
-    pred = in_sample_order(sample, fmt.id_column, test.ids, blended(members, test))
-    frame = to_frame(fmt, sample[fmt.id_column].to_numpy(), pred, task, members.record.get("post"))
+    check_sample_ids(sample, submission_ids(fmt, test.ids), data_dir, comp)
+    order = image_ids(sample, fmt, data_dir / comp.sample_submission)
+    pred = in_sample_order(order, test.ids, blended(members, test))
+    frame = in_sample_rows(to_frame(fmt, order, pred, task, members.record.get("post")), sample, fmt)
     validate_submission(frame, sample, comp, str(out))
     return frame
 

@@ -3,6 +3,9 @@ pseudo-labelling, adversarial validation, Ray, limits, tracking and the inferenc
 
 The hyperparameters of one backbone live in hyper.py; loading and layering the TOML files in config.py; the
 checks across tables in checks.py.
+
+Over 400 lines on purpose: every table's keys stay in this one file (and hyper.py), the source the documentation's
+key tables are generated from (docs/hooks/config_keys.py); split, a table would fall out of the reference.
 """
 
 from __future__ import annotations
@@ -63,6 +66,29 @@ class MetricFile(Strict):
     probabilities: bool = False
 
 
+def _distinct(value: list) -> list:
+    """``value`` when no two items are equal as text (labels are matched as text: 1 and "1" would be one class)."""
+    seen = set()
+    for i, item in enumerate(value):
+        if str(item) in seen:
+            raise ValueError(f"class {item!r} (item {i + 1}) is listed twice; list each class once")
+        seen.add(str(item))
+    return value
+
+
+class Head(Strict):
+    """One target of a multi-head competition (``[competition.targets.<head>]``): the train file's column named as the
+    head holds one of its classes."""
+
+    classes: list[int] | list[str] = Field(min_length=2)
+    loss_weight: float = Field(1.0, gt=0)  # its categorical cross-entropy's weight in the training loss
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, value: list) -> list:
+        return _distinct(value)
+
+
 class Competition(Strict):
     """What the competition ships and how it is scored.
 
@@ -85,8 +111,13 @@ class Competition(Strict):
     target_column: str
     # multiclass | binary (classes = [negative, positive]) | regression (no classes) | ordinal (classes: the grades in order)
     # | multilabel (classes: the tags; target_column holds them space-separated, or "": a 0/1 column per tag)
+    # | multihead (no classes, target_column = "": each of targets names its column and classes)
     task: Literal[TASKS] = "multiclass"
     classes: list[int] | list[str] | None = Field(None, min_length=2)
+    # multihead: head name -> its classes and loss weight ([competition.targets.<head>]), the heads in order
+    targets: dict[str, Head] = {}
+    # multihead: head name -> its weight in weighted_macro_recall (Bengali.AI: 2, 1, 1); a head not named weighs 1
+    metric_weights: dict[str, float] = {}
     target_range: list[float] | None = Field(None, min_length=2, max_length=2)  # regression: [low, high], clips what is submitted
     extra_columns: list[str] = []
     image_shape: list[int] = Field(min_length=3, max_length=3)
@@ -114,12 +145,7 @@ class Competition(Strict):
     @field_validator("classes")
     @classmethod
     def _distinct_classes(cls, value: list) -> list:
-        seen = set()
-        for i, item in enumerate(value):
-            if str(item) in seen:  # labels are matched as text: 1 and "1" would be one class
-                raise ValueError(f"class {item!r} (item {i + 1}) is listed twice; list each class once")
-            seen.add(str(item))
-        return value
+        return _distinct(value)
 
     @property
     def pixel_columns(self) -> list[str]:
@@ -151,6 +177,11 @@ class Competition(Strict):
 
     @model_validator(mode="after")
     def _task_fits(self) -> Competition:
+        if self.task == "multihead":
+            return self._heads_fit()
+        if self.targets or self.metric_weights:
+            raise ValueError(f"targets and metric_weights are a multi-head competition's; task = {self.task!r} has one "
+                             'target: remove them or set task = "multihead"')
         if self.task == "regression" and self.classes is not None:
             raise ValueError('task = "regression" has no classes; remove classes (set target_range to clip the values)')
         if self.task != "regression" and self.classes is None:
@@ -162,6 +193,26 @@ class Competition(Strict):
         if self.target_range is not None and not self.target_range[0] < self.target_range[1]:
             raise ValueError(f"target_range {self.target_range}: give [low, high] with low < high")
         why = isinstance(self.metric, str) and problem(self.metric, self.task)  # a metric file fits any task
+        if why:
+            raise ValueError(why)
+        return self
+
+    def _heads_fit(self) -> Competition:
+        """A multi-head competition: heads under ``targets`` (each its own column), none of the one-target keys."""
+        if not self.targets:
+            raise ValueError('task = "multihead" needs its heads: add [competition.targets.<column>] tables with classes')
+        if self.classes is not None or self.target_column or self.target_range is not None:
+            raise ValueError('task = "multihead" reads each head from its own column with its own classes; set '
+                             'target_column = "" and remove classes and target_range')
+        unknown = sorted(set(self.metric_weights) - set(self.targets))
+        if unknown:
+            raise ValueError(f"metric_weights names {unknown}, not heads; use the heads {list(self.targets)}")
+        if any(w <= 0 for w in self.metric_weights.values()):
+            raise ValueError(f"metric_weights {self.metric_weights}: every weight must be above 0")
+        if isinstance(self.metric, MetricFile):
+            raise ValueError('a metric file scores one target column; task = "multihead" is scored by weighted_macro_recall '
+                             "or exact_match")
+        why = isinstance(self.metric, str) and problem(self.metric, self.task)
         if why:
             raise ValueError(why)
         return self

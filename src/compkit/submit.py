@@ -27,8 +27,8 @@ from compkit.artifacts import Layout, csv_bytes
 from compkit.config import Competition, Config, Paths
 from compkit.data import check_sample_ids, has_test, load_labels, load_sample_submission, load_test_ids
 from compkit.errors import CompkitError, shown
-from compkit.formats import (SubmissionFormat, check_values, format_of, load_solution, read_submission, require_scorable,
-                             submission_format, to_frame)
+from compkit.formats import (SubmissionFormat, check_values, format_of, image_ids, in_sample_rows, load_solution,
+                             read_submission, require_scorable, submission_format, submission_ids, to_frame)
 from compkit.lineage import ids_digest
 from compkit.tasks import Submitted
 from compkit.tracking import tracked
@@ -83,7 +83,6 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: n
     ids are compared).
     """
     layout = Layout(config, paths)
-    id_column = fmt.id_column
     if test_ids is None:
         ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
         return ids, proba, to_frame(fmt, ids, proba, tasks.for_config(config), blend.get("post"))
@@ -93,13 +92,14 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: n
             f"{layout.ensemble_dir / 'test.csv'}: its ids are not those of the test set in {paths.data}; "
             "rerun `make train ensemble` on this test set"
         )
-    return sample[id_column].to_numpy(), in_sample_order(sample, id_column, ids, proba), sample
+    order = image_ids(sample, fmt, paths.data / config.competition.sample_submission)
+    return order, in_sample_order(order, ids, proba), sample
 
 
-def in_sample_order(sample: pd.DataFrame, id_column: str, ids: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """(N, D) predictions ``pred`` of (N,) ``ids`` in the order of the sample submission's ``id_column`` (the same ids,
-    checked before: :func:`compkit.data.check_sample_ids`)."""
-    return pred[pd.Series(np.arange(len(ids)), index=ids).loc[sample[id_column]].to_numpy()]
+def in_sample_order(order: np.ndarray, ids: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(N, D) predictions ``pred`` of (N,) ``ids`` in the sample submission's image order ``order`` (the same ids,
+    checked before: :func:`compkit.data.check_sample_ids`; :func:`compkit.formats.image_ids`)."""
+    return pred[pd.Series(np.arange(len(ids)), index=ids).loc[order].to_numpy()]
 
 
 def _rows(submitted: Submitted, rows: np.ndarray) -> Submitted:
@@ -153,11 +153,11 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     require_scorable(fmt, task, str(paths.data / comp.sample_submission))
     test_ids = load_test_ids(paths.data, comp) if has_test(paths.data, comp) else None
     if test_ids is not None:
-        check_sample_ids(sample, test_ids, paths.data, comp)
+        check_sample_ids(sample, submission_ids(fmt, test_ids), paths.data, comp)
     blend = layout.read_ensemble()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
     ids, proba, expected = _predictions(config, paths, sample, test_ids, blend, fmt)
-    submission = to_frame(fmt, ids, proba, task, blend.get("post"))
+    submission = in_sample_rows(to_frame(fmt, ids, proba, task, blend.get("post")), expected, fmt)
     path = layout.submission_path(name)
     validate_submission(submission, expected, comp, str(path))
     written = read_submission(io.BytesIO(csv_bytes(submission)), fmt, task, source=path)  # the bytes the file will hold

@@ -14,6 +14,8 @@ ordinal      one of ``classes``, graded linear, 1 unit       ``score`` (grade un
 multilabel   any of ``classes`` (tags,  sigmoid, T units     ``p_<tag>`` (T cols)    thresholds (fitted on OOF)
              space-separated, or a
              0/1 column per tag)
+multihead    one class per head, each   a softmax per head,  ``p_<head>_<class>``    argmax per head
+             head its own column        concatenated         (sum of K_h cols)
 ============ ========================== ==================== ======================= ==============================
 
 A task owns: reading and validating the target (:meth:`Task.read_target`: one ``target_column``, or with
@@ -21,8 +23,8 @@ A task owns: reading and validating the target (:meth:`Task.read_target`: one ``
 and the head, loss, Keras metrics and class weights, the decision and the post-processing fitted on OOF
 (a binary threshold, ordinal cut points, tag thresholds), the scores, the blends that apply, the submission's values and the
 pseudo-label rule. Stages ask it; they never test its kind. A *prediction* is an (N, D) float array in the
-task's space (D = ``width``); ``truth`` is (N,) int64 class indices, (N,) float64 values for regression, or an
-(N, T) int64 0/1 tag matrix for multi-label.
+task's space (D = ``width``); ``truth`` is (N,) int64 class indices, (N,) float64 values for regression, an
+(N, T) int64 0/1 tag matrix for multi-label, or (N, H) int64 class indices, one column per head, for multi-head.
 
 Over 400 lines on purpose: the tasks side by side, each a small class, are what keeps every stage free of
 ``if task == ...``; split per task, a change to one kind (a new decision rule) would hide the others.
@@ -31,6 +33,7 @@ Over 400 lines on purpose: the tasks side by side, each a small class, are what 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +44,9 @@ from sklearn.model_selection import PredefinedSplit
 from compkit import blends
 from compkit.config import Competition, Config
 from compkit.errors import CompkitError, DataError, line, shown
-from compkit.metrics import (BINARY, CLASSIFY, DEFAULT_METRIC, MULTILABEL, ORDINAL, REGRESSION, SCORERS, Scorer,
-                             call_metric_file)
+from compkit.heads import bounds, keras_parts
+from compkit.metrics import (BINARY, CLASSIFY, DEFAULT_METRIC, MULTIHEAD, MULTILABEL, ORDINAL, REGRESSION, SCORERS, Scorer,
+                             call_metric_file, weighted_macro_recall)
 
 
 def _zero_one(frame: pd.DataFrame, path: Path) -> np.ndarray:
@@ -58,6 +62,23 @@ def _zero_one(frame: pd.DataFrame, path: Path) -> np.ndarray:
         raise DataError(f"{path}: line {line(row)}, column {frame.columns[col]!r}: {shown(frame.iat[row, col])} is not "
                         "0 or 1; write 1 where the class applies and 0 where it does not")
     return values.astype(np.int64)
+
+
+def _indices(values: pd.Series, classes: list, path: Path, column: str, key: str) -> np.ndarray:
+    """Labels as written in a CSV -> (N,) int64 indices into ``classes``.
+
+    Raises:
+        DataError: a label is empty or not one of the classes; names the file, line and column, and the config ``key``
+            listing the classes.
+    """
+    index = {str(c): i for i, c in enumerate(classes)}
+    mapped = values.map(_label_text).map(index)
+    bad = mapped.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: line {line(row)}, column {column!r}: label {shown(values.iloc[row])} is not one of the "
+                        f"classes {classes}; fix the row or {key}")
+    return mapped.to_numpy(dtype=np.int64)
 
 
 def _label_text(value) -> str:
@@ -125,6 +146,11 @@ class Task:
 
     # -- the target -----------------------------------------------------------------------------------------------
     @property
+    def heads(self) -> list[str]:
+        """The heads of a multi-head target (each a column of its own, in submissions too); [] for one target."""
+        return []
+
+    @property
     def label_columns(self) -> list[str]:
         """The train file's target columns: ``[target_column]``, or with ``target_column = ""`` one column per class,
         named as the classes (one-hot, as Plant Pathology 2020's ``train.csv``; 0/1 tags for multi-label, as RANZCR's)."""
@@ -162,16 +188,7 @@ class Task:
         Raises:
             DataError: a label is empty or not one of the classes; names the file, line and column.
         """
-        index = {str(c): i for i, c in enumerate(self.classes)}
-        mapped = values.map(_label_text).map(index)
-        bad = mapped.isna().to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{path}: line {line(row)}, column {column!r}: label {shown(values.iloc[row])} is not one of the classes "
-                f"{self.classes}; fix the row or competition.classes"
-            )
-        return mapped.to_numpy(dtype=np.int64)
+        return _indices(values, self.classes, path, column, "competition.classes")
 
     def written(self, truth: np.ndarray) -> np.ndarray:
         """(N,) class indices as a CSV writes them: the class names (object array)."""
@@ -180,6 +197,15 @@ class Task:
     def strata(self, truth: np.ndarray) -> np.ndarray:
         """(N,) str stratification key of the target: the class name."""
         return self.written(truth).astype(str)
+
+    @property
+    def target_names(self) -> list[str]:
+        """The names ``folds.stratify`` may give the target by, the first its default: ``[target_column]``."""
+        return [self.comp.target_column]
+
+    def stratum(self, name: str, truth: np.ndarray) -> np.ndarray:
+        """The strata of the target named ``name`` (one of :attr:`target_names`): :meth:`strata`."""
+        return self.strata(truth)
 
     def describe(self, truth: np.ndarray) -> str:
         """One line on the target's distribution, for ``make check``."""
@@ -773,7 +799,155 @@ class Multilabel(Task):
         return Submitted(decision=self.encode(values, path, column))
 
 
-TASKS = {task.kind: task for task in (Multiclass, Binary, Regression, Ordinal, Multilabel)}
+class Multihead(Task):
+    """Several targets of one image (Bengali.AI 2020: grapheme root, vowel and consonant diacritic), each a head of
+    ``[competition.targets.<head>]`` with its own classes, read from the train file's column named as the head: one
+    softmax per head on the shared features, concatenated into one output, so fitting, TTA, the prediction files and
+    the soft-vote blends see one (N, sum K_h) array; the loss weighs the heads' categorical cross-entropies by their
+    ``loss_weight`` (:mod:`compkit.heads`); each head decided by its argmax. Truth and decisions: (N, H) int64."""
+
+    kind = MULTIHEAD
+    table_metrics = ("weighted_macro_recall", "exact_match")
+    blend_names = ("equal", "fitted", "caruana")  # no hard vote, no stacking (refused at config load)
+    figure = "heads"
+
+    @property
+    def heads(self) -> list[str]:
+        """The heads' names, in the config's order: the train file's target columns."""
+        return list(self.comp.targets)
+
+    @property
+    def head_classes(self) -> list[list]:
+        """Each head's classes."""
+        return [list(head.classes) for head in self.comp.targets.values()]
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """(start, end) columns of each head in a prediction."""
+        return bounds([len(c) for c in self.head_classes])
+
+    def _scorer(self, comp):
+        return self._scorer_named(comp.metric or DEFAULT_METRIC[self.kind])
+
+    def _scorer_named(self, name):
+        """The scorer ``name``; weighted_macro_recall with ``competition.metric_weights`` (a head not named weighs 1)."""
+        weights = np.array([self.comp.metric_weights.get(h, 1.0) for h in self.comp.targets])
+        scorer = SCORERS[name]
+        return Scorer(name, scorer.greater_is_better, scorer.needs,
+                      partial(weighted_macro_recall, weights=weights) if scorer.fn is weighted_macro_recall else scorer.fn,
+                      scorer.tasks)
+
+    @property
+    def label_columns(self):
+        return self.heads
+
+    target_names = label_columns
+
+    def read_target(self, frame, path):
+        """(N, H) int64 class indices of the heads' columns.
+
+        Raises:
+            DataError: a label that is empty or not one of its head's classes; names the file, line and column.
+        """
+        return np.stack([self.encode(frame[head], path, head) for head in self.heads], axis=1)
+
+    def encode(self, values, path, column):
+        """Head ``column``'s labels as written -> (N,) int64 indices into its classes.
+
+        Raises:
+            DataError: a label that is empty or not one of the head's classes; names the file, line and column.
+        """
+        return _indices(values, list(self.comp.targets[column].classes), path, column,
+                        f"competition.targets.{column}.classes")
+
+    def encode_rows(self, values: pd.Series, heads: np.ndarray, path: Path, column: str) -> np.ndarray:
+        """A long submission's labels, row r of head ``heads[r]`` (Bengali's ``row_id,target``) -> (n,) int64 class
+        indices into each row's head's classes.
+
+        Raises:
+            DataError: a label that is empty or not one of its head's classes; names the file, line and ``column``.
+        """
+        index = {(h, str(c)): i for h, classes in zip(self.heads, self.head_classes) for i, c in enumerate(classes)}
+        mapped = pd.Series([index.get((h, _label_text(v))) for h, v in zip(heads, values)], dtype=object)
+        bad = mapped.isna().to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            head = heads[row]
+            raise DataError(f"{path}: line {line(row)}, column {column!r}: label {shown(values.iloc[row])} is not one of head "
+                            f"{head!r}'s classes {list(self.comp.targets[head].classes)}; fix the row or "
+                            f"competition.targets.{head}.classes")
+        return mapped.to_numpy(dtype=np.int64)
+
+    def written(self, truth):
+        """(N, H) class indices -> (N, H) object array of the heads' labels."""
+        return np.stack([np.asarray(c, dtype=object)[truth[:, h]] for h, c in enumerate(self.head_classes)], axis=1)
+
+    def stratum(self, name, truth):
+        """Head ``name``'s labels, as text."""
+        return self.written(truth)[:, self.heads.index(name)].astype(str)
+
+    def strata(self, truth):
+        return self.stratum(self.heads[0], truth)
+
+    def describe(self, truth):
+        return f"{len(self.heads)} heads: " + ", ".join(f"{h} {len(c)} classes" for h, c in zip(self.heads, self.head_classes))
+
+    def target_table(self, truth):
+        """Rows per class of every head."""
+        return pd.DataFrame([{"head": h, "class": str(c), "rows": int(n)} for i, (h, classes) in enumerate(zip(self.heads, self.head_classes))
+                             for c, n in zip(classes, np.bincount(truth[:, i], minlength=len(classes)))])
+
+    @property
+    def columns(self):
+        return [f"p_{h}_{c}" for h, classes in zip(self.heads, self.head_classes) for c in classes]
+
+    def targets(self, truth):
+        """(N, sum K_h) float32: the heads' one-hot rows side by side (MixUp and CutMix mix every head by one lambda).
+        No rows may come as (0,) (no pseudo-labels)."""
+        truth = np.asarray(truth, dtype=np.int64).reshape(-1, len(self.heads))
+        return np.concatenate([np.eye(len(c), dtype=np.float32)[truth[:, h]] for h, c in enumerate(self.head_classes)], axis=1)
+
+    def head(self, x):
+        """One float32 Dense + softmax per head (``proba_<head>``) on ``x``, concatenated (``proba``)."""
+        from keras import layers
+
+        outputs = [layers.Dense(len(c), activation="softmax", dtype="float32", name=f"proba_{h}")(x)
+                   for h, c in zip(self.heads, self.head_classes)]
+        return layers.Concatenate(dtype="float32", name=self.head_name)(outputs)
+
+    def loss(self, label_smoothing):
+        heads_loss, _ = keras_parts()
+        return heads_loss([len(c) for c in self.head_classes], [t.loss_weight for t in self.comp.targets.values()],
+                          label_smoothing, focal=self.loss_name == "focal")
+
+    def keras_metrics(self):
+        _, accuracy = keras_parts()
+        return [accuracy([len(c) for c in self.head_classes])]
+
+    def prune_monitor(self):
+        return None  # the logged accuracy is the heads' mean, not the metric
+
+    def class_weight(self, how, truth):
+        return None  # refused at config load for multi-head
+
+    def decide(self, pred, post=None):
+        """(N, sum K_h) -> (N, H) int64: each head's argmax."""
+        return np.stack([pred[:, start:end].argmax(axis=1) for start, end in self.spans], axis=1).astype(np.int64)
+
+    def log_loss(self, truth, pred) -> float:
+        """The sum over heads of each head's log loss (natural log, rows renormalised)."""
+        return float(sum(SCORERS["log_loss"].fn(truth[:, h], pred[:, start:end]) for h, (start, end) in enumerate(self.spans)))
+
+    def fit_weights(self, preds, truth):
+        """Soft-voting weights minimising the sum of the heads' log losses on the simplex (each head's mean negative
+        log probability of its truth: :func:`compkit.blends.fit_weights_heads`)."""
+        return blends.fit_weights_heads(preds, truth, [start for start, _ in self.spans])
+
+    def caruana_key(self, truth, pred):
+        return self.scorer.sign * self.score(truth, pred), -self.log_loss(truth, pred)
+
+
+TASKS = {task.kind: task for task in (Multiclass, Binary, Regression, Ordinal, Multilabel, Multihead)}
 
 
 def of(comp: Competition, loss: str = "auto", tag_thresholds: str = "global") -> Task:

@@ -284,3 +284,23 @@ def tags_figure(truth: np.ndarray, pred: np.ndarray, decision: np.ndarray, tags:
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(title)
     return fig
+
+
+def heads_figure(truth: np.ndarray, decision: np.ndarray, heads: list[str], classes: list[list], title: str) -> Figure:
+    """Per head of a multi-head target, one panel: each class's recall, the head's macro recall (its mean, sklearn's
+    ``recall_score(average="macro")`` over the classes present) in the panel's title ((N, H) int truth and decisions)."""
+    from sklearn.metrics import recall_score
+
+    fig = _figure(max(6.0, 0.25 * sum(len(c) for c in classes) + 2), 3.0 * len(heads))
+    for h, (head, names) in enumerate(zip(heads, classes)):
+        ax = fig.add_subplot(len(heads), 1, h + 1)
+        recall = recall_score(truth[:, h], decision[:, h], labels=np.arange(len(names)), average=None, zero_division=0)
+        macro = recall_score(truth[:, h], decision[:, h], average="macro", zero_division=0)
+        ax.bar(np.arange(len(names)), recall, color="C0")
+        ax.set_xticks(np.arange(len(names)), [str(c) for c in names])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("recall")
+        ax.grid(alpha=0.3, axis="y")
+        ax.set_title(f"{head}: macro recall {macro:.3f}", fontsize=10)
+    fig.suptitle(title)
+    return fig

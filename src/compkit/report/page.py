@@ -26,8 +26,8 @@ from compkit.io import atomic_path
 from compkit.metrics import best, gain, label, score, score_table, sign
 from compkit.report.platform import report_section as platform_section
 from compkit.report.figures import (blends_figure, confusion_figure, correlation_figure, extra_accuracy_figure,
-                                    intervals_figure, leaderboard_figure, learning_curves_figure, regression_figure,
-                                    roc_figure, tags_figure, wrong_figure)
+                                    heads_figure, intervals_figure, leaderboard_figure, learning_curves_figure,
+                                    regression_figure, roc_figure, tags_figure, wrong_figure)
 from compkit.report.loaders import (Candidate, Model, backbone_oof, blend_oof, holdout_candidates, read_leaderboard,
                                     rows_of)
 from compkit.report.stats import N_BOOT, fold_spread, metric_flip_probability, metric_interval, true_class_correlation
@@ -416,13 +416,16 @@ def _task_report(config: Config, paths: Paths, start: float) -> Path:
 
 
 def _task_figure(task, truth: np.ndarray, pred: np.ndarray, decision: np.ndarray, title: str):
-    """The figure :attr:`compkit.tasks.Task.figure` names, of (N,) truth, (N, D) predictions and (N,) decisions."""
+    """The figure :attr:`compkit.tasks.Task.figure` names, of (N,) truth, (N, D) predictions and (N,) decisions (a
+    multi-label or multi-head target: (N, T) or (N, H))."""
     if task.figure == "roc":
         return roc_figure(truth, pred[:, 0], title)
     if task.figure == "scatter":
         return regression_figure(truth, decision, title)
     if task.figure == "tags":
         return tags_figure(truth, pred, decision, task.classes, title)
+    if task.figure == "heads":
+        return heads_figure(truth, decision, task.heads, task.head_classes, title)
     k = len(task.classes)
     matrix = confusion_matrix(truth, decision, labels=np.arange(k)).astype(float)
     return confusion_figure(matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None), task.classes, title)
