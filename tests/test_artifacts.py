@@ -69,22 +69,6 @@ def _imports() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_import_cycle_among_compkit_modules():
-    graph, state = _imports(), {}
-
-    def visit(module, stack):
-        state[module] = "open"
-        for dep in sorted(graph[module]):
-            assert state.get(dep) != "open", f"import cycle: {' -> '.join([*stack, module, dep])}"
-            if dep not in state:
-                visit(dep, [*stack, module])
-        state[module] = "done"
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [])
-
-
 @pytest.mark.parametrize("stage", ["ensemble", "report", "tune", "pseudo", "submit"])
 def test_later_stages_do_not_import_train(stage):
     graph = _imports()
