@@ -29,7 +29,7 @@ ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DA
        $(foreach s,$(SET),--set $(s))
 
 .PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test test-fast docs clean bench bench-memory \
-        bench-throughput bench-input bench-pipeline bench-ablation upload lb-sync adversarial predict package rehearse
+        bench-throughput bench-input bench-pipeline bench-ablation upload lb-sync adversarial predict package rehearse upload-bundle push-kernel
 
 help:
 	@echo "make setup                 venv + pip install -e '.[dev]' (GPU=1 adds tensorflow[and-cuda])"
@@ -45,6 +45,8 @@ help:
 	@echo "make predict DATA_DIR=d    the ensemble on d's test data -> submission.csv (OUT=file), as the bundle predicts"
 	@echo "make package               bundle/<competition>/: the ensemble as an offline inference bundle + Kaggle kernel metadata"
 	@echo "make rehearse              the bundle offline in a fresh process on the test set resampled to the hidden size: images/s, projected time vs the limit"
+	@echo "make upload-bundle         the bundle as a private Kaggle dataset (a new version when it exists; bundle.owner)"
+	@echo "make push-kernel           kaggle kernels push of the bundle's predict.py kernel; \`make upload\` then submits that version (competition.code_competition)"
 	@echo "make tune TRIALS=30        an Optuna study per backbone (WORKER=n for extra workers; OPTUNA_STORAGE=url)"
 	@echo "make train EXECUTOR=ray    folds (and \`make tune\` trials) as Ray tasks on \$$RAY_ADDRESS's cluster, else a local one (pip install -e '.[ray]')"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
@@ -75,7 +77,7 @@ setup:
 
 comma := ,
 
-env check folds ensemble all tune-status report pseudo lb-sync adversarial package rehearse:
+env check folds ensemble all tune-status report pseudo lb-sync adversarial package rehearse upload-bundle push-kernel:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 data:

@@ -186,3 +186,21 @@ def fmnist():
             pytest.fail(f"{DEBIAN_FASHION_MNIST} missing on CI: `make setup` installs dataset-fashion-mnist")
         pytest.skip("apt-get install dataset-fashion-mnist to run this test")
     return fashion_mnist()
+
+
+@pytest.fixture
+def no_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "home" / ".kaggle"))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+FAKE_KEY = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def fake_credentials(no_credentials, monkeypatch):
+    """Credentials that exist but cannot be used: there is no network here."""
+    monkeypatch.setenv("KAGGLE_USERNAME", "compkit-test")
+    monkeypatch.setenv("KAGGLE_KEY", FAKE_KEY)

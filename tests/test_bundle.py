@@ -7,6 +7,7 @@ copies of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from compkit import blends, package, rehearse
 from compkit.cli import main
-from conftest import REPO, built_once, one_line_error
+from conftest import FAKE_KEY, REPO, built_once, one_line_error, with_root
 from test_competitions import FMNIST_CLASSES, HIDDEN_LABELS
 
 NAME = "fmnist-code"
@@ -157,6 +158,84 @@ def test_rehearse_projects_the_hidden_size_offline_and_fails_past_the_limit(pack
     assert f"{rehearse.offline_prefix()[1]}) exceeds competition.time_limit 32400s; predict with fewer models" in err
     err = one_line_error(capsys, main(["rehearse", *small, "--set", "competition.time_limit=1"]))
     assert "predict.py ran past competition.time_limit (1s) and was stopped" in err
+
+
+class FakeKaggle:
+    """The network end of the kaggle package (what ``KaggleApi.build_kaggle_client()`` returns): every request the
+    package built is kept in ``sent`` as (method, request), and the method's answer is Kaggle's response object."""
+
+    def __init__(self, answers: dict):
+        self.answers, self.sent = answers, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __getattr__(self, name):  # kaggle.kernels.kernels_api_client.save_kernel(request): each hop is this object
+        if name in self.answers:
+            return lambda request: self.sent.append((name, request)) or self.answers[name]
+        return self
+
+
+def _code_competition(packaged, tmp_path):
+    """A copy of the packaged run as a Kaggle code competition, and its CLI options."""
+    root, argv = packaged
+    shutil.copytree(root, tmp_path / "run", ignore=shutil.ignore_patterns("wandb"))
+    return tmp_path / "run", [*with_root(argv, tmp_path / "run"), "--set", "competition.platform='kaggle'",
+                              "--set", "competition.code_competition=true"]
+
+
+def test_upload_bundle_push_kernel_and_upload_offline_are_one_line_and_change_nothing(packaged, tmp_path, fake_credentials, capsys):
+    """The real kaggle package without network; then a placeholder owner, refused before any credential is read."""
+    root, argv = _code_competition(packaged, tmp_path)
+    board, bundle = root / "submissions" / NAME / "leaderboard.csv", root / "bundle" / NAME
+    before = {p: p.read_bytes() for p in [board, *bundle.iterdir()]}
+    for stage, what in (("upload-bundle", "look up the bundle's dataset"), ("push-kernel", "push the kernel")):
+        err = one_line_error(capsys, main([stage, *argv]), absent=(FAKE_KEY,))
+        assert f"kaggle: cannot reach Kaggle to {what}" in err, err
+    err = one_line_error(capsys, main(["upload", *argv]))
+    assert f"{root / 'runs' / NAME / 'platform/kernel.json'}: not found (no kernel pushed); run `make upload-bundle push-kernel" in err
+    assert {p: p.read_bytes() for p in [board, *bundle.iterdir()]} == before and not (root / "runs" / NAME / "platform").exists()
+
+    metadata = json.loads((bundle / "kernel-metadata.json").read_text())
+    (bundle / "kernel-metadata.json").write_text(json.dumps({**metadata, "id": f"{package.NO_OWNER}/x"}))
+    err = one_line_error(capsys, main(["push-kernel", *argv]))
+    assert f"its id has no Kaggle owner ({package.NO_OWNER}); set bundle.owner" in err
+
+
+def test_push_kernel_records_its_version_and_upload_submits_that_version(packaged, tmp_path, fake_credentials, monkeypatch, capsys):
+    """``kernels_push`` and ``competition_submit_code`` of the real kaggle package, only their send replaced: the
+    version Kaggle answers is what `make upload` submits, and a bundle rebuilt since the push is refused."""
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk.competitions.types.competition_api_service import ApiCreateCodeSubmissionResponse
+    from kagglesdk.kernels.types.kernels_api_service import ApiSaveKernelResponse
+
+    root, argv = _code_competition(packaged, tmp_path)
+    saved, submitted = ApiSaveKernelResponse(), ApiCreateCodeSubmissionResponse()
+    saved.version_number, saved.url, submitted.ref = 7, "https://www.kaggle.com/code/someone/fmnist-code-compkit-predict", 4242
+    fake = FakeKaggle({"save_kernel": saved, "create_code_submission": submitted})
+    monkeypatch.setattr(KaggleApi, "build_kaggle_client", lambda self: fake)
+    assert main(["push-kernel", *argv]) == 0
+    manifest = root / "bundle" / NAME / "manifest.json"
+    record = json.loads((root / "runs" / NAME / "platform/kernel.json").read_text())
+    assert record["kernel"] == "someone/fmnist-code-compkit-predict" and record["version"] == 7
+    assert record["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+    assert main(["upload", *argv]) == 0
+    (_, push), (method, request) = fake.sent
+    assert push.enable_internet is False and method == "create_code_submission"
+    assert (request.competition_name, request.kernel_slug, request.kernel_version, request.file_name) == (
+        NAME, "fmnist-code-compkit-predict", 7, "submission.csv")
+    board = root / "submissions" / NAME / "leaderboard.csv"
+    assert pd.read_csv(board)["platform_ref"].iloc[-1] == 4242
+
+    before = board.read_bytes()
+    manifest.write_text(manifest.read_text() + " ")
+    err = one_line_error(capsys, main(["upload", *argv]))
+    assert f"{manifest}: not the bundle kernel someone/fmnist-code-compkit-predict version 7 was pushed with" in err
+    assert board.read_bytes() == before and len(fake.sent) == 2
 
 
 def test_predict_package_and_rehearse_without_their_inputs_are_one_line_errors(tmp_path, dacon_dir, capsys):

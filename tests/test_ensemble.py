@@ -18,7 +18,7 @@ from compkit.cli import main
 from compkit.config import ConfigError, Paths, load_config
 from compkit.data import load_train
 from compkit.errors import CompkitError
-from conftest import REPO, dacon_config, with_root
+from conftest import REPO, SMOKE_FOLDS, dacon_config, one_line_error, with_root
 from compkit.blends import caruana_weights, cross_fitted_oof, fit_weights, hard_vote, meta_model, soft_vote, stacked_oof
 from compkit.ensemble import oof_folds
 from compkit.metrics import best, score_table
@@ -287,6 +287,49 @@ def test_caruana_picks_with_replacement_and_keeps_the_best_prefix():
     bad = np.full((400, 3), 1 / 3)
     weights = caruana_weights(np.stack([bad, good]), labels, _caruana_key("log_loss"), 10)
     assert weights.tolist() == [0.0, 1.0]  # the good model alone, picked again and again: adding `bad` only hurts
+
+
+def test_caruana_under_a_budget_leaves_out_the_model_that_does_not_fit():
+    """The better model costs 3 units an image, the other 1: a budget of 2 keeps Caruana to the cheap one; a budget of
+    4 lets it take both, each counted once however often it is picked."""
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 3, size=400)
+    better = np.eye(3)[np.where(rng.random(400) < 0.9, labels, (labels + 1) % 3)] * 0.7 + 0.1
+    cheap = np.eye(3)[np.where(rng.random(400) < 0.6, labels, (labels + 2) % 3)] * 0.7 + 0.1
+    library, cost = np.stack([cheap, better]), np.array([1.0, 3.0])
+    assert caruana_weights(library, labels, _caruana_key("log_loss"), 10)[1] > 0  # unbudgeted, the better model is in
+    assert caruana_weights(library, labels, _caruana_key("log_loss"), 10, cost=cost, budget=2.0).tolist() == [1.0, 0.0]
+    assert caruana_weights(library, labels, _caruana_key("log_loss"), 10, cost=cost, budget=4.0)[1] > 0
+
+
+@pytest.mark.slow
+def test_time_budget_keeps_caruana_and_the_choice_within_the_projection(smoke_run, tmp_path, capsys):
+    """The shared smoke run's real library (cnn_small and resnet_small, 3 folds; each fold's prediction seconds per
+    image recorded when it was trained) and a budget between the faster backbone's projected hours and the slower's:
+    Caruana leaves the slower one out, the chosen blend's projection (recomputed here from the fold.json files) fits,
+    and a budget below the faster one alone is one line that changes nothing."""
+    root, argv = smoke_run
+    shutil.copytree(root, tmp_path / "run", ignore=shutil.ignore_patterns("wandb"))
+    runs, rows = tmp_path / "run/runs" / COMP, 20480
+    argv = [*with_root(argv, tmp_path / "run"), "--set", f"competition.hidden_test_rows={rows}"]
+    cost = {b: sum(json.loads((runs / b / f"fold{k}/fold.json").read_text())["predict_seconds_per_image"]
+                   for k in range(SMOKE_FOLDS)) for b in ("cnn_small", "resnet_small")}
+    hours = {b: c * rows / 3600 for b, c in cost.items()}
+    fast, slow = sorted(hours, key=hours.get)
+    assert hours[slow] > hours[fast] > 0
+    budget = (hours[fast] + hours[slow]) / 2
+    assert main(["ensemble", *argv, "--set", f"ensemble.time_budget={budget!r}"]) == 0
+    record = json.loads((runs / "ensemble/ensemble.json").read_text())
+    assert record["blends"]["caruana"]["weights"] == {fast: 1.0, slow: 0.0}
+    used = [b for b, w in record["blends"][record["selected"]]["weights"].items() if w > 0]
+    assert used == [fast] and sum(hours[b] for b in used) <= budget
+    assert record["blends"]["equal"]["predict_hours"] == pytest.approx(hours[fast] + hours[slow], abs=1e-4) > budget
+    assert f"predicts {rows} hidden test rows in" in capsys.readouterr().out
+
+    before = (runs / "ensemble/ensemble.json").read_bytes()
+    err = one_line_error(capsys, main(["ensemble", *argv, "--set", f"ensemble.time_budget={hours[fast] / 2!r}"]))
+    assert f"the fastest backbone, {fast}, alone projects {hours[fast]:.2f} h on {rows} hidden test rows" in err
+    assert (runs / "ensemble/ensemble.json").read_bytes() == before
 
 
 @pytest.mark.slow

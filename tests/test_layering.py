@@ -21,7 +21,7 @@ SRC = REPO / "src" / "compkit"
 
 CONFIG = {"errors", "redact", "metrics", "registry", "hyper", "schema", "checks", "config"}
 STAGES = {"folds", "check", "train", "tune", "ensemble", "pseudo", "submit", "adversarial", "platform", "clean", "report",
-          "predict", "package", "rehearse", "entry", "cli", "__main__"}
+          "predict", "package", "rehearse", "kernel", "entry", "cli", "__main__"}
 TIERS = {"config": 0, "layers": 1, "stages": 2}
 
 # stage -> stage imports that stand, each for a reason
@@ -32,6 +32,9 @@ STAGE_EDGES = {
     ("predict", "submit"): "a predicted submission is ordered and validated as `make submit`'s",
     ("package", "predict"): "the bundle holds what `compkit predict` reads, in its format",
     ("entry", "predict"): "the bundle's predict.py runs `compkit predict` on the bundle",
+    ("kernel", "platform"): "the bundle and the kernel go to Kaggle through platform.py's client and its one-line errors",
+    ("kernel", "package"): "the kernel's and the dataset's metadata are the files `make package` wrote",
+    ("kernel", "entry"): "the bundle is checked before upload with the manifest check its predict.py runs",
     ("cli", "*"): "the CLI runs every stage",
     ("__main__", "cli"): "python -m compkit is the CLI",
 }

@@ -21,7 +21,7 @@ from compkit.data import load_test, load_train
 from compkit.errors import CompkitError
 from compkit.io import write_csv
 from compkit.platform import PlatformError
-from conftest import REPO, one_line_error
+from conftest import FAKE_KEY, REPO, one_line_error
 
 CONFIGS = ["--config-dir", str(REPO / "configs")]
 
@@ -170,24 +170,6 @@ def board_root(tmp_path, dacon_dir):
     return tmp_path
 
 
-@pytest.fixture
-def no_credentials(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "home" / ".kaggle"))
-    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-
-
-FAKE_KEY = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture
-def fake_credentials(no_credentials, monkeypatch):
-    """Credentials that exist but cannot be used: there is no network here."""
-    monkeypatch.setenv("KAGGLE_USERNAME", "compkit-test")
-    monkeypatch.setenv("KAGGLE_KEY", FAKE_KEY)
-
-
 def _run(stage: str, root: Path, capsys, *extra: str) -> str:
     return one_line_error(capsys, main([stage, "--competition", "digit-recognizer", *CONFIGS, "--root", str(root), "--data-dir",
                                         str(root / "data" / "digit-recognizer"), *extra]), absent=(FAKE_KEY,))
@@ -319,6 +301,15 @@ def test_merge_keeps_the_recorded_upload(tmp_path):
     board["platform_ref"] = [101, None, None, None]  # `make upload` recorded submission 101 for a
     merged, _ = platform.merge_platform_scores(board, _listing())
     assert merged.at[0, "platform_ref"] == 101 and merged.at[0, "platform_status"] == "ERROR"
+
+
+def test_merge_finds_a_code_submission_by_its_recorded_ref():
+    """A code competition's platform file is the kernel's output (submission.csv), never the row's file name: the ref
+    `make upload` recorded is what matches."""
+    board = _board()
+    board["platform_ref"] = [None, None, 98, None]
+    merged, matched = platform.merge_platform_scores(board, _listing())
+    assert merged.at[2, "platform_ref"] == 98 and merged.at[2, "platform_public"] == 0.5 and matched == 4
 
 
 def test_upload_record_then_sync(tmp_path):

@@ -441,6 +441,11 @@ class Layout:
         """``bundle/<c>/``: the offline inference bundle (`make package`, package.py)."""
         return self.paths.root / "bundle" / self.config.competition.name
 
+    @property
+    def kernel_record(self) -> Path:
+        """``runs/<c>/platform/kernel.json``: the kernel `make push-kernel` pushed, its version and bundle (kernel.py)."""
+        return self.paths.runs / "platform" / "kernel.json"
+
     # -------------------------------------------------------------------------------------- submissions
 
     @property

@@ -213,7 +213,7 @@ def equal_weights(probas: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def caruana_weights(probas: np.ndarray, labels: np.ndarray, key: Callable[[np.ndarray, np.ndarray], tuple],
-                    iterations: int) -> np.ndarray:
+                    iterations: int, cost: np.ndarray | None = None, budget: float = np.inf) -> np.ndarray:
     """Ensemble selection: greedy forward selection of models, with replacement, on the competition metric.
 
     Caruana, Niculescu-Mizil, Crew & Ksikes, "Ensemble Selection from Libraries of Models", ICML 2004
@@ -222,11 +222,15 @@ def caruana_weights(probas: np.ndarray, labels: np.ndarray, key: Callable[[np.nd
     average the best ``key``; keep the best ensemble seen along the way. A model's weight is the
     share of the kept ensemble's picks it has. ``key(labels, blend)`` is a tuple, larger is better: the task's
     metric, then a tie-break (:meth:`compkit.tasks.Task.caruana_key`: ties in accuracy go to the lower log loss);
-    equal keys go to the first model.
+    equal keys go to the first model. Under an inference budget a pick may only add a model while the summed ``cost``
+    of the distinct models picked stays within ``budget`` (a model already picked adds nothing: its predictions are
+    made once, whatever its weight); the first pick is the best model that fits alone.
 
     Args:
         probas: (M, N, D) OOF predictions of M models; labels: (N,) truth.
         key: the objective; iterations: picks, >= 1.
+        cost: (M,) each model's inference cost (seconds per test image, all folds and TTA views), or None: no budget;
+        budget: the most the picked models' costs may sum to, in ``cost``'s unit; at least one model must fit alone.
 
     Returns:
         (M,) float64 weights, multiples of 1 / (picks kept), summing to 1; a model never picked gets 0.
@@ -234,9 +238,11 @@ def caruana_weights(probas: np.ndarray, labels: np.ndarray, key: Callable[[np.nd
     m = probas.shape[0]
     total, counts = np.zeros(probas.shape[1:]), np.zeros(m, dtype=np.int64)
     best_key, best_counts = None, None
+    cost = np.zeros(m) if cost is None else np.asarray(cost, dtype=np.float64)
     for n in range(1, iterations + 1):
-        keys = [key(labels, (total + probas[j]) / n) for j in range(m)]
-        pick = max(range(m), key=lambda j: keys[j])  # max keeps the first of equal keys
+        fits = [j for j in range(m) if counts[j] or cost[counts > 0].sum() + cost[j] <= budget]
+        keys = {j: key(labels, (total + probas[j]) / n) for j in fits}
+        pick = max(fits, key=lambda j: keys[j])  # max keeps the first of equal keys
         total += probas[pick]
         counts[pick] += 1
         if best_key is None or keys[pick] > best_key:

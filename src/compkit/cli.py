@@ -37,6 +37,8 @@ EXTRA = {
     "pseudo": ("pseudo", "run"),
     "report": ("report", "run"),
     "upload": ("platform", "upload"),
+    "upload-bundle": ("kernel", "upload_bundle"),
+    "push-kernel": ("kernel", "push_kernel"),
     "lb-sync": ("platform", "lb_sync"),
     "adversarial": ("adversarial", "run"),
     "env": ("devices", "env"),

@@ -299,7 +299,7 @@ def kaggle_api(alternative: str = ""):
     return api
 
 
-def _call(what: str, slug: str, function, *args, **kwargs):
+def kaggle_call(what: str, slug: str, function, *args, **kwargs):
     """``function(*args, **kwargs)`` with the package's network and HTTP errors turned into one-line :class:`PlatformError`."""
     import requests
 
@@ -310,15 +310,17 @@ def _call(what: str, slug: str, function, *args, **kwargs):
         status = exc.response.status_code if exc.response is not None else None
         hint = {401: "the credentials were refused; create a new API token on kaggle.com/settings",
                 403: f"accept the competition's rules on https://www.kaggle.com/competitions/{slug}/rules",
-                404: f"no competition {slug!r}; check competition.slug",
+                404: f"not found: check competition.slug ({slug!r}) and, for a bundle or kernel, bundle.owner",
                 429: "too many requests (or no submissions left today); try again later"}
         raise PlatformError(f"kaggle: {what} failed with HTTP {status}; {hint.get(status, 'try again later')}") from None
     except requests.RequestException as exc:
         raise PlatformError(f"kaggle: cannot reach Kaggle to {what} ({type(exc).__name__}); check the network "
                             "(nothing local was changed)") from None
+    except ValueError as exc:  # the package's own checks of its input (metadata files, ids), before any request
+        raise PlatformError(f"kaggle: cannot {what}: {exc}") from None
 
 
-def _slug(config: Config) -> str:
+def kaggle_slug(config: Config) -> str:
     """The Kaggle competition name; raises :class:`PlatformError` when the competition is not on Kaggle."""
     comp = config.competition
     if comp.platform != "kaggle":
@@ -358,13 +360,13 @@ def data(config: Config, paths: Paths, from_zip: Path | None = None) -> None:
 def download(config: Config, paths: Paths) -> Path:
     """Download the competition's zip with ``KaggleApi.competition_download_files`` into a temporary folder, then
     :func:`import_zip` it into ``paths.data``. Returns ``paths.data``."""
-    slug = _slug(config)
+    slug = kaggle_slug(config)
     target = Path(paths.data)
     if target.exists() and any(target.iterdir()):
         raise PlatformError(f"{target}: already holds files; delete the folder or pass DATA_DIR=<new folder> to download {slug}")
     api = kaggle_api(", or pass FROM_ZIP=<the competition's zip>")
     with _parent_of(target), tempfile.TemporaryDirectory(dir=target.parent, prefix=f".tmp-{target.name}-download-") as folder:
-        _call("download the files", slug, api.competition_download_files, slug, path=folder, quiet=True)
+        kaggle_call("download the files", slug, api.competition_download_files, slug, path=folder, quiet=True)
         zips = sorted(Path(folder).glob("*.zip"))
         if not zips:
             raise PlatformError(f"kaggle: the download of {slug} holds no zip ({sorted(p.name for p in Path(folder).iterdir())})")
@@ -400,28 +402,64 @@ def _pick_row(board: pd.DataFrame, board_path: Path, file: str | None) -> int:
 
 
 def upload(config: Config, paths: Paths, file: str | None = None) -> None:
-    """`make upload`: submit the latest submission (or ``file``) with ``KaggleApi.competition_submit``.
+    """`make upload`: submit the latest submission (or ``file``) with ``KaggleApi.competition_submit``; for a code
+    competition (``competition.code_competition``) submit the pushed kernel's version instead
+    (``competition_submit_code``, its output ``submission.csv``; :func:`pushed_kernel`), the row standing for the
+    same ensemble's local predictions.
 
     The message is :func:`upload_message`; the leaderboard row gets ``uploaded`` (UTC time) and ``platform_ref``.
 
     Raises:
         PlatformError: not a Kaggle competition, no leaderboard or row, the file is gone or not the one `make submit`
-            wrote (:func:`check_submitted`), no credentials, package or network, or Kaggle refused the upload;
-            leaderboard.csv is then unchanged.
+            wrote (:func:`check_submitted`), no pushed kernel for a code competition (:func:`pushed_kernel`), no
+            credentials, package or network, or Kaggle refused the upload; leaderboard.csv is then unchanged.
     """
-    slug = _slug(config)
+    slug = kaggle_slug(config)
     board_path, board = read_board(config, paths)
     index = _pick_row(board, board_path, file)
     path = paths.submissions / str(board.at[index, "file"])
     if not path.is_file():
         raise PlatformError(f"{path}: not found (listed in {board_path.name}); run `make submit` again")
     check_submitted(config, paths, path, board.loc[index])
-    api = kaggle_api()
-    response = _call("upload the submission", slug, api.competition_submit, str(path), upload_message(board.loc[index]), slug, quiet=True)
+    message = upload_message(board.loc[index])
+    if config.competition.code_competition:
+        kernel = pushed_kernel(config, paths)
+        api = kaggle_api()
+        response = kaggle_call("submit the kernel", slug, api.competition_submit_code, "submission.csv", message, slug,
+                               kernel=kernel["kernel"], kernel_version=kernel["version"], quiet=True)
+        what = f"kernel {kernel['kernel']} version {kernel['version']}"
+    else:
+        api = kaggle_api()
+        response = kaggle_call("upload the submission", slug, api.competition_submit, str(path), message, slug, quiet=True)
+        what = path.name
     if not getattr(response, "ref", 0):
-        raise PlatformError(f"kaggle: the upload of {path.name} was not accepted ({getattr(response, 'message', '') or 'no reason given'})")
+        raise PlatformError(f"kaggle: the upload of {what} was not accepted ({getattr(response, 'message', '') or 'no reason given'})")
     Layout(config, paths).write_leaderboard(record_upload(board, index, int(response.ref), datetime.now(timezone.utc)))
-    console.summary(f"upload: {path.name} -> kaggle {slug} (submission {response.ref}); `make lb-sync` reads its score")
+    console.summary(f"upload: {what} -> kaggle {slug} (submission {response.ref}, leaderboard row {path.name}); "
+                    "`make lb-sync` reads its score")
+
+
+def pushed_kernel(config: Config, paths: Paths) -> dict:
+    """The kernel record `make push-kernel` wrote (kernel.py), once the bundle on disk is checked to be the one pushed
+    (manifest.json's sha256 as recorded), so the kernel version submitted predicts with the local ensemble.
+
+    Raises:
+        PlatformError: no record (push first), an unreadable one, or a bundle rebuilt since the push.
+    """
+    layout, name = Layout(config, paths), config.competition.name
+    again = f"run `make upload-bundle push-kernel COMPETITION={name}` (the bundle, then its kernel) first"
+    try:
+        record = json.loads(layout.kernel_record.read_text())
+        kernel, version, pushed = str(record["kernel"]), int(record["version"]), record["manifest_sha256"]
+    except FileNotFoundError:
+        raise PlatformError(f"{layout.kernel_record}: not found (no kernel pushed); {again}") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PlatformError(f"{layout.kernel_record}: not a kernel record; {again}") from None
+    manifest = layout.bundle_dir / "manifest.json"
+    if not manifest.is_file() or sha256_file(manifest) != pushed:
+        raise PlatformError(f"{manifest}: not the bundle kernel {kernel} version {version} was pushed with (rebuilt or "
+                            f"removed since); {again}")
+    return {"kernel": kernel, "version": version}
 
 
 def check_submitted(config: Config, paths: Paths, path: Path, row: pd.Series) -> None:
@@ -457,7 +495,7 @@ def fetch_submissions(api, slug: str) -> list[ApiSubmission]:
     """Every submission of the user to ``slug``, newest first: ``KaggleApi.competition_submissions``, page by page."""
     out, seen = [], set()
     for page in range(1, LISTING_MAX_PAGES + 1):
-        batch = _call("list the submissions", slug, api.competition_submissions, slug, page_number=page, page_size=LISTING_PAGE_SIZE) or []
+        batch = kaggle_call("list the submissions", slug, api.competition_submissions, slug, page_number=page, page_size=LISTING_PAGE_SIZE) or []
         fresh = [s for s in batch if s is not None and s.ref not in seen]
         out.extend(fresh)
         seen.update(s.ref for s in fresh)
@@ -510,9 +548,9 @@ def _with_platform_columns(board: pd.DataFrame) -> pd.DataFrame:
 def merge_platform_scores(board: pd.DataFrame, submissions: list[ApiSubmission]) -> tuple[pd.DataFrame, int]:
     """The leaderboard with ``platform_ref/status/public/private`` filled from the platform's listing.
 
-    A submission matches a row when its ``file_name`` is the row's ``file`` and its ``date`` (UTC) is no
-    earlier than the row's ``time`` minus :data:`CLOCK_SLACK`; a recorded ``platform_ref`` wins, else the
-    newest complete one. Unmatched rows keep their values, so a second sync of the same listing changes nothing.
+    A submission matches a row when its ``ref`` is the row's recorded ``platform_ref`` (`make upload`), or when its
+    ``file_name`` is the row's ``file`` and its ``date`` (UTC) is no earlier than the row's ``time`` minus
+    :data:`CLOCK_SLACK`; the recorded ref wins, else the newest complete one. Unmatched rows keep their values, so a second sync of the same listing changes nothing.
 
     Args:
         board: leaderboard.csv's rows (``time``, ``file``, ...).
@@ -526,12 +564,13 @@ def merge_platform_scores(board: pd.DataFrame, submissions: list[ApiSubmission])
     times = pd.to_datetime(board["time"], utc=True)
     matched = 0
     for index in board.index:
+        ref = board.at[index, "platform_ref"]
         candidates = [s for s in submissions
-                      if s.file_name == str(board.at[index, "file"]) and s.date is not None
-                      and pd.Timestamp(s.date, tz="UTC") >= times[index] - CLOCK_SLACK]
+                      if (pd.notna(ref) and s.ref == int(ref))  # a code competition's file is the kernel's output
+                      or (s.file_name == str(board.at[index, "file"]) and s.date is not None
+                          and pd.Timestamp(s.date, tz="UTC") >= times[index] - CLOCK_SLACK)]
         if not candidates:
             continue
-        ref = board.at[index, "platform_ref"]
         chosen = next((s for s in candidates if pd.notna(ref) and s.ref == int(ref)), None)
         chosen = chosen or max(candidates, key=lambda s: (s.status.name == "COMPLETE", s.date, s.ref))
         board.at[index, "platform_ref"] = chosen.ref
@@ -550,7 +589,7 @@ def lb_sync(config: Config, paths: Paths) -> None:
         PlatformError: not a Kaggle competition, no leaderboard, no credentials, package or network;
             nothing local is changed then.
     """
-    slug = _slug(config)
+    slug = kaggle_slug(config)
     board_path, board = read_board(config, paths)
     api = kaggle_api()
     submissions = fetch_submissions(api, slug)

@@ -131,6 +131,7 @@ class Competition(Strict):
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
     slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
     pretrained_allowed: bool = False  # the rules allow pretrained weights (backbones.<name>.weights); DACON: false
+    code_competition: bool = False  # submissions are a notebook Kaggle reruns offline: `make upload` submits the pushed kernel
     hidden_test_rows: int | None = Field(None, ge=1)  # a code competition's hidden test set, in rows; None: the local test set's
     time_limit: float = Field(32400.0, gt=0)  # seconds a code competition's notebook may run (Kaggle's usual 9 hours)
 
@@ -326,6 +327,9 @@ class Ensemble(Strict):
     stacking: bool = False  # also blend by a logistic-regression meta-model on the OOF probabilities ("stacked")
     stacking_c: float = Field(1.0, gt=0)  # the meta-model's C: inverse L2 regularisation strength
     caruana_iterations: int = Field(25, ge=1)  # picks of Caruana's ensemble selection (with replacement)
+    # hours the blend may take to predict the hidden test set (competition.hidden_test_rows, else the local test set's
+    # rows), projected from each fold's predict seconds per image; Caruana and the blend choice keep within it. None: no limit
+    time_budget: float | None = Field(None, gt=0)
     # multi-label: one threshold for every tag ("global"), or one per tag ("per_tag": overfits with few rows per tag)
     tag_thresholds: Literal["global", "per_tag"] = "global"
 

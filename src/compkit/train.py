@@ -12,7 +12,7 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
                    each with ``tta`` views; :attr:`compkit.tasks.Task.columns`)
     holdout.csv    the same for every holdout row
     test.csv       the same for every test row (only with a test file)
-    fold.json      scores, epochs, seconds, peak memory, hyperparameters, the resolved config (secrets masked),
+    fold.json      scores, epochs, seconds, prediction seconds per image, peak memory, hyperparameters, the resolved config (secrets masked),
                    lineage, and the sha256 of each
                    CSV above; written last: its presence marks the fold done (see artifacts.py)
 
@@ -62,6 +62,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
         The contents of ``fold.json``: ``oof_<metric>`` for each of the task's metrics (multiclass: ``oof_accuracy``,
         ``oof_macro_f1``, ``oof_log_loss``; decisions with the default post-processing), ``epochs``, ``best_epoch``,
         ``seconds``, ``started`` and ``finished`` (Unix times), ``peak_rss_mb`` (this process's peak resident memory),
+        ``predict_seconds_per_image`` (:func:`seconds_per_image`),
         ``compute`` (device, gpus, threads, precision, replicas: :func:`compkit.devices.describe`), ``where`` it ran
         (``executor``: local or ray, ``host``, ``pid``, ``device``: ``CPU`` or ``GPU <CUDA_VISIBLE_DEVICES>``), ``hyper``, and ``lineage``:
         ``config`` and ``folds`` digests (:mod:`compkit.lineage`), ``fit_ids`` / ``val_ids`` (digests of
@@ -87,6 +88,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             sets["test.csv"] = (data.test, np.arange(len(data.test.ids)))
         probas = {name: np.zeros((len(rows), task.width), np.float32) for name, (_, rows) in sets.items()}
         histories, augment_at = [], augment_where(config.train.augment_on, hyper.augment)
+        timed = dict.fromkeys(sets, 0.0)  # prediction seconds per set, over the seeds
         for s in range(seeds):  # seed averaging: each model's probabilities weigh 1 / seeds
             model_seed = fitting.model_seed(config, fold, s)
             keras.utils.set_random_seed(model_seed)
@@ -97,7 +99,9 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             histories.append(hist.assign(seed=s))
             for name, (split, rows) in sets.items():
                 if len(rows):  # no holdout when the competition ships its test labels
+                    began = time.perf_counter()
                     probas[name] += fitting.predict_rows(model, split, rows, hyper, model_seed, task, augment_at) / seeds
+                    timed[name] += time.perf_counter() - began
         hist = pd.concat(histories, ignore_index=True)
         scores = task.score_table(train.labels[data.val], probas["oof.csv"])
         result = {
@@ -111,6 +115,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             "started": round(started, 3),
             "finished": round(time.time(), 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "predict_seconds_per_image": seconds_per_image(timed, {n: len(rows) for n, (_, rows) in sets.items()}),
             "compute": describe(model),
             "where": where(executor, describe(model)),
             "hyper": hyper.model_dump(),
@@ -128,6 +133,15 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
         tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "config", "lineage")})
         result = layout.write_fold(backbone, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
     return result
+
+
+def seconds_per_image(seconds: dict[str, float], rows: dict[str, int]) -> float:
+    """Seconds to predict one image with every model of a fold (its seeds) and every TTA view: the prediction ``seconds``
+    of the holdout and test sets over their ``rows`` (file name -> value). They are predicted after the OOF rows, whose
+    time holds the model's graph tracing, so they time steady prediction as a code competition's hidden rows see it; the
+    OOF set's time when there is neither. An inference budget sums it over a blend's folds (``ensemble.time_budget``)."""
+    steady = [name for name in seconds if name != "oof.csv" and rows[name]] or ["oof.csv"]
+    return round(sum(seconds[n] for n in steady) / max(sum(rows[n] for n in steady), 1), 7)
 
 
 def where(executor: str, compute: dict) -> dict:

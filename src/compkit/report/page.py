@@ -193,6 +193,8 @@ def _oof_section(page: _Page, models: list[Model], labels: dict[str, np.ndarray]
                     f"{metric} gain": gain(metric, spec[metric], blend["scores"][best_single][metric])})
         if metric != "log_loss":  # else the same column twice
             row["log loss gain"] = blend["scores"][best_single]["log_loss"] - spec["log_loss"]
+        if "predict_hours" in spec:  # projected at the hidden test size (ensemble.time_budget)
+            row["predict h"] = spec["predict_hours"]
         rows.append(row)
     page.add("<h3>Blends</h3>")
     page.para(f"Every blend is scored out of fold (fitted on the other folds' OOF rows). Gains are over the best "
