@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from compkit import blends, package, rehearse
 from compkit.cli import main
 from conftest import FAKE_KEY, REPO, built_once, one_line_error, with_root
-from test_competitions import FMNIST_CLASSES, HIDDEN_LABELS
+from test_competitions import FMNIST_CLASSES, HIDDEN_LABELS, _image_folder
 
 NAME = "fmnist-code"
 ORDER = [FMNIST_CLASSES[i] for i in (3, 0, 9, 1, 5, 2, 8, 4, 7, 6)]  # the sample's own column order
@@ -236,6 +236,27 @@ def test_push_kernel_records_its_version_and_upload_submits_that_version(package
     err = one_line_error(capsys, main(["upload", *argv]))
     assert f"{manifest}: not the bundle kernel someone/fmnist-code-compkit-predict version 7 was pushed with" in err
     assert board.read_bytes() == before and len(fake.sent) == 2
+
+
+def test_rehearse_resamples_an_image_folder_test_set_as_links_named_by_row(tmp_path, fmnist):
+    """12 rows drawn from a folder of 5 real PNG images (some 56-px RGB): each a link to a source image, named
+    1.png..12.png, in the new sample submission's order, decoding to its source's pixels."""
+    from compkit.config import load_config
+    from compkit.data import load_test
+
+    (x, y), _ = fmnist
+    data, configs = _image_folder(tmp_path, x, y, n_train=4, n_test=5)
+    comp = load_config("clothes", None, [], configs).competition
+    rehearse.resample(comp, data, 12, 0, tmp_path / "out")
+    names = [f"{n}.png" for n in range(1, 13)]
+    assert sorted(p.name for p in (tmp_path / "out/test").iterdir()) == sorted(names)
+    assert pd.read_csv(tmp_path / "out/sample_submission.csv")["file"].tolist() == names
+    source, drawn = load_test(data, comp), load_test(tmp_path / "out", comp)
+    by_bytes = {(data / "test" / name).read_bytes(): k for k, name in enumerate(source.ids)}
+    for k, name in enumerate(drawn.ids):
+        origin = by_bytes[(tmp_path / "out/test" / name).read_bytes()]  # a KeyError: not one of the source images
+        np.testing.assert_array_equal(drawn.images[k], source.images[origin])
+    assert rehearse.local_test_size(comp, data) == 5
 
 
 def test_predict_package_and_rehearse_without_their_inputs_are_one_line_errors(tmp_path, dacon_dir, capsys):

@@ -34,6 +34,7 @@ from compkit.config import Config, Ensemble, Paths
 from compkit.data import has_test, load_labels
 from compkit.errors import CompkitError, shown
 from compkit.lineage import folds_digest, ids_digest
+from compkit.metrics import Scorer
 from compkit.tasks import Task
 from compkit.tracking import tracked
 
@@ -149,7 +150,7 @@ def projected_hours(weights: dict[str, np.ndarray], names: list[str], costs: np.
     return {name: round(float(costs[used[name]].sum()) * rows / 3600, 4) for name in names}
 
 
-def choose(metric, blends: dict[str, dict], hours: dict[str, float], spec: Ensemble) -> str:
+def choose(metric: Scorer, blends: dict[str, dict], hours: dict[str, float], spec: Ensemble) -> str:
     """The blend to submit: ``ensemble.select``, or with ``best`` the best-scoring blend whose projected hours fit
     ``ensemble.time_budget`` (all blends without one).
 

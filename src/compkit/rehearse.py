@@ -3,11 +3,11 @@
 ``bundle/<c>/`` (`make package`) is copied to a temporary folder and its predict.py run there in a fresh process, with a
 throwaway HOME, no PYTHONPATH and no network (``unshare -n``, or ``unshare -rn`` for a user without the right; where
 neither works it says so and runs with the network), on the local test set resampled to ``bundle.rehearse_rows`` rows
-(default ``competition.hidden_test_rows``, else the local test set's size): rows drawn with replacement (seed
-``train.seed``) under new ids 1..n, and a sample submission for them. The run is killed at ``competition.time_limit``
+(default ``competition.hidden_test_rows``, else the local test set's size): rows (or a test folder's images) drawn
+with replacement (seed ``train.seed``) under new ids 1..n, and a sample submission for them. The run is killed at ``competition.time_limit``
 seconds. It prints the bundle's images/s per model (its TTA views counted) and the time projected at the hidden size
 (the run's wall time x hidden rows / rows run: start-up is scaled too, so the projection errs long), and fails with one
-line when the run or the projection exceeds the limit. pixel_csv competitions only (an image folder is not resampled).
+line when the run or the projection exceeds the limit.
 """
 
 from __future__ import annotations
@@ -26,37 +26,56 @@ import pandas as pd
 from compkit import console
 from compkit.artifacts import Layout
 from compkit.config import Competition, Config, Paths
-from compkit.data import DataError, load_sample_submission
+from compkit.data import DataError, load_sample_submission, load_test_ids
 from compkit.errors import CompkitError
 from compkit.io import read_id_csv
 
 MANIFEST = "manifest.json"  # the bundle's record (package.py), present once the bundle is whole
 
 
-def local_test(comp: Competition, data_dir: Path) -> pd.DataFrame:
-    """``data_dir``'s test file as a table (ids as text), the rows a rehearsal draws from.
+def local_test_size(comp: Competition, data_dir: Path) -> int:
+    """Rows of ``data_dir``'s test set (test file rows, or test folder images), the set a rehearsal draws from.
 
     Raises:
-        DataError: an image-folder competition, or no test file; names it and the fix.
+        DataError: no test file or folder, or an empty one; names it and the fix.
     """
-    path = data_dir / comp.test_file
-    if comp.layout != "pixel_csv":
-        raise DataError(f"{data_dir / comp.test_images}: `make rehearse` resamples pixel_csv test files only; "
-                        "time `python predict.py` in the bundle on a test folder of the hidden size instead")
-    if not path.is_file():
-        raise DataError(f"{path}: not found; `make rehearse` resamples the local test set: pass DATA_DIR=<folder with it>")
-    return read_id_csv(path, comp.id_column) if comp.id_column else pd.read_csv(path)
+    ids = load_test_ids(data_dir, comp)
+    if ids is None or not len(ids):
+        where = data_dir / (comp.test_images if comp.layout == "image_folder" else comp.test_file)
+        raise DataError(f"{where}: not found or empty; `make rehearse` resamples the local test set: pass "
+                        "DATA_DIR=<folder with it>")
+    return len(ids)
 
 
-def resample(comp: Competition, data_dir: Path, test: pd.DataFrame, rows: int, seed: int, into: Path) -> None:
-    """Write ``into``/<test file>: ``rows`` rows of ``test`` drawn with replacement from ``seed``, ids 1..rows, and a
-    sample submission for them (the values of ``data_dir``'s sample's first row)."""
-    picked = test.iloc[np.random.default_rng(seed).integers(0, len(test), rows)].reset_index(drop=True)
-    ids = np.arange(1, rows + 1)
-    if comp.id_column:
-        picked[comp.id_column] = ids
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source``, or a copy where the two are on different file systems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def resample(comp: Competition, data_dir: Path, rows: int, seed: int, into: Path) -> None:
+    """Write into ``into`` a test set of ``rows`` rows drawn with replacement (seed ``seed``) from ``data_dir``'s, and a
+    sample submission for it (the values of ``data_dir``'s sample's first row). A test file's rows get ids 1..rows; a
+    test folder's images are hard links (copies across file systems) named ``<n><suffix>``, n = 1..rows."""
     into.mkdir(parents=True)
-    picked.to_csv(into / comp.test_file, index=False)
+    draw = np.random.default_rng(seed).integers
+    if comp.layout == "image_folder":
+        names = load_test_ids(data_dir, comp)
+        picked = names[draw(0, len(names), rows)]
+        ids = [f"{n}{Path(name).suffix}" for n, name in enumerate(picked, start=1)]
+        (into / comp.test_images).mkdir()
+        for new, name in zip(ids, picked):
+            _link(data_dir / comp.test_images / name, into / comp.test_images / new)
+    else:
+        path = data_dir / comp.test_file
+        test = read_id_csv(path, comp.id_column) if comp.id_column else pd.read_csv(path)
+        picked = test.iloc[draw(0, len(test), rows)].reset_index(drop=True)
+        ids = np.arange(1, rows + 1)
+        if comp.id_column:
+            picked[comp.id_column] = ids
+        picked.to_csv(into / comp.test_file, index=False)
     sample = load_sample_submission(data_dir, comp)
     frame = pd.DataFrame({c: np.repeat(sample[c].iloc[:1].to_numpy(), rows) for c in sample.columns})
     frame[sample.columns[0]] = ids
@@ -110,12 +129,12 @@ def run(config: Config, paths: Paths) -> None:
     comp, bundle = config.competition, Layout(config, paths).bundle_dir
     if not (bundle / MANIFEST).is_file():
         raise CompkitError(f"{bundle / MANIFEST}: not found; run `make package COMPETITION={comp.name}` first")
-    test = local_test(comp, paths.data)
-    hidden = comp.hidden_test_rows or len(test)
+    size = local_test_size(comp, paths.data)
+    hidden = comp.hidden_test_rows or size
     rows = config.bundle.rehearse_rows or hidden
     with tempfile.TemporaryDirectory(prefix="compkit-rehearse-") as folder:
         tmp = Path(folder)
-        resample(comp, paths.data, test, rows, config.train.seed, tmp / "data")
+        resample(comp, paths.data, rows, config.train.seed, tmp / "data")
         done, seconds, network = _run(bundle, tmp / "data", tmp, comp.time_limit)
     for line in done.stdout.splitlines():
         if "images/s" in line:
