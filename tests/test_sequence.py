@@ -201,7 +201,7 @@ def test_a_bad_number_in_the_train_file_stops_the_folds_in_one_line(tmp_path, ca
 def test_sequences_end_to_end_scored_by_whole_number_accuracy(tmp_path):
     """Folds, train, ensemble and submit on 1,200 composed numbers: the submission is one column of numbers of 1-5
     digits, and the leaderboard's public / private are the whole-number accuracies counted from the written file
-    against solution.csv (strings compared, ids joined)."""
+    against solution.csv (strings compared, ids joined); the report draws the heads' recalls."""
     argv = build(tmp_path, 1200, 300)
     for stage in ("folds", "train", "ensemble", "submit"):
         assert main([stage, *argv, *FAST]) == 0, stage
@@ -217,4 +217,6 @@ def test_sequences_end_to_end_scored_by_whole_number_accuracy(tmp_path):
         rows = joined[joined["Usage"] == part]
         assert board.loc[0, part.lower()] == pytest.approx((rows["number_true"] == rows["number_submitted"]).mean(), abs=1e-6)
     assert written["number"].str.len().nunique() > 1  # the model learnt the lengths: not one length for every image
+    assert main(["report", *argv, *FAST]) == 0  # the compact report: each head's per-class recall (length, digit1..5), per model
+    assert {"oof_blend.png", "oof_cnn_small.png"} <= {p.name for p in (tmp_path / f"runs/{NAME}/report").glob("*.png")}
     print(f"sequence smoke: CV {board.loc[0, 'cv']:.4f} public {board.loc[0, 'public']:.4f} private {board.loc[0, 'private']:.4f}")
