@@ -35,15 +35,14 @@ def _conv_bn(x, filters: int, strides: int = 1):
 
 
 def _cnn_small(x, width: float):
-    """VGG-style: three blocks of two 3x3 conv-BN-ReLU (32-64-128 filters x width), max-pooling between them, global average pool."""
+    """VGG-style: three blocks of two 3x3 conv-BN-ReLU (32-64-128 filters x width), max-pooling between them."""
     from keras import layers
 
     small, medium, large = (round(f * width) for f in (32, 64, 128))
     for filters in (small, medium):
         x = _conv_bn(_conv_bn(x, filters), filters)
         x = layers.MaxPooling2D()(x)
-    x = _conv_bn(_conv_bn(x, large), large)
-    return layers.GlobalAveragePooling2D()(x)
+    return _conv_bn(_conv_bn(x, large), large)
 
 
 def _residual_block(x, filters: int, strides: int):
@@ -61,17 +60,26 @@ def _residual_block(x, filters: int, strides: int):
 
 def _resnet_small(x, width: float):
     """A ResNet-18-like net for small images (He et al., 2016): 3 stages of 2 basic blocks, 32-64-128 filters x width."""
-    from keras import layers
-
     x = _conv_bn(x, round(32 * width))
     for filters, strides in ((32, 1), (64, 2), (128, 2)):
         filters = round(filters * width)
         x = _residual_block(x, filters, strides)
         x = _residual_block(x, filters, 1)
-    return layers.GlobalAveragePooling2D()(x)
+    return x
 
 
-# compkit's own CNNs: (B, S, S, C) float tensor, width -> pooled (B, F) features; the others are keras.applications
+def _pooled(x, pooling: str):
+    """(B, h, w, F) feature maps -> features: ``avg`` (B, F), their global average; ``columns`` (B, w * F), each
+    column's average over the height, the columns kept left to right (where a symbol of a sequence is: SVHN's
+    classifier keeps the positions too, Goodfellow et al., 2013)."""
+    from keras import layers
+
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D()(x)
+    return layers.Flatten()(layers.AveragePooling2D(pool_size=(x.shape[1], 1))(x))
+
+
+# compkit's own CNNs: (B, H, W, C) float tensor, width -> (B, h, w, F) feature maps; the others are keras.applications
 _BODIES: dict[str, Callable[[keras.KerasTensor, float], keras.KerasTensor]] = {"cnn_small": _cnn_small, "resnet_small": _resnet_small}
 
 
@@ -124,13 +132,14 @@ def _from_keras_file(path: Path, backbone: keras.Model) -> None:
                            "use weights of the same backbone and width") from None
 
 
-def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weights: str = "") -> keras.Model:
+def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weights: str = "", pooling: str = "avg") -> keras.Model:
     """Backbone ``name`` as a model named ``"backbone"``: (B, *input_shape) float -> pooled (B, F) features.
 
     Args:
         name: a key of :data:`BACKBONES`.
         input_shape: (S, S, C) of what the backbone sees (after resizing and channel repetition).
         width: filter-count multiplier of the small CNNs.
+        pooling: how compkit's own CNNs pool their feature maps (:func:`_pooled`); keras.applications average.
         weights: "" (random initialisation), "imagenet" (keras.applications, downloaded once into
             ``~/.keras/models``), a ``.weights.h5`` / ``.h5`` file of this backbone (Keras ``save_weights``, or the
             no-top file Keras downloads), or a compkit ``model.keras`` whose ``backbone`` part is taken.
@@ -150,7 +159,7 @@ def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weight
         model = getattr(keras.applications, spec.constructor)(include_top=False, weights=None, input_shape=input_shape, pooling="avg")
     else:
         x = keras.Input(shape=input_shape)
-        model = keras.Model(x, _BODIES[name](x, width))
+        model = keras.Model(x, _pooled(_BODIES[name](x, width), pooling))
     model.name = "backbone"  # after construction: some keras.applications look their settings up by their own name
     if path is not None and path.suffix == ".keras":
         _from_keras_file(path, model)
@@ -254,7 +263,7 @@ def build_model(
     if spec.channels and spec.channels != x.shape[-1]:
         x = layers.Concatenate()([x] * spec.channels) if x.shape[-1] == 1 else layers.Conv2D(spec.channels, 1)(x)
     x = _preprocess_layer()(spec.family)(x) if pretrained_input else x
-    features = [build_backbone(backbone, tuple(x.shape[1:]), hyper.width, hyper.weights)(x)]
+    features = [build_backbone(backbone, tuple(x.shape[1:]), hyper.width, hyper.weights, hyper.pooling)(x)]
     for column in hyper.embed:
         vocabulary = (vocabularies or {})[column]
         inputs[column] = keras.Input(shape=(), dtype="string", name=column)

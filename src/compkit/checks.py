@@ -17,7 +17,8 @@ from compkit.schema import Config, MetricFile
 CLASSIFICATION_LOSSES = {"auto", "crossentropy", "focal"}
 REGRESSION_LOSSES = {"auto", "crossentropy", "mse", "huber"}
 # tasks without a stacked blend: (the task as a message names it, what the other blends average)
-STACKLESS = {"multilabel": ("multi-label", "the tags"), "multihead": ("multi-head", "each head's probabilities")}
+STACKLESS = {"multilabel": ("multi-label", "the tags"), "multihead": ("multi-head", "each head's probabilities"),
+             "sequence": ("sequence", "each head's probabilities")}
 
 
 def check_task(config: Config, source: str) -> None:
@@ -30,10 +31,10 @@ def check_task(config: Config, source: str) -> None:
     if task == "regression" and config.train.loss == "crossentropy" and comp.target_range is None:
         raise ConfigError(f"{source}: train.loss = 'crossentropy' on a regression scales the target to 0-1 and needs "
                           "competition.target_range = [low, high]; set it or use mse / huber")
-    if task in ("regression", "multilabel", "multihead") and config.train.class_weight != "none":
+    if task in ("regression", "multilabel", "multihead", "sequence") and config.train.class_weight != "none":
         raise ConfigError(f"{source}: train.class_weight = {config.train.class_weight!r} weighs one class per row; task "
                           f"{task!r} has none: remove it")
-    if (numeric or task in ("multilabel", "multihead")) and config.ensemble.select == "hard":
+    if (numeric or task in ("multilabel", "multihead", "sequence")) and config.ensemble.select == "hard":
         raise ConfigError(f"{source}: ensemble.select = 'hard' (majority vote) needs one class per row to vote for; task "
                           f"{task!r} blends by averaging: use best, equal, fitted, caruana or stacked")
     if task in STACKLESS and config.ensemble.stacking:
@@ -105,6 +106,9 @@ def check_backbones(config: Config, source: str) -> None:
         if name not in BACKBONES:
             raise ConfigError(f"{source}: unknown backbone {name!r}; choose from {known}")
     for name in config.train.backbones:
+        if config.hyper(name).pooling != "avg" and BACKBONES[name].constructor:
+            raise ConfigError(f"{source}: backbones.{name}.pooling = {config.hyper(name).pooling!r}: keras.applications "
+                              "backbones pool by their global average; use cnn_small or resnet_small, or pooling = 'avg'")
         size = config.hyper(name).input_size or config.competition.image_shape[0]
         if size < BACKBONES[name].min_size:
             raise ConfigError(

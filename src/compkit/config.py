@@ -21,11 +21,11 @@ from pydantic import ValidationError
 from compkit import checks
 from compkit.errors import ConfigError
 from compkit.hyper import HYPER_KEYS, Augment, Hyper, HyperOverride, describe
-from compkit.schema import (DEFAULT_SPACE, NAME_MAX, Adversarial, Bundle, Competition, Config, Ensemble, Folds, Limits, MetricFile,
-                            ParamSpec, Paths, Pseudo, Ray, Tracking, Train, Tune, check_name, name_problem)
+from compkit.schema import (DEFAULT_SPACE, NAME_MAX, Adversarial, Bundle, Competition, Config, Ensemble, Folds, Head, Limits,
+                            MetricFile, ParamSpec, Paths, Pseudo, Ray, Tracking, Train, Tune, check_name, name_problem)
 
 __all__ = ["HYPER_KEYS", "DEFAULT_SPACE", "NAME_MAX", "Adversarial", "Augment", "Bundle", "Competition", "Config", "ConfigError", "Ensemble",
-           "Folds", "Hyper", "HyperOverride", "Limits", "MetricFile", "ParamSpec", "Paths", "Pseudo", "Ray", "Tracking", "Train",
+           "Folds", "Head", "Hyper", "HyperOverride", "Limits", "MetricFile", "ParamSpec", "Paths", "Pseudo", "Ray", "Tracking", "Train",
            "Tune", "check_name", "load_config", "name_problem", "parse_override"]
 
 

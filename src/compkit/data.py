@@ -66,8 +66,8 @@ def _checked_csv(path: Path, read: Callable[[Path], pd.DataFrame]) -> pd.DataFra
     return frame
 
 
-def _read_csv(path: Path, id_column: str = "") -> pd.DataFrame:
-    return _checked_csv(path, lambda p: read_id_csv(p, id_column) if id_column else pd.read_csv(p))
+def _read_csv(path: Path, id_column: str = "", text: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    return _checked_csv(path, lambda p: read_id_csv(p, id_column, text))
 
 
 def _require_columns(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
@@ -145,7 +145,7 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
         DataError: empty file, missing id/target/extra/pixel column, any other column, empty, duplicate or mixed
             (text among numbers) id, pixel missing, not an integer or outside 0-255, label outside the classes.
     """
-    frame = _read_csv(path, comp.id_column)
+    frame = _read_csv(path, comp.id_column, tasks.of(comp).text_columns if labelled else ())
     id_columns = [comp.id_column] if comp.id_column else []
     columns = [*id_columns, *(tasks.of(comp).label_columns if labelled else []), *comp.extra_columns]
     _require_columns(frame, path, columns)
@@ -219,8 +219,8 @@ def _eight_bit(image):
 
 def _image_folder_table(data_dir: Path, comp: Competition) -> Images:
     path = locate(data_dir, comp.train_file, comp)
-    frame = _read_csv(path, comp.id_column)
     task = tasks.of(comp)
+    frame = _read_csv(path, comp.id_column, task.text_columns)
     _require_columns(frame, path, [comp.id_column, *task.label_columns, *comp.extra_columns])
     ids = _check_ids(frame, path, comp.id_column)
     labels = task.read_target(frame, path)
@@ -275,14 +275,14 @@ def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
     Raises:
         DataError: as :func:`read_images`, except for the pixels' values, which are not read.
     """
-    id_columns = [comp.id_column] if comp.id_column else []
+    id_columns, texts = [comp.id_column] if comp.id_column else [], tasks.of(comp).text_columns if labelled else []
     columns = [*id_columns, *(tasks.of(comp).label_columns if labelled else []), *comp.extra_columns]
 
     def read(path: Path) -> pd.DataFrame:  # the header checked before any row is parsed
         head = pd.read_csv(path, nrows=0)
         _require_columns(head, path, columns)
         _reject_unknown_columns(head, path, [*columns, *comp.pixel_columns])
-        return pd.read_csv(path, usecols=columns or comp.pixel_columns[:1], dtype={c: str for c in id_columns})
+        return pd.read_csv(path, usecols=columns or comp.pixel_columns[:1], dtype=dict.fromkeys([*id_columns, *texts], str))
 
     frame = _checked_csv(path, read)
     for column in id_columns:

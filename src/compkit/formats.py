@@ -8,7 +8,7 @@ left out; given, it must equal the sample's header. The solution file (the hidde
 the sample's columns plus ``Usage`` (Public/Private): for a probability submission one-hot class
 columns, or a single column named as the target (``competition.target_column``) holding the label.
 
-A multi-head task (:attr:`compkit.tasks.Task.heads`) is submitted wide (an id column, then one column per head
+A multi-head task (:attr:`compkit.tasks.Task.submitted_heads`) is submitted wide (an id column, then one column per head
 holding its label, in the sample's order) or long (Bengali.AI's ``row_id,target``: a row per image and head, its id
 ``<id>_<head>``, in the sample's row order where there is one to follow (a test set: :func:`in_sample_rows`), else
 each image's heads in the config's order); any other two-column header is long.
@@ -72,7 +72,7 @@ def format_of(header: list[str], comp: Competition, source: str) -> SubmissionFo
             f"{source}: columns {header} differ from competition.submission_columns {comp.submission_columns}; "
             "fix the config or leave submission_columns out (the sample's header decides)"
         )
-    heads = tasks.of(comp).heads
+    heads = tasks.of(comp).submitted_heads
     if heads:
         return _heads_format(header, heads, source)
     names = [str(c) for c in comp.classes or []]
@@ -283,7 +283,7 @@ def read_submission(file, fmt: SubmissionFormat, task: Task, source: Path | None
         DataError: the file's columns are not the format's, or a value is not a label / probability / number.
     """
     path = Path(source if source is not None else file)
-    frame = _read_csv(file if source is not None else path, fmt.id_column)
+    frame = _read_csv(file if source is not None else path, fmt.id_column, task.text_columns)
     if list(frame.columns) != list(fmt.columns):
         raise DataError(f"{path}: columns {list(frame.columns)} are not the sample's {list(fmt.columns)}; write the sample's columns")
     if fmt.heads:
@@ -316,7 +316,7 @@ def load_solution(data_dir: Path, comp: Competition, fmt: SubmissionFormat) -> p
     path = Path(data_dir) / comp.solution_file
     if not path.is_file():
         return None
-    frame = _read_csv(path, fmt.id_column)
+    frame = _read_csv(path, fmt.id_column, tasks.of(comp).text_columns)
     target = fmt.target or comp.target_column
     if fmt.heads:  # the sample's columns (wide or long) and Usage, one Usage per image (its first row's)
         _require_columns(frame, path, [*fmt.columns, "Usage"])

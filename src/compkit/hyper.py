@@ -65,6 +65,9 @@ class Hyper(Strict):
     patience: int = Field(8, ge=1)  # epochs without val_loss improvement before early stopping
     input_size: int | None = Field(None, ge=8)  # square side fed to the backbone; None: image size
     width: float = Field(1.0, gt=0)  # filter-count multiplier of cnn_small and resnet_small
+    # cnn_small and resnet_small: avg (global average of the feature maps) or columns (each column averaged over the
+    # height, the columns kept left to right: what a sequence's per-position heads need, as SVHN's)
+    pooling: Literal["avg", "columns"] = "avg"
     masks: list[int] = []  # pixel thresholds t, each adds a binary channel (pixel > t): e.g. DACON's letter mask
     embed: list[str] = []  # extra columns fed to the head through an embedding (e.g. DACON's letter)
     ema: float = Field(0.0, ge=0, lt=1)  # momentum of an exponential moving average of the weights; 0: off

@@ -132,9 +132,10 @@ def as_ids(values) -> np.ndarray:
     return values.to_numpy()
 
 
-def read_id_csv(path: Path, id_column: str) -> pd.DataFrame:
-    """``pd.read_csv`` with the ``id_column`` read as text and then made ids by :func:`as_ids`."""
-    frame = pd.read_csv(path, dtype={id_column: str})
+def read_id_csv(path: Path, id_column: str, text: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """``pd.read_csv`` with the ``id_column`` read as text and then made ids by :func:`as_ids` (``""``: no id column),
+    and the ``text`` columns kept as text."""
+    frame = pd.read_csv(path, dtype=dict.fromkeys([id_column, *text], str))
     if id_column in frame.columns:
         frame[id_column] = as_ids(frame[id_column])
     return frame

@@ -23,7 +23,8 @@ from sklearn.metrics import (accuracy_score, cohen_kappa_score, f1_score, fbeta_
 from compkit.errors import CompkitError
 
 CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL, MULTIHEAD = "multiclass", "binary", "regression", "ordinal", "multilabel", "multihead"
-TASKS = (CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL, MULTIHEAD)
+SEQUENCE = "sequence"
+TASKS = (CLASSIFY, BINARY, REGRESSION, ORDINAL, MULTILABEL, MULTIHEAD, SEQUENCE)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,9 @@ def weighted_macro_recall(truth: np.ndarray, decision: np.ndarray, weights: np.n
 
 
 def exact_match(truth: np.ndarray, decision: np.ndarray) -> float:
-    """Share of the (N, H) rows whose every head is right."""
+    """Share of the (N, H) rows whose every head is right. On a sequence task's normalised codes (the length, then
+    each position's symbol, "none" past the length: :meth:`compkit.tasks.Sequence.decide`) this is whole-number
+    accuracy: the length and every symbol right (SVHN's sequence accuracy, Goodfellow et al., 2013)."""
     return float((np.asarray(truth) == np.asarray(decision)).all(axis=1).mean())
 
 
@@ -119,13 +122,14 @@ SCORERS: dict[str, Scorer] = {s.name: s for s in (
     Scorer("qwk", True, "decision", lambda y, d: float(cohen_kappa_score(y, d, weights="quadratic")), (ORDINAL,)),
     # multi-head, on (N, H) class indices: equal head weights here; the task binds competition.metric_weights
     Scorer("weighted_macro_recall", True, "decision", weighted_macro_recall, (MULTIHEAD,)),
-    Scorer("exact_match", True, "decision", exact_match, (MULTIHEAD,)),
+    # multi-head: every head right; sequence: the whole number right
+    Scorer("exact_match", True, "decision", exact_match, (MULTIHEAD, SEQUENCE)),
 )}
 
 
 # A task's metric when the config names none: the field's usual one (Kaggle's for such competitions).
 DEFAULT_METRIC = {CLASSIFY: "accuracy", BINARY: "roc_auc", REGRESSION: "rmse", ORDINAL: "qwk", MULTILABEL: "f2_samples",
-                  MULTIHEAD: "weighted_macro_recall"}
+                  MULTIHEAD: "weighted_macro_recall", SEQUENCE: "exact_match"}
 
 
 def problem(metric: str, task: str) -> str | None:

@@ -112,8 +112,11 @@ class Competition(Strict):
     # multiclass | binary (classes = [negative, positive]) | regression (no classes) | ordinal (classes: the grades in order)
     # | multilabel (classes: the tags; target_column holds them space-separated, or "": a 0/1 column per tag)
     # | multihead (no classes, target_column = "": each of targets names its column and classes)
+    # | sequence (target_column holds a number as text, 1 to sequence_length symbols; classes: the symbols, one
+    # character each, default the digits 0-9: SVHN's house numbers)
     task: Literal[TASKS] = "multiclass"
     classes: list[int] | list[str] | None = Field(None, min_length=2)
+    sequence_length: int = Field(5, ge=2)  # sequence: the most symbols a number has (SVHN: 5); a length head and one head per position
     # multihead: head name -> its classes and loss weight ([competition.targets.<head>]), the heads in order
     targets: dict[str, Head] = {}
     # multihead: head name -> its weight in weighted_macro_recall (Bengali.AI: 2, 1, 1); a head not named weighs 1
@@ -127,7 +130,9 @@ class Competition(Strict):
     # None: the task's usual one (multiclass accuracy, binary roc_auc, regression rmse, ordinal qwk)
     metric: str | MetricFile | None = None
     submission_columns: list[str] | None = Field(None, min_length=2)  # None: the sample submission's header decides
-    builder: Literal["", "fashion_mnist"] = ""  # `make data` can build this competition's files
+    # `make data` can build this competition's files: fashion_mnist (Fashion-MNIST), digit_sequences (numbers of 1-5
+    # of scikit-learn's handwritten digits, left to right: compkit.datasets)
+    builder: Literal["", "fashion_mnist", "digit_sequences"] = ""
     platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
     slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
     pretrained_allowed: bool = False  # the rules allow pretrained weights (backbones.<name>.weights); DACON: false
@@ -180,6 +185,8 @@ class Competition(Strict):
     def _task_fits(self) -> Competition:
         if self.task == "multihead":
             return self._heads_fit()
+        if self.task == "sequence":
+            return self._sequence_fits()
         if self.targets or self.metric_weights:
             raise ValueError(f"targets and metric_weights are a multi-head competition's; task = {self.task!r} has one "
                              'target: remove them or set task = "multihead"')
@@ -213,6 +220,27 @@ class Competition(Strict):
         if isinstance(self.metric, MetricFile):
             raise ValueError('a metric file scores one target column; task = "multihead" is scored by weighted_macro_recall '
                              "or exact_match")
+        why = isinstance(self.metric, str) and problem(self.metric, self.task)
+        if why:
+            raise ValueError(why)
+        return self
+
+
+    def _sequence_fits(self) -> Competition:
+        """A sequence competition: the number in ``target_column``, its symbols single characters, scored by a built-in
+        metric."""
+        if self.targets or self.metric_weights or self.target_range is not None:
+            raise ValueError('task = "sequence" derives its heads (the length, then one per position) from '
+                             "sequence_length; remove targets, metric_weights and target_range")
+        if not self.target_column:
+            raise ValueError('task = "sequence" reads each number from target_column; name the column')
+        long = [c for c in self.classes or [] if len(str(c)) != 1]
+        if long:
+            raise ValueError(f"classes {long}: a sequence's symbols are one character each (a number is read "
+                             "character by character); list single characters, or leave classes out for the digits 0-9")
+        if isinstance(self.metric, MetricFile):
+            raise ValueError('a metric file is not used with task = "sequence"; it is scored by exact_match '
+                             "(whole-number accuracy)")
         why = isinstance(self.metric, str) and problem(self.metric, self.task)
         if why:
             raise ValueError(why)

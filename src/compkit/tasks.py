@@ -16,6 +16,9 @@ multilabel   any of ``classes`` (tags,  sigmoid, T units     ``p_<tag>`` (T cols
              0/1 column per tag)
 multihead    one class per head, each   a softmax per head,  ``p_<head>_<class>``    argmax per head
              head its own column        concatenated         (sum of K_h cols)
+sequence     a number as text, 1 to     a softmax per head:  ``p_<head>_<class>``    the length's argmax; each
+             ``sequence_length`` symbols the length, then a   (length, digit1..L)     position inside it its symbol's
+             (default the digits 0-9)   position each                                argmax, "none" past it
 ============ ========================== ==================== ======================= ==============================
 
 A task owns: reading and validating the target (:meth:`Task.read_target`: one ``target_column``, or with
@@ -24,7 +27,8 @@ and the head, loss, Keras metrics and class weights, the decision and the post-p
 (a binary threshold, ordinal cut points, tag thresholds), the scores, the blends that apply, the submission's values and the
 pseudo-label rule. Stages ask it; they never test its kind. A *prediction* is an (N, D) float array in the
 task's space (D = ``width``); ``truth`` is (N,) int64 class indices, (N,) float64 values for regression, an
-(N, T) int64 0/1 tag matrix for multi-label, or (N, H) int64 class indices, one column per head, for multi-head.
+(N, T) int64 0/1 tag matrix for multi-label, or (N, H) int64 class indices, one column per head, for multi-head (for a
+sequence: the length's index, then each position's symbol, "none" past the length).
 
 Over 400 lines on purpose: the tasks side by side, each a small class, are what keeps every stage free of
 ``if task == ...``; split per task, a change to one kind (a new decision rule) would hide the others.
@@ -33,7 +37,7 @@ Over 400 lines on purpose: the tasks side by side, each a small class, are what 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +46,10 @@ from scipy.optimize import minimize
 from sklearn.model_selection import PredefinedSplit
 
 from compkit import blends
-from compkit.config import Competition, Config
+from compkit.config import Competition, Config, Head
 from compkit.errors import CompkitError, DataError, line, shown
 from compkit.heads import bounds, keras_parts
-from compkit.metrics import (BINARY, CLASSIFY, DEFAULT_METRIC, MULTIHEAD, MULTILABEL, ORDINAL, REGRESSION, SCORERS, Scorer,
+from compkit.metrics import (BINARY, CLASSIFY, DEFAULT_METRIC, MULTIHEAD, MULTILABEL, ORDINAL, REGRESSION, SCORERS, SEQUENCE, Scorer,
                              call_metric_file, weighted_macro_recall)
 
 
@@ -148,6 +152,17 @@ class Task:
     @property
     def heads(self) -> list[str]:
         """The heads of a multi-head target (each a column of its own, in submissions too); [] for one target."""
+        return []
+
+    @property
+    def submitted_heads(self) -> list[str]:
+        """The heads a submission holds, each its own column (wide) or row (long); [] for one target column."""
+        return self.heads
+
+    @property
+    def text_columns(self) -> list[str]:
+        """The target columns every reader takes as text, as written (a number's leading zeros kept); [] to let
+        pandas infer their types."""
         return []
 
     @property
@@ -812,14 +827,19 @@ class Multihead(Task):
     figure = "heads"
 
     @property
+    def head_table(self) -> dict[str, Head]:
+        """The heads in order, each name -> its classes and loss weight: ``[competition.targets.<head>]``."""
+        return dict(self.comp.targets)
+
+    @property
     def heads(self) -> list[str]:
         """The heads' names, in the config's order: the train file's target columns."""
-        return list(self.comp.targets)
+        return list(self.head_table)
 
     @property
     def head_classes(self) -> list[list]:
         """Each head's classes."""
-        return [list(head.classes) for head in self.comp.targets.values()]
+        return [list(head.classes) for head in self.head_table.values()]
 
     @property
     def spans(self) -> list[tuple[int, int]]:
@@ -831,7 +851,7 @@ class Multihead(Task):
 
     def _scorer_named(self, name):
         """The scorer ``name``; weighted_macro_recall with ``competition.metric_weights`` (a head not named weighs 1)."""
-        weights = np.array([self.comp.metric_weights.get(h, 1.0) for h in self.comp.targets])
+        weights = np.array([self.comp.metric_weights.get(h, 1.0) for h in self.heads])
         scorer = SCORERS[name]
         return Scorer(name, scorer.greater_is_better, scorer.needs,
                       partial(weighted_macro_recall, weights=weights) if scorer.fn is weighted_macro_recall else scorer.fn,
@@ -857,7 +877,7 @@ class Multihead(Task):
         Raises:
             DataError: a label that is empty or not one of the head's classes; names the file, line and column.
         """
-        return _indices(values, list(self.comp.targets[column].classes), path, column,
+        return _indices(values, list(self.head_table[column].classes), path, column,
                         f"competition.targets.{column}.classes")
 
     def encode_rows(self, values: pd.Series, heads: np.ndarray, path: Path, column: str) -> np.ndarray:
@@ -874,7 +894,7 @@ class Multihead(Task):
             row = int(np.flatnonzero(bad)[0])
             head = heads[row]
             raise DataError(f"{path}: line {line(row)}, column {column!r}: label {shown(values.iloc[row])} is not one of head "
-                            f"{head!r}'s classes {list(self.comp.targets[head].classes)}; fix the row or "
+                            f"{head!r}'s classes {list(self.head_table[head].classes)}; fix the row or "
                             f"competition.targets.{head}.classes")
         return mapped.to_numpy(dtype=np.int64)
 
@@ -917,7 +937,7 @@ class Multihead(Task):
 
     def loss(self, label_smoothing):
         heads_loss, _ = keras_parts()
-        return heads_loss([len(c) for c in self.head_classes], [t.loss_weight for t in self.comp.targets.values()],
+        return heads_loss([len(c) for c in self.head_classes], [t.loss_weight for t in self.head_table.values()],
                           label_smoothing, focal=self.loss_name == "focal")
 
     def keras_metrics(self):
@@ -947,7 +967,90 @@ class Multihead(Task):
         return self.scorer.sign * self.score(truth, pred), -self.log_loss(truth, pred)
 
 
-TASKS = {task.kind: task for task in (Multiclass, Binary, Regression, Ordinal, Multilabel, Multihead)}
+class Sequence(Multihead):
+    """A number of 1 to ``competition.sequence_length`` symbols (SVHN's house numbers: Goodfellow et al., 2013,
+    "Multi-digit Number Recognition from Street View Imagery using Deep Convolutional Neural Networks"), written as
+    text in ``target_column`` and submitted so. A multi-head target whose heads are derived, not declared: ``length``
+    (classes "1".."L") and ``digit1``..``digitL`` (the symbols, ``competition.classes`` or the digits 0-9, then
+    ``none``). Truth and decisions are (N, 1 + L) int64 codes, normalised: "none" exactly past the length, so
+    exact_match is whole-number accuracy (the length and every symbol right)."""
+
+    kind = SEQUENCE
+    table_metrics = ("exact_match",)
+    none = "none"  # a position's class past the number's end
+    label_columns = Task.label_columns  # the one number column, not a column per head
+    target_names = Task.target_names
+    read_target = Task.read_target
+
+    @cached_property
+    def head_table(self) -> dict[str, Head]:
+        """``length`` (classes "1".."L"), then ``digit1``..``digitL`` (the symbols, then ``none``), loss weight 1."""
+        length = self.comp.sequence_length
+        table = {"length": Head(classes=[str(n) for n in range(1, length + 1)])}
+        return table | {f"digit{p}": Head(classes=[*self.symbols, self.none]) for p in range(1, length + 1)}
+
+    @property
+    def symbols(self) -> list[str]:
+        """A position's symbols, one character each: ``competition.classes`` as text, default the digits 0-9."""
+        return [str(c) for c in self.comp.classes or range(10)]
+
+    @property
+    def submitted_heads(self):
+        return []  # one column: the number as text
+
+    @property
+    def text_columns(self):
+        return [self.comp.target_column]
+
+    def encode(self, values, path, column):
+        """Numbers as text (``"007"``: 3 symbols) -> (N, 1 + L) int64: the length's index, each position's symbol's,
+        the ``none`` class's past the length.
+
+        Raises:
+            DataError: a number that is empty, longer than ``sequence_length`` or holds a character that is not a
+                symbol; names the file, line and column.
+        """
+        length, index = self.comp.sequence_length, {c: i for i, c in enumerate(self.symbols)}
+        out = np.full((len(values), 1 + length), len(self.symbols), dtype=np.int64)
+        for row, value in enumerate(values):
+            text = "" if pd.isna(value) else _label_text(value)
+            if not 1 <= len(text) <= length or any(c not in index for c in text):
+                what = shown(value) if text else "an empty cell"
+                raise DataError(f"{path}: line {line(row)}, column {column!r}: {what} is not a number of 1 to "
+                                f"{length} symbols of {self.symbols}; fix the row, competition.classes or "
+                                "competition.sequence_length")
+            out[row, 0] = len(text) - 1
+            out[row, 1:1 + len(text)] = [index[c] for c in text]
+        return out
+
+    def written(self, truth):
+        """(N, 1 + L) codes -> (N,) the numbers as text (object array): the first ``length`` positions' symbols."""
+        names = np.asarray(self.symbols, dtype=object)
+        return np.array(["".join(names[row[1:2 + row[0]]]) for row in np.asarray(truth, dtype=np.int64)], dtype=object)
+
+    def strata(self, truth):
+        """(N,) str: the number's length (each length spread evenly over the folds)."""
+        return (np.asarray(truth)[:, 0] + 1).astype(str)
+
+    def stratum(self, name, truth):
+        return self.strata(truth)
+
+    def describe(self, truth):
+        lengths = np.bincount(truth[:, 0], minlength=self.comp.sequence_length)
+        return (f"numbers of 1-{self.comp.sequence_length} symbols of {len(self.symbols)}, "
+                f"{lengths.min()}-{lengths.max()} rows per length")
+
+    def decide(self, pred, post=None):
+        """(N, sum K_h) -> (N, 1 + L) int64 normalised codes: the length head's argmax; each position inside the
+        length its symbols' argmax (never ``none``), ``none`` past it."""
+        spans = self.spans
+        length = pred[:, slice(*spans[0])].argmax(axis=1)
+        symbols = np.stack([pred[:, start:end - 1].argmax(axis=1) for start, end in spans[1:]], axis=1)
+        inside = np.arange(len(spans) - 1)[None, :] <= length[:, None]
+        return np.concatenate([length[:, None], np.where(inside, symbols, len(self.symbols))], axis=1).astype(np.int64)
+
+
+TASKS = {task.kind: task for task in (Multiclass, Binary, Regression, Ordinal, Multilabel, Multihead, Sequence)}
 
 
 def of(comp: Competition, loss: str = "auto", tag_thresholds: str = "global") -> Task:
