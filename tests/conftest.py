@@ -91,14 +91,14 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     return root
 
 
-SMOKE_FOLDS = 3  # the shared smoke run's folds: 6 fold processes for its two backbones, not DACON's 10
+SMOKE_FOLDS = 2  # the shared smoke run's folds: 4 fold processes for its two backbones, not DACON's 10
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
     """One smoke run on the real DACON data, shared by the pipeline and tracking tests.
 
-    `make tune` (2 trials of cnn_small), then `make all` (a process per fold), with W&B in its
+    `make tune` (2 one-epoch trials of cnn_small), then `make all` (a process per fold), with W&B in its
     default offline mode. Returns the root and the CLI options used.
     """
     from compkit.cli import main
@@ -109,7 +109,8 @@ def smoke_run(tmp_path_factory, dacon_dir) -> tuple[Path, list[str]]:
 
     def build(root: Path) -> None:
         assert main(["folds", *argv(root)]) == 0
-        assert main(["tune", *argv(root), "--backbones", "cnn_small", "--trials", "2", "--set", "tune.pruner='none'"]) == 0
+        assert main(["tune", *argv(root), "--backbones", "cnn_small", "--trials", "2", "--set", "tune.pruner='none'",
+                     "--set", "train.epochs=1"]) == 0  # trials of one epoch: the tracking tests read their records, not scores
         assert main(["all", *argv(root)]) == 0
 
     root = built_once(tmp_path_factory, "smoke", build)

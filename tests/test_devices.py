@@ -143,7 +143,8 @@ def test_gpu_preset_end_to_end_in_smoke_size_under_mixed_float16(tmp_path, dacon
     """`make all PRESET=gpu` with tiny rows and epochs, cnn_small and resnet_small at the preset's input sizes (every
     backbone at its minimum size under mixed_float16: test_precision.py)."""
     (tmp_path / "configs").symlink_to(REPO / "configs")
-    sets = ["folds.n_splits=2", "folds.max_rows=160", "train.epochs=1", "train.batch_size=32", "train.precision=mixed_float16"]
+    sets = ["folds.n_splits=2", "folds.max_rows=160", "train.epochs=1", "train.batch_size=32", "train.precision=mixed_float16",
+            "train.process_per_fold=false"]  # the folds in this process: fold processes are test_folds_run_one_per_device's
     run = subprocess.run(["make", "-f", str(REPO / "Makefile"), "all", f"PYTHON={sys.executable}", "COMPETITION=dacon-cv-2020",
                           "PRESET=gpu", f"DATA_DIR={dacon_dir}", "BACKBONES=cnn_small resnet_small", f"SET={' '.join(sets)}"],
                          capture_output=True, text=True, cwd=tmp_path)

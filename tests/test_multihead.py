@@ -151,6 +151,30 @@ def test_folds_are_stratified_on_the_first_head_or_the_one_named(tmp_path, dacon
     assert "folds.stratify: 'letters' is neither the target nor an extra column; use ['digit', 'letter']" in err
 
 
+def test_folds_stratified_on_both_heads_spread_every_class_of_each(tmp_path, dacon_rows, capsys):
+    """folds.stratify naming both heads: iterative stratification on their one-hot (36 columns). Every digit and every
+    letter keeps its share of the rows in each fold better than the digit-only split keeps the letters' (measured
+    largest gaps printed); naming an extra column beside them is one line."""
+    argv = make_heads(tmp_path, dacon_rows)
+    truth = dacon_rows.set_index("id")
+
+    def worst_gap(stratify):
+        assert main(["folds", *argv, "--set", f"folds.stratify={stratify}"]) == 0
+        folds = pd.read_csv(tmp_path / "folds/digit-letter/folds.csv")
+        shares = {head: pd.crosstab(truth.loc[folds["id"], head].to_numpy(), folds["fold"].to_numpy(), normalize="columns")
+                  for head in ("digit", "letter")}
+        overall = {head: truth.loc[folds["id"], head].value_counts(normalize=True) for head in shares}
+        return {head: float(shares[head].sub(overall[head], axis=0).abs().to_numpy().max()) for head in shares}
+
+    both, digit_only = worst_gap("['digit', 'letter']"), worst_gap("['digit']")
+    with capsys.disabled():
+        print(f"largest gap of a class's share in a fold: both heads {both}, digit only {digit_only}")
+    assert both["letter"] < digit_only["letter"] and both["digit"] < 0.02
+    capsys.readouterr()
+    err = one_line_error(capsys, main(["folds", *argv, "--set", "folds.stratify=['digit', 'letter', 'id']"]))
+    assert "folds.stratify: the heads ['digit', 'letter'] are stratified together (iteratively, on their one-hot)" in err
+
+
 def test_mixup_and_cutmix_mix_every_heads_labels_by_one_lambda(tmp_path, dacon_rows):
     """On a real batch of the heads' concatenated one-hot targets, each row's digit and letter labels are mixed with
     its partner's by the same weight: MixUp's lambda (on the device, drawn; in the pipeline, Keras' layer) and CutMix's

@@ -73,7 +73,7 @@ def test_study_completes_exports_best_and_train_applies_it(tmp_path, dacon_dir, 
 
 
 def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path, dacon_dir):
-    argv = _argv(tmp_path, dacon_dir, "--set", "folds.n_splits=2", "--set", "tune.heartbeat_interval=1",
+    argv = _argv(tmp_path, dacon_dir, "--set", "folds.n_splits=2", "--set", "folds.max_rows=600", "--set", "tune.heartbeat_interval=1",
                  "--set", "tune.grace_period=2", "--set", "tune.pruner='none'", "--trials", "3")
     assert main(["folds", *argv]) == 0
     cmd = [sys.executable, "-m", "compkit", "tune", *argv]  # a process per trial, as `make tune` runs it

@@ -31,13 +31,20 @@ def strata(train: Images, config: Config) -> np.ndarray:
     is the task's stratum (:meth:`compkit.tasks.Task.stratum`: the class, a quantile bin of a regression target, or
     a multi-head target's head's class, the head named as its column).
     Without ``folds.stratify``, the target's strata alone (a multi-head target: its first head's). A multi-label target's strata are its (N, T) 0/1 tag matrix,
-    split by iterative stratification (Sechidis et al., ECML PKDD 2011; the ``iterative-stratification`` package).
+    split by iterative stratification (Sechidis et al., ECML PKDD 2011; the ``iterative-stratification`` package); so
+    are several heads of a multi-head target named together: the (N, sum K_h) one-hot of their classes.
 
     Raises:
-        DataError: an unknown column, or a multi-label target stratified together with other columns.
+        DataError: an unknown column, or a multi-label target or several heads stratified together with other columns.
     """
     comp, task = config.competition, tasks.of(config.competition)
     columns, parts = config.folds.stratify or task.target_names[:1], []
+    heads = [c for c in columns if c in task.heads]
+    if len(heads) > 1:  # several heads at once: their joined labels would leave most strata a row or two
+        if len(heads) < len(columns):
+            raise DataError(f"folds.stratify: the heads {heads} are stratified together (iteratively, on their one-hot) "
+                            "and alone; remove the other columns")
+        return task.heads_one_hot(heads, train.labels)
     for column in columns:
         if column in task.target_names:
             key = task.stratum(column, train.labels)

@@ -909,6 +909,12 @@ class Multihead(Task):
     def strata(self, truth):
         return self.stratum(self.heads[0], truth)
 
+    def heads_one_hot(self, names: list[str], truth: np.ndarray) -> np.ndarray:
+        """(N, sum K_h) int64 0/1: the one-hot classes of the heads ``names`` of (N, H) ``truth``, side by side (their
+        folds split iteratively, as a multi-label target's tags)."""
+        one_hot = self.targets(truth).astype(np.int64)
+        return np.concatenate([one_hot[:, slice(*self.spans[self.heads.index(name)])] for name in names], axis=1)
+
     def describe(self, truth):
         return f"{len(self.heads)} heads: " + ", ".join(f"{h} {len(c)} classes" for h, c in zip(self.heads, self.head_classes))
 
