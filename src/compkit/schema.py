@@ -217,13 +217,7 @@ class Competition(Strict):
             raise ValueError(f"metric_weights names {unknown}, not heads; use the heads {list(self.targets)}")
         if any(w <= 0 for w in self.metric_weights.values()):
             raise ValueError(f"metric_weights {self.metric_weights}: every weight must be above 0")
-        if isinstance(self.metric, MetricFile):
-            raise ValueError('a metric file scores one target column; task = "multihead" is scored by weighted_macro_recall '
-                             "or exact_match")
-        why = isinstance(self.metric, str) and problem(self.metric, self.task)
-        if why:
-            raise ValueError(why)
-        return self
+        return self._builtin_metric("weighted_macro_recall or exact_match")
 
 
     def _sequence_fits(self) -> Competition:
@@ -238,9 +232,12 @@ class Competition(Strict):
         if long:
             raise ValueError(f"classes {long}: a sequence's symbols are one character each (a number is read "
                              "character by character); list single characters, or leave classes out for the digits 0-9")
+        return self._builtin_metric("exact_match (whole-number accuracy)")
+
+    def _builtin_metric(self, scored_by: str) -> Competition:
+        """A multi-head or sequence target is scored by a built-in metric of its task (``scored_by`` names them)."""
         if isinstance(self.metric, MetricFile):
-            raise ValueError('a metric file is not used with task = "sequence"; it is scored by exact_match '
-                             "(whole-number accuracy)")
+            raise ValueError(f'a metric file scores one target column; task = "{self.task}" is scored by {scored_by}')
         why = isinstance(self.metric, str) and problem(self.metric, self.task)
         if why:
             raise ValueError(why)
