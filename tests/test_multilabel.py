@@ -23,7 +23,7 @@ from conftest import REPO
 
 TAGS = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 ROWS = 1600
-FAST = ["--preset", "smoke", "--backbones", "cnn_small", "--set", "train.epochs=2", "--set", "train.process_per_fold=false"]
+FAST = ["--preset", "smoke", "--backbones", "cnn_small", "--set", "train.epochs=2", "--set", "folds.n_splits=2", "--set", "train.process_per_fold=false"]
 CONFIG = f"""
 [competition]
 name = "fmnist-tags"

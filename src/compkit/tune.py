@@ -24,12 +24,14 @@ import queue
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 import sqlalchemy
+from filelock import FileLock
 from optuna.trial import TrialState
 
 from compkit import console, executors, tasks
@@ -281,7 +283,7 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
         return value
 
     if done < target:
-        _serial_ask(study)
+        _serial_ask(study, storage_url(config, paths))
         stop = optuna.study.MaxTrialsCallback(target, states=(*FINISHED, TrialState.RUNNING))
         study.optimize(objective, n_trials=target - done, callbacks=[stop], n_jobs=len(places))
     export_best(study, config, paths, backbone)
@@ -308,17 +310,21 @@ def _ray_places(config: Config) -> list:
     return [None] * executors.capacity(config, executors.connect(config))
 
 
-def _serial_ask(study: optuna.Study) -> None:
-    """Make ``study.ask`` (which ``optimize`` calls from each of its ``n_jobs`` threads) one thread at a time.
+def _serial_ask(study: optuna.Study, url: str) -> None:
+    """Make ``study.ask`` (which ``optimize`` calls from each of its ``n_jobs`` threads) one caller at a time.
 
-    Popping a queued trial (the config's own point, a retried one) reads its WAITING state, then sets it RUNNING;
-    SQLite has no ``SELECT ... FOR UPDATE``, so two threads could both pop it and run one trial twice (seen with
-    two slots). Other processes on PostgreSQL are kept apart by the server's row lock.
+    Popping a queued trial (the config's own point, a retried one) reads its WAITING state, then sets it RUNNING.
+    SQLite has no ``SELECT ... FOR UPDATE`` and pysqlite begins its transaction only at the write, so two callers
+    could both pop it and run one trial twice; the second then fails with "Cannot tell a COMPLETE trial" (seen with
+    two slots, and with two worker processes on one file). Threads take a lock; on SQLite, processes also take an
+    exclusive ``flock`` beside the database (``<db>.ask.lock``). PostgreSQL's row lock keeps processes apart, and a
+    journal file orders its writes itself.
     """
     ask, lock = study.ask, threading.Lock()
+    across = FileLock(f"{url.removeprefix('sqlite:///')}.ask.lock", thread_local=False) if url.startswith("sqlite:///") else nullcontext()
 
     def serial(*args, **kwargs):
-        with lock:
+        with lock, across:
             return ask(*args, **kwargs)
 
     study.ask = serial
