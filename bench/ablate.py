@@ -91,7 +91,7 @@ def score(config, paths: Paths, args) -> dict:
     """The variant's accuracies as trained and with ``args.tta`` TTA views (``*_tta``): on the holdout, or, for a
     competition that ships its test labels (no holdout), on test against the solution file."""
     comp, layout = config.competition, Layout(config, paths)
-    out = layout.fold_dir(args.backbone, args.fold)
+    out = layout.runs.dir(args.backbone, args.fold)
     data = fitting.fold_data(config, paths, args.fold)
     labels = pd.Series(data.train.labels, index=data.train.ids)
     solution = load_solution(paths.data, comp, submission_format(paths.data, comp))
@@ -101,7 +101,7 @@ def score(config, paths: Paths, args) -> dict:
     else:
         holdout = pd.read_csv(paths.folds / "holdout.csv").set_index(comp.id_key)
         truth = holdout.assign(label=labels.loc[holdout.index].to_numpy())
-    oof, scored = (layout.read_fold_proba(args.backbone, args.fold, f) for f in ("oof.csv", "test.csv" if on_test else "holdout.csv"))
+    oof, scored = (layout.runs.read_proba(args.backbone, args.fold, f) for f in ("oof.csv", "test.csv" if on_test else "holdout.csv"))
     return {**accuracies(oof, scored, truth, labels),
             **accuracies(*tta_probas(config, data, out, args.backbone, args.tta, on_test), truth, labels, "_tta")}
 

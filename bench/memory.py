@@ -52,7 +52,7 @@ def main() -> int:
         for k in range(args.folds):
             start = time.perf_counter()
             in_fresh_process(f"cnn_small fold {k}", train.train_fold, config, paths, "cnn_small", k)
-            peaks.append(Layout(config, paths).read_fold("cnn_small", k)["peak_rss_mb"])
+            peaks.append(Layout(config, paths).runs.read("cnn_small", k)["peak_rss_mb"])
             print(f"{k:>4} {peaks[-1]:>26.1f} {current_rss_mb():>15.1f} {time.perf_counter() - start:>8.1f}", flush=True)
     second, last = peaks[1], peaks[-1]
     verdict = "flat: last within 10% of second" if abs(last - second) <= 0.1 * second else "GROWING"

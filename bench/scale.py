@@ -43,7 +43,6 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from compkit import folds  # noqa: E402
-from compkit.artifacts import Layout  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
 from compkit.datasets import fashion_mnist  # noqa: E402
 from compkit.process import in_fresh_process  # noqa: E402
@@ -158,9 +157,9 @@ def measure(pool: Path, scratch: Path, labels: np.ndarray, n_test_all: int, rows
     start = time.perf_counter()
     folds.run(config, paths)  # decodes train and test into the cache, once
     folds_seconds = time.perf_counter() - start
-    records = [json.loads(p.read_text()) for p in sorted(Layout(config, paths).cache_dir.glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted(paths.cache.glob("*.json"))]
     decode = sum(r["seconds"] for r in records)
-    cache_gb = sum(p.stat().st_size for p in Layout(config, paths).cache_dir.glob("*.npy")) / 1e9
+    cache_gb = sum(p.stat().st_size for p in paths.cache.glob("*.npy")) / 1e9
     out = []
     for fold in (0, 1):
         row = in_fresh_process(f"{tag} fold {fold}", probe_fold, config, paths, fold, args.steps, args.predict, time.time())

@@ -102,8 +102,8 @@ def pretrain(args, configs: Path) -> Path:
     config = load_config("fashion-0-4", "cpu", overrides, configs)
     paths = Paths.for_competition("fashion-0-4", args.root, args.root / "data" / "fashion-0-4")
     layout = Layout(config, paths)
-    model = layout.model_path(args.backbone, 0)
-    if layout.is_done(args.backbone, 0):
+    model = layout.runs.model_path(args.backbone, 0)
+    if layout.runs.is_done(args.backbone, 0):
         print(f"pretrain: {model} exists, reused")
         return model
     folds.run(config, paths)

@@ -1,4 +1,4 @@
-"""The artefact layer (artifacts.py): readers verify what they read against the record that made it,
+"""The artefact layer (compkit.artifacts): readers verify what they read against the record that made it,
 multi-file outputs are committed as a whole, submit writes nothing until every check passed, ids keep
 their text, and stages depend on the layer, not on each other. Real DACON rows and the TINY run."""
 
@@ -104,8 +104,8 @@ def test_a_stale_fold_names_each_changed_key_with_its_old_and_new_value(tmp_path
     hyper = old.hyper("cnn_small")
     record = {"backbone": "cnn_small", "fold": 0, "config": resolved_config(old, hyper),
               "lineage": {"config": config_digest(old, hyper), "folds": folds_digest(paths)}}
-    Layout(old, paths).write_fold("cnn_small", 0, pd.DataFrame({"epoch": [1]}), {}, record)
-    assert "s3cret" not in Layout(old, paths).fold_record("cnn_small", 0).read_text()
+    Layout(old, paths).runs.write("cnn_small", 0, pd.DataFrame({"epoch": [1]}), {}, record)
+    assert "s3cret" not in Layout(old, paths).runs.record("cnn_small", 0).read_text()
     check_done_folds(old, paths)  # current: no error
     with pytest.raises(CompkitError) as err:
         check_done_folds(_config('competition.extra_columns=["x://u:s3cret@h"]', 'train.loss="focal"', "train.seed=7"), paths)
@@ -233,7 +233,7 @@ def test_oof_ids_are_checked_against_the_fold_lineage(copy):
     record.write_text(json.dumps(fold))
     layout = Layout(_config("train.deterministic=true"), Paths.for_competition(COMP, root, Path(argv[argv.index("--data-dir") + 1])))
     with pytest.raises(Exception) as err:
-        layout.load_oof("cnn_small")
+        layout.runs.load_oof("cnn_small")
     assert str(err.value).startswith(f"{path}: its 99 ids are not the {fold['lineage']['n_val']} ids fold 0 validated on")
 
 

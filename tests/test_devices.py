@@ -108,7 +108,7 @@ def test_mirrored_strategy_over_two_logical_devices(tmp_path, dacon_dir):
     config = load_config("dacon-cv-2020", "smoke", overrides, REPO / "configs")
     paths = Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)
     data, hyper = fitting.fold_data(config, paths, 0), config.hyper("cnn_small")
-    out = Layout(config, paths).fold_dir("cnn_small", 0)
+    out = Layout(config, paths).runs.dir("cnn_small", 0)
     oof = pd.read_csv(out / "oof.csv").filter(like="p_").to_numpy()
     again = load_model(out / "model.keras").predict(fitting.model_inputs(data.train, data.val, hyper), verbose=0)
     np.testing.assert_allclose(again, oof, atol=1e-5)

@@ -114,7 +114,7 @@ def tiny_oof(stacking_runs, dacon_dir):
     """The TINY run's OOF: (N,) sorted ids, (N, 10) cnn_small probabilities, (N,) labels, (N,) folds read from folds.csv."""
     _, _, paths, _ = stacking_runs
     config = _tiny_config()
-    ids, proba, _ = Layout(config, paths).load_oof("cnn_small")
+    ids, proba, _ = Layout(config, paths).runs.load_oof("cnn_small")
     train = load_train(dacon_dir, config.competition)
     labels = pd.Series(train.labels, index=train.ids).loc[ids].to_numpy()
     fold = pd.read_csv(paths.folds / "folds.csv").set_index("id")["fold"].loc[ids].to_numpy()
@@ -225,7 +225,7 @@ def real_oof(tiny_run, dacon_dir):
     """The TINY run's cnn_small OOF: (N, 10) probabilities, (N,) labels, (N,) folds from folds.csv."""
     root, _ = tiny_run
     config, paths = _tiny_config(), Paths.for_competition(COMP, root, dacon_dir)
-    ids, proba, _ = Layout(config, paths).load_oof("cnn_small")
+    ids, proba, _ = Layout(config, paths).runs.load_oof("cnn_small")
     labels = pd.Series(load_train(dacon_dir, config.competition).labels, index=load_train(dacon_dir, config.competition).ids).loc[ids].to_numpy()
     return proba, labels, oof_folds(config, paths, ids)
 
@@ -353,7 +353,7 @@ def test_select_stacked_needs_stacking_on():
 def test_an_oof_id_in_no_fold_names_folds_csv_and_the_fix(tmp_path, dacon_dir):
     paths = Paths.for_competition(COMP, tmp_path, dacon_dir)
     paths.folds.mkdir(parents=True)
-    Layout(_tiny_config(), paths).write_folds(pd.DataFrame({"id": [1, 2, 4], "fold": [0, 1, 0]}),
+    Layout(_tiny_config(), paths).folds.write(pd.DataFrame({"id": [1, 2, 4], "fold": [0, 1, 0]}),
                                              pd.DataFrame({"id": [5], "Usage": ["Public"]}))
     assert oof_folds(_tiny_config(), paths, np.array([1, 2, 4])).tolist() == [0, 1, 0]
     with pytest.raises(CompkitError, match=r"folds\.csv: OOF id 3 is in no fold \(1 such ids\); `make folds .*` then `make train"):

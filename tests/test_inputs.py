@@ -98,7 +98,7 @@ def test_train_refuses_folds_for_other_data(tmp_path, dacon_dir, capsys, breakag
     folder = root / "folds/dacon-cv-2020"
     folds, holdout = breakage(pd.read_csv(folder / "folds.csv"), pd.read_csv(folder / "holdout.csv"))
     # recorded in folds.json as `make folds` would: the pair verifies, its ids are what is wrong
-    Layout(dacon(), Paths.for_competition("dacon-cv-2020", root, dacon_dir)).write_folds(folds, holdout)
+    Layout(dacon(), Paths.for_competition("dacon-cv-2020", root, dacon_dir)).folds.write(folds, holdout)
     before = snapshot(root)
     err = _run("train", root, dacon_dir, capsys)
     assert fragment in err and "`make clean COMPETITION=dacon-cv-2020` then `make folds COMPETITION=dacon-cv-2020`" in err

@@ -27,7 +27,7 @@ TIERS = {"config": 0, "layers": 1, "stages": 2}
 # stage -> stage imports that stand, each for a reason
 STAGE_EDGES = {
     ("check", "folds"): "`make check` runs the input checks of `make folds` without writing",
-    ("platform", "check"): "an imported competition is checked as `make check` does",
+    ("platform.zips", "check"): "an imported competition is checked as `make check` does",
     ("report.page", "adversarial"): "the report draws adversarial validation's section",
     ("predict", "submit"): "a predicted submission is ordered and validated as `make submit`'s",
     ("package", "predict"): "the bundle holds what `compkit predict` reads, in its format",

@@ -54,7 +54,7 @@ def test_fold_predictions_are_the_mean_over_seeds_of_tta_views(tmp_path, dacon_d
     config = _config("train.seeds=2", "train.tta=3", "train.masks=[4, 140]", 'train.embed=["letter"]')
     paths = Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)
     hyper, data = config.hyper("cnn_small"), fitting.fold_data(config, paths, 1)
-    out = Layout(config, paths).fold_dir("cnn_small", 1)
+    out = Layout(config, paths).runs.dir("cnn_small", 1)
     inputs = fitting.model_inputs(data.train, data.val, hyper)
     views = []
     for s, name in enumerate(["model.keras", "model-seed1.keras"]):

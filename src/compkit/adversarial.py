@@ -24,8 +24,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from compkit import console
 from compkit.config import Adversarial, Config, ConfigError, Hyper, Paths
-from compkit.artifacts import Layout
-from compkit.data import has_test
+from compkit.data import has_test, load_test, load_train
 from compkit.errors import CompkitError
 from compkit.io import write_csv, write_json
 
@@ -107,8 +106,7 @@ def run(config: Config, paths: Paths) -> dict:
     _check(config, paths)
     start = time.perf_counter()
     comp, settings = config.competition, config.adversarial
-    layout = Layout(config, paths)
-    train, test = layout.load_train(), layout.load_test()
+    train, test = load_train(paths.data, comp, paths.cache), load_test(paths.data, comp, paths.cache)
     rng = np.random.default_rng(settings.seed)
     rows = [sample_rows(len(split.ids), settings.max_rows, rng) for split in (train, test)]
     if min(len(r) for r in rows) < settings.n_splits:

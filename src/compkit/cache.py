@@ -1,6 +1,6 @@
 """Decode-once pixel cache: a split's (N, H, W, C) uint8 pixels as one ``.npy`` file, read through a memory map.
 
-In ``runs/<competition>/cache/`` (:attr:`compkit.artifacts.Layout.cache_dir`)::
+In ``runs/<competition>/cache/`` (:attr:`compkit.config.Paths.cache`)::
 
     <split>-<key>.npy    (N, H, W, C) uint8, C order: the decoded (and resized) images, in the split's row order
     <split>-<key>.json   its record: key, shape, sources, seconds to build, and the sha256 of each

@@ -294,7 +294,7 @@ def read_table(path: Path, comp: Competition, labelled: bool) -> Images:
 def load_train(data_dir: Path, comp: Competition, cache_dir: Path | None = None, build: bool = True) -> Images:
     """The labelled training split; see :func:`read_images` and :func:`read_image_files`.
 
-    With ``cache_dir`` (:attr:`compkit.artifacts.Layout.cache_dir`) the pixels are decoded (or parsed) once into
+    With ``cache_dir`` (:attr:`compkit.config.Paths.cache`) the pixels are decoded (or parsed) once into
     the split's cache there and returned as a read-only memory map (:mod:`compkit.cache`). Without ``build`` the cache
     is only read: a missing or damaged one is left as it is and the pixels are decoded in memory (`compkit check`).
     """

@@ -16,7 +16,7 @@ per image (every blend's ``predict_hours`` projects them; Caruana and the choice
 the fold-file digest, a digest per backbone of its folds' lineages, and the digest and count of the
 OOF ids the weights were fitted on; the stacked blend, having no weight per backbone, has no ``weights``;
 and ``files``, the sha256 of each file below) and the selected blend's ``oof.csv``,
-``holdout.csv`` and, with a test file, ``test.csv``. The set is committed as a whole (artifacts.py):
+``holdout.csv`` and, with a test file, ``test.csv``. The set is committed as a whole (compkit.artifacts):
 a kill leaves the old set or the new one, and readers check each file against ensemble.json.
 """
 
@@ -45,7 +45,7 @@ def oof_folds(config: Config, paths: Paths, oof_ids: np.ndarray) -> np.ndarray:
     Raises:
         CompkitError: an OOF id is in no fold of folds.csv; names the file and the fix.
     """
-    folds, _ = Layout(config, paths).read_folds()
+    folds, _ = Layout(config, paths).folds.read()
     fold = pd.Series(folds["fold"].to_numpy(), index=folds[config.competition.id_key].to_numpy()).reindex(oof_ids)
     missing = oof_ids[fold.isna().to_numpy()]
     if len(missing):
@@ -69,7 +69,7 @@ def inference_costs(layout: Layout, backbones: list[str]) -> np.ndarray | None:
     """(M,) seconds to predict one test image with every fold model (seeds, TTA views) of each backbone: the sum of its
     folds' ``predict_seconds_per_image`` (fold.json; :func:`compkit.train.seconds_per_image`). None when a fold does not
     record it (trained by an older compkit)."""
-    per = [[layout.read_fold(b, k).get("predict_seconds_per_image") for k in range(layout.config.folds.n_splits)] for b in backbones]
+    per = [[layout.runs.read(b, k).get("predict_seconds_per_image") for k in range(layout.config.folds.n_splits)] for b in backbones]
     return None if any(v is None for row in per for v in row) else np.array([sum(row) for row in per], dtype=np.float64)
 
 
@@ -88,7 +88,7 @@ def inference_plan(config: Config, layout: Layout, test_rows: int | None) -> tup
         return costs, rows, np.inf
     name = config.competition.name
     if costs is None:
-        raise CompkitError(f"{layout.fold_record(backbones[0], 0).parent.parent}: a fold.json records no "
+        raise CompkitError(f"{layout.runs.record(backbones[0], 0).parent.parent}: a fold.json records no "
                            f"predict_seconds_per_image (an older compkit trained it); `make clean COMPETITION={name}` and "
                            "retrain, or remove ensemble.time_budget")
     if not rows:
@@ -170,16 +170,16 @@ def run(config: Config, paths: Paths) -> None:
     """Stage entry point: score each backbone and blend on OOF, write the selected blend's files."""
     comp, backbones, spec, layout = config.competition, config.train.backbones, config.ensemble, Layout(config, paths)
     task, metric = tasks.for_config(config), tasks.for_config(config).scorer
-    layout.read_folds()  # the fold files are a verified pair
-    inputs = layout.fold_inputs(backbones)
+    layout.folds.read()  # the fold files are a verified pair
+    inputs = layout.runs.inputs(backbones)
     train = load_labels(paths.data, comp)
-    oof_ids, oof = _stack([layout.load_oof(b)[:2] for b in backbones], "OOF")
+    oof_ids, oof = _stack([layout.runs.load_oof(b)[:2] for b in backbones], "OOF")
     labels = train.labels[pd.Series(np.arange(len(train.ids)), index=train.ids).loc[oof_ids].to_numpy()]  # 1-D or tags
     fold = oof_folds(config, paths, oof_ids)
 
-    sets = {"holdout.csv": _stack([layout.load_fold_mean(b, "holdout.csv") for b in backbones], "holdout")}
+    sets = {"holdout.csv": _stack([layout.runs.load_fold_mean(b, "holdout.csv") for b in backbones], "holdout")}
     if has_test(paths.data, comp):
-        sets["test.csv"] = _stack([layout.load_fold_mean(b, "test.csv") for b in backbones], "test")
+        sets["test.csv"] = _stack([layout.runs.load_fold_mean(b, "test.csv") for b in backbones], "test")
     costs, rows, budget = inference_plan(config, layout, len(sets["test.csv"][0]) if "test.csv" in sets else None)
 
     scores = {b: scored(task, labels, p, fold) for b, p in zip(backbones, oof)}
@@ -193,10 +193,10 @@ def run(config: Config, paths: Paths) -> None:
     selected = choose(metric, blends, hours, spec)
     post = task.fit_post(labels, oof_blend[selected])  # refitted on all OOF rows, for holdout and test
 
-    out = layout.ensemble_dir
+    out = layout.ensemble.dir
     inference = {} if costs is None else {"hidden_rows": rows, "time_budget": spec.time_budget,
                                           "seconds_per_image": dict(zip(backbones, costs.round(7).tolist()))}
-    layout.write_ensemble(
+    layout.ensemble.write(
         {"backbones": backbones, "scores": scores, "blends": blends, "selected": selected, "metric": metric.name,
          "task": task.kind, "post": post, "apply": applied[selected], "cv": blends[selected][metric.name],
          "inference": inference,

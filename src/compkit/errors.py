@@ -15,6 +15,10 @@ class DataError(CompkitError):
     """A competition file that is missing or malformed."""
 
 
+class PlatformError(CompkitError):
+    """A platform operation that cannot run: missing credentials, package or network, or a refused request."""
+
+
 def shown(value) -> str:
     """A cell as the user wrote it, for messages: ``3``, ``'x'``, ``nan`` (not ``np.int64(3)``)."""
     return repr(value.item() if isinstance(value, np.generic) else value)

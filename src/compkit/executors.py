@@ -9,7 +9,7 @@ No shared file system is needed for artefacts. A fold task carries the fold file
 folds.json, pseudo.csv) and the tuned parameters (best/<backbone>.json), a few hundred kB, trains into a
 temporary root on its worker (:func:`worker_root`; :func:`compkit.train.train_fold_task`) and returns the fold's files as
 bytes; the driver checks them against the fold.json they came with and writes them into ``runs/`` as a
-local fold is written, fold.json last (:meth:`compkit.artifacts.Layout.write_fold_files`). The competition's
+local fold is written, fold.json last (:meth:`compkit.artifacts.runs.FoldRuns.write_files`). The competition's
 data is read from ``ray.data_dir`` on the worker, by default the driver's data folder as an absolute path:
 every machine needs the data there.
 

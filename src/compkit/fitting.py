@@ -13,7 +13,7 @@ import pandas as pd
 from compkit import console, finetune, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
-from compkit.data import Images, check_test_ids
+from compkit.data import Images, check_test_ids, load_test, load_train
 from compkit.foldfiles import check_folds
 
 
@@ -258,14 +258,14 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
     """Read train, test and the fold files, and split train's rows (and pseudo-labelled test rows) for ``fold``."""
     comp = config.competition
     layout = Layout(config, paths)
-    train, test = layout.load_train(), layout.load_test()  # pixels: memory maps of the cache
-    folds, holdout = layout.read_folds()
+    train, test = load_train(paths.data, comp, paths.cache), load_test(paths.data, comp, paths.cache)  # memory maps of the cache
+    folds, holdout = layout.folds.read()
     check_folds(folds, holdout, train.ids, config, paths)
     if test is not None:
         check_test_ids(train, test, paths.data, comp)
     fold_of = dict(zip(folds[comp.id_key], folds["fold"]))
     row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
-    pseudo, pseudo_labels = layout.read_pseudo(train, test, fold)
+    pseudo, pseudo_labels = layout.folds.read_pseudo(train, test, fold)
     task = tasks.for_config(config)
     return FoldData(
         train=train,

@@ -2,7 +2,7 @@
 
 Writes ``folds/<competition>/holdout.csv`` (id, Usage: Public|Private) and
 ``folds/<competition>/folds.csv`` (id, fold: 0..K-1), both sorted by id, then ``folds.json``, the
-sha256 of both: readers refuse a pair it does not describe (artifacts.py). The same seed gives
+sha256 of both: readers refuse a pair it does not describe (compkit.artifacts). The same seed gives
 byte-identical files. Holdout rows are in no fold, so no model ever trains on them.
 """
 
@@ -22,7 +22,7 @@ from compkit import console, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, ConfigError, Paths
 from compkit.data import (DataError, Images, check_sample_ids, check_test_ids, load_labels, load_sample_submission,
-                          load_test_ids)
+                          load_test, load_test_ids, load_train)
 from compkit.formats import load_solution, submission_format, submission_ids
 
 
@@ -206,12 +206,12 @@ def make_folds(train: Images, config: Config, with_holdout: bool = True) -> tupl
 
 
 def load_folds(config: Config, paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read ``folds.csv`` and ``holdout.csv``, verified against ``folds.json`` (:meth:`compkit.artifacts.Layout.read_folds`).
+    """Read ``folds.csv`` and ``holdout.csv``, verified against ``folds.json`` (:meth:`compkit.artifacts.folds.FoldFiles.read`).
 
     Raises:
         DataError: a file is missing or the pair is not the one ``folds.json`` records; says to run ``make folds``.
     """
-    return Layout(config, paths).read_folds()
+    return Layout(config, paths).folds.read()
 
 
 def check_inputs(config: Config, paths: Paths) -> tuple[Images, Images | None]:
@@ -275,8 +275,7 @@ def check_pixels(config: Config, paths: Paths, rows: int, build: bool = True) ->
         ConfigError: see :func:`check_room`.
     """
     check_room(config, paths, rows, build)
-    layout = Layout(config, paths)
-    return layout.load_train(build), layout.load_test(build)
+    return load_train(paths.data, config.competition, paths.cache, build), load_test(paths.data, config.competition, paths.cache, build)
 
 
 def run(config: Config, paths: Paths) -> None:
@@ -286,7 +285,7 @@ def run(config: Config, paths: Paths) -> None:
     has_solution = (paths.data / comp.solution_file).is_file()
     folds, holdout = make_folds(train, config, with_holdout=not has_solution)
     check_pixels(config, paths, len(train.ids) + (len(test.ids) if test is not None else 0))  # last before the fold files: every other problem is found without a decode
-    Layout(config, paths).write_folds(folds, holdout)
+    Layout(config, paths).folds.write(folds, holdout)
     sizes = folds["fold"].value_counts()
     public = int((holdout["Usage"] == "Public").sum())
     if has_solution:

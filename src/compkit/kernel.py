@@ -10,7 +10,7 @@
   the local bundle is still the one pushed.
 
 The bundle is checked against its manifest before anything is sent, and a placeholder owner is refused; credentials
-and errors are handled as in platform.py (one line, nothing local changed).
+and errors are handled as in compkit.platform (one line, nothing local changed).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from compkit.config import Config, Hyper, Paths
 from compkit.redact import mask_tree
 
 # The fold files, named once: folds.csv, holdout.csv, pseudo.csv (only when `make pseudo` wrote it), and the
-# record of the first two (artifacts.py)
+# record of the first two (compkit.artifacts)
 FOLD_FILES = FOLDS_CSV, HOLDOUT_CSV, PSEUDO_CSV = ("folds.csv", "holdout.csv", "pseudo.csv")
 FOLDS_RECORD = "folds.json"
 

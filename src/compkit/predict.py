@@ -9,7 +9,7 @@ the fitted post-processing (``post``), the sample submission's format (:func:`co
 as `make submit` validates (:func:`compkit.submit.validate_submission`). On the test set `make train` predicted, its
 submission is `make submit`'s.
 
-The members come from ``runs/`` (:func:`from_runs`, verified by :meth:`compkit.artifacts.Layout.read_ensemble`) or
+The members come from ``runs/`` (:func:`from_runs`, verified by :meth:`compkit.artifacts.ensemble.EnsembleSet.read`) or
 from a bundle folder `make package` wrote (:func:`from_bundle`, its manifest checked by the bundle's predict.py
 first). The submission is written atomically, after every check: a failure writes nothing.
 """
@@ -64,7 +64,7 @@ def _require_apply(record: dict, source: Path, fix: str) -> dict:
 
 
 def from_runs(config: Config, paths: Paths) -> Members:
-    """The members of ``runs/<c>/``: ensemble.json (verified: :meth:`compkit.artifacts.Layout.read_ensemble`) and each
+    """The members of ``runs/<c>/``: ensemble.json (verified: :meth:`compkit.artifacts.ensemble.EnsembleSet.read`) and each
     of its backbones' fold models and hyperparameters (fold.json).
 
     Raises:
@@ -73,12 +73,12 @@ def from_runs(config: Config, paths: Paths) -> Members:
     """
     layout = Layout(config, paths)
     again = f"rerun `make ensemble COMPETITION={config.competition.name}`"
-    record = _require_apply(layout.read_ensemble(), layout.ensemble_record, again)
+    record = _require_apply(layout.ensemble.read(), layout.ensemble.record, again)
     models, hypers = {}, {}
     for backbone in record["backbones"]:
-        folds = [layout.read_fold(backbone, k) for k in range(config.folds.n_splits)]
+        folds = [layout.runs.read(backbone, k) for k in range(config.folds.n_splits)]
         hypers[backbone] = Hyper.model_validate(folds[0]["hyper"])
-        models[backbone] = [[layout.model_path(backbone, k, s) for s in range(fold.get("seeds", 1))] for k, fold in enumerate(folds)]
+        models[backbone] = [[layout.runs.model_path(backbone, k, s) for s in range(fold.get("seeds", 1))] for k, fold in enumerate(folds)]
         for path in (p for fold in models[backbone] for p in fold):
             if not path.is_file():
                 raise CompkitError(f"{path}: not found; delete {path.parent} and rerun `make train ensemble "

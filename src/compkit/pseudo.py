@@ -29,7 +29,7 @@ def fold_labels(config: Config, paths: Paths, fold: int) -> pd.DataFrame:
     """Fold ``fold``'s confident test rows: id, fold, label (a class), confidence, by the task's rule
     (:meth:`compkit.tasks.Task.pseudo`: multiclass, the backbones' mean top probability; binary, max(p, 1 - p))."""
     comp, layout = config.competition, Layout(config, paths)
-    parts = [layout.read_fold_proba(b, fold, "test.csv") for b in config.train.backbones]
+    parts = [layout.runs.read_proba(b, fold, "test.csv") for b in config.train.backbones]
     ids, pred = parts[0][0], np.mean([p for _, p in parts], axis=0)
     keep, labels, confidence = tasks.for_config(config).pseudo(pred, config.pseudo.threshold)
     return pd.DataFrame({comp.id_key: ids[keep], "fold": fold, "label": labels, "confidence": confidence.round(6)})
@@ -46,9 +46,9 @@ def run(config: Config, paths: Paths) -> None:
     if load_test_ids(paths.data, comp) is None:
         raise CompkitError(f"{paths.data / comp.test_file}: not found; pseudo-labelling needs the unlabelled test data")
     table = pd.concat([fold_labels(config, paths, k) for k in range(config.folds.n_splits)], ignore_index=True)
-    layout.write_pseudo(table)
+    layout.folds.write_pseudo(table)
     per_fold = table["fold"].value_counts().reindex(range(config.folds.n_splits), fill_value=0)
     console.summary(
         f"pseudo: {len(table)} test rows with confidence >= {config.pseudo.threshold} over {config.folds.n_splits} folds "
-        f"({per_fold.min()}-{per_fold.max()} a fold) -> {layout.pseudo_csv}; delete {paths.runs} and `make train` to use them"
+        f"({per_fold.min()}-{per_fold.max()} a fold) -> {layout.folds.pseudo_csv}; delete {paths.runs} and `make train` to use them"
     )

@@ -3,7 +3,7 @@
 The files are written first, each atomically, then the record (a JSON object whose ``files`` maps each file's name
 to the sha256 of its bytes), so a kill in between leaves files that fail verification, never a mismatched set that
 passes. Reading back checks a file against the record before anyone uses it. The fold files (folds.json), each
-fold's run (fold.json) and the ensemble set (ensemble.json) are such sets (see artifacts.py).
+fold's run (fold.json) and the ensemble set (ensemble.json) are such sets (see compkit.artifacts).
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ class Competition(Strict):
     # `make data` can build this competition's files: fashion_mnist (Fashion-MNIST), digit_sequences (numbers of 1-5
     # of scikit-learn's handwritten digits, left to right: compkit.datasets)
     builder: Literal["", "fashion_mnist", "digit_sequences"] = ""
-    platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see platform.py)
+    platform: Literal["local", "kaggle", "dacon"] = "local"  # where submissions go (see compkit.platform)
     slug: str = ""  # Kaggle's competition name, as in kaggle.com/competitions/<slug>; "" -> name
     pretrained_allowed: bool = False  # the rules allow pretrained weights (backbones.<name>.weights); DACON: false
     code_competition: bool = False  # submissions are a notebook Kaggle reruns offline: `make upload` submits the pushed kernel
@@ -468,3 +468,8 @@ class Paths:
             runs=root / "runs" / name,
             submissions=root / "submissions" / name,
         )
+
+    @property
+    def cache(self) -> Path:
+        """``runs/<competition>/cache/``: each split's decoded pixels, ``<split>-<key>.npy`` and its record (:mod:`compkit.cache`)."""
+        return self.runs / "cache"

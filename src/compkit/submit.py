@@ -7,7 +7,7 @@ probability column per class, as the sample's header says (see formats.py). Publ
 scores, in the competition's metric, are of the file's bytes as they will be written (parsed back): on
 the competition's solution file (test labels with a Usage column, Kaggle's convention) when it ships
 one, else on the Public and Private parts of the holdout. A row is appended to
-``submissions/<competition>/leaderboard.csv``. The ensemble set is verified first (artifacts.py), and the
+``submissions/<competition>/leaderboard.csv``. The ensemble set is verified first (compkit.artifacts), and the
 submission is validated and scored and the leaderboard read before anything is written, so a failure
 leaves neither an orphan submission nor a changed leaderboard.
 """
@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from compkit import console, tasks
-from compkit.artifacts import Layout, csv_bytes
+from compkit.artifacts import Layout
+from compkit.artifacts.store import csv_bytes
 from compkit.config import Competition, Config, Paths
 from compkit.data import check_sample_ids, has_test, load_labels, load_sample_submission, load_test_ids
 from compkit.errors import CompkitError, shown
@@ -78,18 +79,18 @@ def _predictions(config: Config, paths: Paths, sample: pd.DataFrame, test_ids: n
                  blend: dict, fmt: SubmissionFormat) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """(ids, (N, D) predictions, expected frame) of what is submitted: test when shipped (``test_ids``), else the holdout.
 
-    ``blend`` is the verified ensemble.json (:meth:`compkit.artifacts.Layout.read_ensemble`); ``fmt`` the
+    ``blend`` is the verified ensemble.json (:meth:`compkit.artifacts.ensemble.EnsembleSet.read`); ``fmt`` the
     submission's format (the holdout's own predictions stand for the expected holdout rows: only the columns and
     ids are compared).
     """
     layout = Layout(config, paths)
     if test_ids is None:
-        ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
+        ids, proba = layout.ensemble.read_proba(blend, "holdout.csv")
         return ids, proba, to_frame(fmt, ids, proba, tasks.for_config(config), blend.get("post"))
-    ids, proba = layout.read_ensemble_proba(blend, "test.csv")
+    ids, proba = layout.ensemble.read_proba(blend, "test.csv")
     if ids_digest(ids) != ids_digest(test_ids):
         raise SubmissionError(
-            f"{layout.ensemble_dir / 'test.csv'}: its ids are not those of the test set in {paths.data}; "
+            f"{layout.ensemble.dir / 'test.csv'}: its ids are not those of the test set in {paths.data}; "
             "rerun `make train ensemble` on this test set"
         )
     order = image_ids(sample, fmt, paths.data / config.competition.sample_submission)
@@ -123,13 +124,13 @@ def _score_parts(config: Config, paths: Paths, blend: dict, ids: np.ndarray, wri
         written = _rows(written, index.loc[solution[fmt.id_column]].to_numpy())
         truth, usage, where = np.asarray(solution["label"].tolist()), solution["Usage"].to_numpy(), comp.solution_file
     else:
-        _, holdout = layout.read_folds()
+        _, holdout = layout.folds.read()
         train = load_labels(paths.data, comp)
         held = holdout[comp.id_key].to_numpy()
         if has_test(paths.data, comp):  # the file predicts test: the ensemble's holdout predictions, as the format writes them
-            held_ids, held_pred = layout.read_ensemble_proba(blend, "holdout.csv")
+            held_ids, held_pred = layout.ensemble.read_proba(blend, "holdout.csv")
             frame = to_frame(fmt, held_ids, held_pred, task, blend.get("post"))
-            _, as_written = read_submission(io.BytesIO(csv_bytes(frame)), fmt, task, source=layout.ensemble_dir / "holdout.csv")
+            _, as_written = read_submission(io.BytesIO(csv_bytes(frame)), fmt, task, source=layout.ensemble.dir / "holdout.csv")
             written = _rows(as_written, pd.Series(np.arange(len(held_ids)), index=held_ids).loc[held].to_numpy())
         else:  # the file predicts the holdout
             written = _rows(written, index.loc[held].to_numpy())
@@ -154,15 +155,15 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
     test_ids = load_test_ids(paths.data, comp) if has_test(paths.data, comp) else None
     if test_ids is not None:
         check_sample_ids(sample, submission_ids(fmt, test_ids), paths.data, comp)
-    blend = layout.read_ensemble()
+    blend = layout.ensemble.read()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name or f"blend-{blend['selected']}")
     ids, proba, expected = _predictions(config, paths, sample, test_ids, blend, fmt)
     submission = in_sample_rows(to_frame(fmt, ids, proba, task, blend.get("post")), expected, fmt)
-    path = layout.submission_path(name)
+    path = layout.board.submission_path(name)
     validate_submission(submission, expected, comp, str(path))
     written = read_submission(io.BytesIO(csv_bytes(submission)), fmt, task, source=path)  # the bytes the file will hold
     parts, counts = _score_parts(config, paths, blend, *written, fmt)
-    layout.read_leaderboard()  # refused before anything is written when damaged
+    layout.board.read()  # refused before anything is written when damaged
     row = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "name": name,
@@ -171,7 +172,7 @@ def run(config: Config, paths: Paths, name: str | None = None) -> Path:
         "cv": round(blend["cv"], 6),
         **{k: round(v, 6) for k, v in parts.items()},
     }
-    path, board = layout.write_submission(name, submission, row)
+    path, board = layout.board.add(name, submission, row)
     row["file"] = path.name
     metric = task.scorer
     shown_board = board.drop(columns=["file"]).sort_values("cv", ascending=not metric.greater_is_better, kind="stable")

@@ -14,7 +14,7 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
     test.csv       the same for every test row (only with a test file)
     fold.json      scores, epochs, seconds, prediction seconds per image, peak memory, hyperparameters, the resolved config (secrets masked),
                    lineage, and the sha256 of each
-                   CSV above; written last: its presence marks the fold done (see artifacts.py)
+                   CSV above; written last: its presence marks the fold done (see compkit.artifacts)
 
 A finished fold is skipped on rerun, so a crash loses at most the fold in progress. Its lineage
 (digests of the config parts and fold files it was made from, and of the ids it was fit on and
@@ -39,7 +39,7 @@ import pandas as pd
 from compkit import console, executors, fitting, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
-from compkit.data import load_labels
+from compkit.data import load_labels, load_test, load_train
 from compkit.devices import Scheduler, augment_where, describe, slots
 from compkit.errors import CompkitError
 from compkit.fitting import fit, fold_data
@@ -51,7 +51,7 @@ from compkit.tracking import tracked
 
 def tuned_hyper(config: Config, paths: Paths, backbone: str) -> Hyper:
     """``config.hyper(backbone)`` with the best tuned parameters on top, unless ``train.use_tuned`` is false."""
-    params = Layout(config, paths).read_best_params(backbone) if config.train.use_tuned else None
+    params = Layout(config, paths).tuned.read(backbone) if config.train.use_tuned else None
     return config.hyper(backbone) if params is None else config.hyper(backbone).with_params(params)
 
 
@@ -94,7 +94,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             keras.utils.set_random_seed(model_seed)
             model, hist = fit(config, hyper, backbone, data, model_seed,
                               label if seeds == 1 else f"{label[:-1]} seed {s + 1}/{seeds}]", tracker.keras_callback())
-            with atomic_path(layout.model_path(backbone, fold, s)) as tmp:
+            with atomic_path(layout.runs.model_path(backbone, fold, s)) as tmp:
                 model.save(tmp)
             histories.append(hist.assign(seed=s))
             for name, (split, rows) in sets.items():
@@ -131,7 +131,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             },
         }
         tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "config", "lineage")})
-        result = layout.write_fold(backbone, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
+        result = layout.runs.write(backbone, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
     return result
 
 
@@ -174,8 +174,8 @@ def check_done_folds(config: Config, paths: Paths) -> None:
         hyper = tuned_hyper(config, paths, backbone)
         expected, current = {"config": config_digest(config, hyper), "folds": folds}, resolved_config(config, hyper)
         for fold in range(config.folds.n_splits):
-            path = layout.fold_record(backbone, fold)
-            record = layout.read_fold(backbone, fold) if path.is_file() else None
+            path = layout.runs.record(backbone, fold)
+            record = layout.runs.read(backbone, fold) if path.is_file() else None
             reason = record and stale_reason(record.get("lineage", {}), expected, clean_hint(config, paths, backbone),
                                              config_changes(record.get("config", {}), current) if "config" in record else ())
             if reason:
@@ -184,7 +184,7 @@ def check_done_folds(config: Config, paths: Paths) -> None:
 
 def _clear_half_written(layout: Layout, backbone: str, fold: int) -> None:
     """Delete a killed run's half-written files of a fold this process holds the lock of."""
-    for tmp in layout.fold_dir(backbone, fold).glob(".tmp-*"):
+    for tmp in layout.runs.dir(backbone, fold).glob(".tmp-*"):
         tmp.unlink(missing_ok=True)
 
 
@@ -193,7 +193,7 @@ def train_fold_task(config: Config, files: dict[str, bytes], data_dir: str, back
     the fold folder's files (name -> bytes) for the driver to check and write."""
     with executors.worker_root(config, files, data_dir) as paths:
         train_fold(config, paths, backbone, fold, executor="ray")
-        folder = Layout(config, paths).fold_dir(backbone, fold)
+        folder = Layout(config, paths).runs.dir(backbone, fold)
         return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")}
 
 
@@ -209,9 +209,9 @@ def _runner(config: Config, paths: Paths):
 
 
 def _write_returned(layout: Layout, backbone: str, fold: int, files: dict[str, bytes]) -> tuple[dict | None, Exception | None]:
-    """Write a fold's files returned by a Ray task into ``runs/`` (:meth:`Layout.write_fold_files`): (record, None) or (None, error)."""
+    """Write a fold's files returned by a Ray task into ``runs/`` (:meth:`compkit.artifacts.runs.FoldRuns.write_files`): (record, None) or (None, error)."""
     try:
-        return layout.write_fold_files(backbone, fold, files), None
+        return layout.runs.write_files(backbone, fold, files), None
     except CompkitError as exc:
         return None, exc
 
@@ -229,12 +229,12 @@ def run(config: Config, paths: Paths) -> None:
         CompkitError: missing or stale fold files, a finished fold made from another config, a fold that failed.
     """
     layout = Layout(config, paths)
-    folds, holdout = layout.read_folds()  # fail fast, before any process starts
+    folds, holdout = layout.folds.read()  # fail fast, before any process starts
     check_folds(folds, holdout, load_labels(paths.data, config.competition).ids, config, paths)
     check_done_folds(config, paths)
     (scheduler, start_fold), failure = _runner(config, paths), None  # a missing or unreachable Ray fails here, before any write
-    layout.load_train()  # the pixel cache is built here (when `make folds` has not), once, not by each fold process
-    layout.load_test()
+    load_train(paths.data, config.competition, paths.cache)  # the pixel cache is built here (when `make folds` has not), once,
+    load_test(paths.data, config.competition, paths.cache)  # not by each fold process
     start, trained, skipped = time.perf_counter(), 0, 0
     pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
     waiting: set = set()
@@ -244,14 +244,14 @@ def run(config: Config, paths: Paths) -> None:
                 if failure or not scheduler.has_free():
                     break
                 label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
-                lock = layout.lock(backbone, fold)
-                if not layout.is_done(backbone, fold) and not claim(lock):
+                lock = layout.runs.lock(backbone, fold)
+                if not layout.runs.is_done(backbone, fold) and not claim(lock):
                     if (backbone, fold) not in waiting:
                         console.info(f"{label} being trained by another process, left to it")
                         waiting.add((backbone, fold))
                     continue
                 pending.remove((backbone, fold))
-                if layout.is_done(backbone, fold):  # checked again: another process may have just finished it
+                if layout.runs.is_done(backbone, fold):  # checked again: another process may have just finished it
                     release(lock)
                     skipped += 1
                     console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
@@ -261,7 +261,7 @@ def run(config: Config, paths: Paths) -> None:
             for (backbone, fold), result, error in scheduler.finished(timeout=1):
                 if error is None and config.train.executor == "ray":  # the driver writes what the worker returned
                     result, error = _write_returned(layout, backbone, fold, result)
-                release(layout.lock(backbone, fold))
+                release(layout.runs.lock(backbone, fold))
                 if error is not None:
                     failure = failure or error
                     continue
@@ -277,13 +277,13 @@ def run(config: Config, paths: Paths) -> None:
         if config.train.executor == "ray":
             scheduler.cancel()
         for backbone, fold in scheduler.running_keys():
-            release(layout.lock(backbone, fold))
+            release(layout.runs.lock(backbone, fold))
     if failure:
         raise failure
     check_done_folds(config, paths)  # folds another process finished must be from this config too
     scores, metric = [], tasks.for_config(config).scorer.name
     for backbone in config.train.backbones:
-        folds = [layout.read_fold(backbone, k) for k in range(config.folds.n_splits)]
+        folds = [layout.runs.read(backbone, k) for k in range(config.folds.n_splits)]
         scores.append(f"{backbone} {np.mean([f[f'oof_{metric}'] for f in folds]):.4f}")
     console.summary(
         f"train: {len(config.train.backbones)} backbones x {config.folds.n_splits} folds "

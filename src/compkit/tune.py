@@ -335,7 +335,7 @@ def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return
     best = study.best_trial
-    Layout(config, paths).write_best_params(
+    Layout(config, paths).tuned.write(
         backbone,
         {"study": study.study_name, "trial": best.number, "value": best.value, "metric": tasks.for_config(config).scorer.name,
          "params": trial_hyperparams(best.params)},
@@ -344,7 +344,7 @@ def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str
 
 def run(config: Config, paths: Paths, worker: int = 0) -> None:
     """Stage entry point: tune every backbone of ``train.backbones`` in turn."""
-    Layout(config, paths).read_folds()  # fail fast when `make folds` has not run or its files are not a pair
+    Layout(config, paths).folds.read()  # fail fast when `make folds` has not run or its files are not a pair
     if config.tune.executor == "ray":  # refuse a storage file the cluster's other machines cannot reach, before any trial
         executors.check_storage(executors.connect(config), storage_url(config, paths))
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial lines say it shorter

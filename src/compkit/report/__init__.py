@@ -1,6 +1,6 @@
 """Report (``make report``): one self-contained HTML page on a competition's runs, after ensemble/submit.
 
-Reads only what the stages wrote, each file verified against its record (artifacts.py): ``folds/<competition>/{folds,holdout}.csv``, every backbone's
+Reads only what the stages wrote, each file verified against its record (compkit.artifacts): ``folds/<competition>/{folds,holdout}.csv``, every backbone's
 ``runs/<competition>/<backbone>/fold<k>/{oof,holdout,history}.csv``, ``runs/<competition>/ensemble/``
 (``ensemble.json``, ``oof.csv``, ``holdout.csv``), ``submissions/<competition>/leaderboard.csv`` and the
 submission files it lists, and the labels and images of the training file. Writes

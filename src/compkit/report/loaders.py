@@ -49,14 +49,14 @@ class Candidate:
 
 def backbone_oof(config: Config, paths: Paths, backbone: str) -> Model:
     """A backbone's OOF rows from each fold's verified ``oof.csv``, sorted by id."""
-    return Model(backbone, backbone, *Layout(config, paths).load_oof(backbone))
+    return Model(backbone, backbone, *Layout(config, paths).runs.load_oof(backbone))
 
 
 def blend_oof(config: Config, paths: Paths, blend: dict, folds: pd.DataFrame) -> Model:
     """The selected blend's verified ``ensemble/oof.csv`` (``blend``: ensemble.json), each row's fold from ``folds.csv``."""
     comp, layout, selected = config.competition, Layout(config, paths), blend["selected"]
-    path = layout.ensemble_dir / "oof.csv"
-    ids, proba = layout.read_ensemble_proba(blend, "oof.csv")
+    path = layout.ensemble.dir / "oof.csv"
+    ids, proba = layout.ensemble.read_proba(blend, "oof.csv")
     fold = folds.set_index(comp.id_key)["fold"].reindex(ids)
     if fold.isna().any():
         raise CompkitError(f"{path}: id {ids[fold.isna().to_numpy()][0]!r} is in no fold of folds.csv; rerun `make ensemble`")
@@ -75,7 +75,7 @@ def rows_of(ids: np.ndarray, train: Images, source: Path) -> np.ndarray:
 def read_leaderboard(config: Config, paths: Paths) -> pd.DataFrame | None:
     """The verified ``submissions/<competition>/leaderboard.csv``, or None before the first submission."""
     layout = Layout(config, paths)
-    return layout.read_leaderboard() if layout.leaderboard.is_file() else None
+    return layout.board.read() if layout.board.path.is_file() else None
 
 
 def _on_holdout(ids: np.ndarray, proba: np.ndarray, held_ids: np.ndarray) -> np.ndarray:
@@ -116,9 +116,9 @@ def holdout_candidates(config: Config, paths: Paths, blend: dict, train: Images,
         else:
             out.append(Candidate(str(row.name), "submission", float(row.cv), proba))
     if not out:
-        ids, proba = layout.read_ensemble_proba(blend, "holdout.csv")
+        ids, proba = layout.ensemble.read_proba(blend, "holdout.csv")
         out.append(Candidate(f"ensemble ({blend['selected']}), not submitted", "ensemble", float(blend["cv"]), _on_holdout(ids, proba, held_ids)))
     for backbone in blend["backbones"]:
-        ids, proba = layout.load_fold_mean(backbone, "holdout.csv")
+        ids, proba = layout.runs.load_fold_mean(backbone, "holdout.csv")
         out.append(Candidate(backbone, "backbone", float(blend["scores"][backbone][blend["metric"]]), _on_holdout(ids, proba, held_ids)))
     return out, skipped, truth

@@ -19,7 +19,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from compkit import console, tasks
 from compkit.config import Competition, Config, Paths
-from compkit.data import Images, load_labels
+from compkit.data import Images, load_labels, load_train
 from compkit.errors import CompkitError
 from compkit.artifacts import Layout
 from compkit.io import atomic_path
@@ -255,7 +255,7 @@ def _curves_section(page: _Page, config: Config, paths: Paths, backbones: list[s
     for backbone in backbones:
         histories = []
         for k in range(config.folds.n_splits):
-            history = pd.read_csv(Layout(config, paths).fold_file(backbone, k, "history.csv"))
+            history = pd.read_csv(Layout(config, paths).runs.file(backbone, k, "history.csv"))
             histories.append(history[history["seed"] == 0] if "seed" in history else history)  # seed averaging: the first
         page.add(page.figure(f"learning_curves_{backbone}.png", learning_curves_figure(histories, backbone, logged),
                              f"{backbone}: loss and {logged} per epoch, every fold"))
@@ -313,9 +313,9 @@ def run(config: Config, paths: Paths) -> Path:
     comp, layout = config.competition, Layout(config, paths)
     if not tasks.for_config(config).full_report:
         return _task_report(config, paths, start)
-    blend = layout.read_ensemble()
-    folds, holdout = layout.read_folds()
-    train = layout.load_train()  # pixels (a memory map of the cache) for the wrong-images figure
+    blend = layout.ensemble.read()
+    folds, holdout = layout.folds.read()
+    train = load_train(paths.data, comp, paths.cache)  # pixels (a memory map of the cache) for the wrong-images figure
     models = [blend_oof(config, paths, blend, folds), *(backbone_oof(config, paths, b) for b in blend["backbones"])]
     rows = {m.key: rows_of(m.ids, train, paths.runs / (m.key if m.key != "blend" else "ensemble")) for m in models}
     labels = {key: train.labels[r] for key, r in rows.items()}
@@ -352,7 +352,7 @@ def run(config: Config, paths: Paths) -> Path:
         page.para(f"No holdout: submissions are scored on {comp.solution_file}, so the public/private bootstrap "
                   "is not drawn; the leaderboard above holds the scores.", note=True)
     _oof_section(page, models, labels, blend, blend["metric"])
-    tuned = [b for b in blend["backbones"] if config.train.use_tuned and layout.best_params_path(b).is_file()]
+    tuned = [b for b in blend["backbones"] if config.train.use_tuned and layout.tuned.path(b).is_file()]
     if tuned:  # the tuning folds' OOF rows are in the CV: it is optimistic by the selection made on them
         page.para(f"Tuning bias: {', '.join(tuned)} use hyperparameters chosen by Optuna on fold(s) "
                   f"{', '.join(map(str, config.tune.folds))}, whose OOF rows are part of this CV and of the blend "
@@ -389,7 +389,7 @@ def _task_report(config: Config, paths: Paths, start: float) -> Path:
     (:attr:`compkit.tasks.Task.figure`: a ROC curve, predicted vs true with residuals, or the confusion matrix of
     grades; decided by post-processing cross-fitted over the folds, as the scores are), and the learning curves."""
     comp, layout, task = config.competition, Layout(config, paths), tasks.for_config(config)
-    blend, (folds, holdout) = layout.read_ensemble(), layout.read_folds()
+    blend, (folds, holdout) = layout.ensemble.read(), layout.folds.read()
     train = load_labels(paths.data, comp)
     models = [blend_oof(config, paths, blend, folds), *(backbone_oof(config, paths, b) for b in blend["backbones"])]
     board = read_leaderboard(config, paths)
