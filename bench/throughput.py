@@ -51,6 +51,7 @@ from compkit import devices, fitting, folds  # noqa: E402
 from compkit.augment import predict_tta  # noqa: E402
 from compkit.backbones import build_model  # noqa: E402
 from compkit.config import Paths, load_config  # noqa: E402
+from compkit.executors import LocalExecutor, Unit  # noqa: E402
 
 WARMUP_EPOCHS = 1  # run, not timed: graph tracing and the tf.data cache
 OK_RATIO = 0.95  # issue 17: compkit's loop may cost at most 5% against a bare model.fit
@@ -180,12 +181,12 @@ SUMMED = ("compkit", "bare", "epoch", "predict")  # img/s, added up over concurr
 def measure_workers(config, paths, backbone: str, repeats: int, workers: int) -> dict:
     """:func:`measure` in ``workers`` processes at once, each on a :class:`compkit.devices.Slot` with cores // workers threads."""
     threads = max(1, devices.cores() // workers) if workers > 1 else 0
-    scheduler = devices.Scheduler([devices.Slot(None, threads)] * workers)
+    executor = LocalExecutor([devices.Slot(None, threads)] * workers)
     for w in range(workers):
-        scheduler.submit(w, f"{backbone} worker {w}", measure_fold0, config, paths, backbone, repeats)
+        executor.submit(Unit(w, f"{backbone} worker {w}", measure_fold0, config, paths, (backbone, repeats)))
     rows = []
-    while scheduler.busy():
-        for _, row, error in scheduler.finished(timeout=5):
+    while executor.busy():
+        for _, row, error in executor.finished(timeout=5):
             if error is not None:
                 raise error
             rows.append(row)

@@ -510,7 +510,7 @@ def test_deterministic_runs_pin_the_same_threads_locally_and_on_ray(dacon, worke
 
     config = dacon("smoke", "train.deterministic=true", f"train.workers={workers}", "ray.cpus_per_task=4")
     assert {slot.threads for slot in slots(config.train)} == {DETERMINISTIC_THREADS}
-    script = ("import sys, tensorflow as tf; from compkit.config import load_config; from compkit.executors import _enter; "
+    script = ("import sys, tensorflow as tf; from compkit.config import load_config; from compkit.executors.cluster import _enter; "
               f"c = load_config('{NAME}', 'smoke', ['train.deterministic=true', 'ray.cpus_per_task=4'], __import__('pathlib').Path(sys.argv[1])); "
               "_enter(c); print(tf.config.threading.get_intra_op_parallelism_threads())")
     run = subprocess.run([sys.executable, "-c", script, str(REPO / "configs")], env=env(), capture_output=True, text=True, timeout=300)

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgres")]
 
 FOLDS = 3  # TINY's
 RUNS = "runs/dacon-cv-2020/cnn_small"
-TASK = b"ray::train_fold_task"  # the title Ray gives a worker process while it runs that task
+TASK = b"ray::train_fold"  # the title Ray gives a worker process while it runs that task
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ finds most test-like are a validation set that resembles test. Recipe: Pan et al
 Approach to Concept Drift Problem in User Targeting Automation Systems at Uber" (2020, arXiv:2004.03045).
 
 The classifier is ``adversarial.backbone`` (default ``cnn_small`` at width 0.5, the kit's smallest
-backbone, at the image's own size), trained from scratch for a few epochs without augmentation. Writes
+backbone, at the image's own size), trained from scratch for a few epochs without augmentation; its K folds are units
+of ``adversarial.executor`` (fresh processes on ``train.workers`` slots, or Ray tasks: :mod:`compkit.executors`). Writes
 ``runs/<competition>/adversarial/``: ``adversarial.json`` (AUC, per-fold AUC, sizes, the verdict),
 ``oof.csv`` (split, id, fold, p_test per sampled image) and ``train_like_test.csv`` (the top train rows).
 """
@@ -22,8 +23,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from compkit import console
-from compkit.config import Adversarial, Config, ConfigError, Hyper, Paths
+from compkit import console, executors
+from compkit.config import Config, ConfigError, Hyper, Paths
 from compkit.data import has_test, load_test, load_train
 from compkit.errors import CompkitError
 from compkit.io import write_csv, write_json
@@ -51,33 +52,80 @@ def sample_rows(n: int, max_rows: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_rows, replace=False))
 
 
-def oof_test_probability(images: np.ndarray, is_test: np.ndarray, settings: Adversarial) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold P(test) of each image from ``settings.n_splits`` classifiers.
-
-    Args:
-        images: (N, H, W, C) uint8 pixels 0-255, train and test rows together.
-        is_test: (N,) int 0 (train) or 1 (test).
-        settings: the ``[adversarial]`` config (backbone, width, input_size, epochs, batch_size, learning_rate, seed).
+def sample(config: Config, paths: Paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows the classifier sees: up to ``adversarial.max_rows`` of train, then of test, drawn with ``adversarial.seed``
+    (the same in every process that asks).
 
     Returns:
-        ((N,) float64 P(test) predicted by the model that did not train on the row, (N,) int64 fold of the row).
+        ((N, H, W, C) uint8 pixels 0-255, (N,) int64 0 for a train row and 1 for a test row, (N,) ids).
+
+    Raises:
+        CompkitError: fewer rows of train or test than ``adversarial.n_splits``.
+    """
+    comp, settings = config.competition, config.adversarial
+    train, test = load_train(paths.data, comp, paths.cache), load_test(paths.data, comp, paths.cache)
+    rng = np.random.default_rng(settings.seed)
+    rows = [sample_rows(len(split.ids), settings.max_rows, rng) for split in (train, test)]
+    if min(len(r) for r in rows) < settings.n_splits:
+        raise CompkitError(f"{paths.data}: {len(rows[0])} train and {len(rows[1])} test images, too few for "
+                           f"adversarial.n_splits={settings.n_splits}; lower it")
+    images = np.concatenate([train.images[rows[0]], test.images[rows[1]]])
+    is_test = np.concatenate([np.zeros(len(rows[0]), dtype=np.int64), np.ones(len(rows[1]), dtype=np.int64)])
+    return images, is_test, np.concatenate([train.ids[rows[0]], test.ids[rows[1]]])
+
+
+def fold_probability(config: Config, paths: Paths, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train classifier ``k`` of ``adversarial.n_splits`` (folds stratified on train/test) on the other folds of
+    :func:`sample`.
+
+    Returns:
+        ((n,) int64 indices of fold ``k``'s rows in the sample, (n,) float64 P(test) the classifier gives them).
     """
     import keras
 
     from compkit.backbones import build_model
 
+    settings = config.adversarial
+    images, is_test, _ = sample(config, paths)
     hyper = Hyper(width=settings.width, input_size=settings.input_size, dropout=0.0)
-    proba, fold = np.zeros(len(images)), np.zeros(len(images), dtype=np.int64)
-    x = images.astype(np.float32)
     splitter = StratifiedKFold(n_splits=settings.n_splits, shuffle=True, random_state=settings.seed)
-    for k, (fit, val) in enumerate(splitter.split(x, is_test)):
-        keras.utils.set_random_seed(settings.seed + k)
-        model = build_model(settings.backbone, list(images.shape[1:]), 2, hyper)
-        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="sparse_categorical_crossentropy")
-        model.fit({"image": x[fit]}, is_test[fit], epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True, verbose=0)
-        proba[val] = model.predict({"image": x[val]}, batch_size=256, verbose=0)[:, 1]
-        fold[val] = k
-        keras.backend.clear_session()
+    fit, val = list(splitter.split(images, is_test))[k]
+    keras.utils.set_random_seed(settings.seed + k)
+    x = images.astype(np.float32)
+    model = build_model(settings.backbone, list(images.shape[1:]), 2, hyper)
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="sparse_categorical_crossentropy")
+    model.fit({"image": x[fit]}, is_test[fit], epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True, verbose=0)
+    proba = model.predict({"image": x[val]}, batch_size=256, verbose=0)[:, 1].astype(np.float64)
+    keras.backend.clear_session()
+    return val, proba
+
+
+def oof_test_probability(config: Config, paths: Paths, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold P(test) of each of the ``n`` sampled rows: the ``adversarial.n_splits`` classifiers of
+    :func:`fold_probability` as units of ``adversarial.executor`` (:mod:`compkit.executors`), as many at once as it
+    has room for.
+
+    Returns:
+        ((n,) float64 P(test) from the classifier that did not train on the row, (n,) int64 fold of the row).
+
+    Raises:
+        CompkitError: a classifier's process died; else its own exception, after the others are stopped.
+    """
+    executor, settings = executors.make(config, config.adversarial.executor), config.adversarial
+    proba, fold = np.zeros(n), np.zeros(n, dtype=np.int64)
+    pending = list(range(settings.n_splits))
+    try:
+        while pending or executor.busy():
+            while pending and executor.has_free():
+                k = pending.pop(0)
+                executor.submit(executors.Unit(k, f"adversarial fold {k}", fold_probability, config, paths, (k,)))
+            for k, result, error in executor.finished(timeout=1):
+                if error is not None:
+                    raise error
+                proba[result[0]], fold[result[0]] = result[1], k
+                console.info(f"[adversarial fold {k + 1}/{settings.n_splits}] done")
+    finally:
+        executor.cancel()
     return proba, fold
 
 
@@ -106,24 +154,16 @@ def run(config: Config, paths: Paths) -> dict:
     _check(config, paths)
     start = time.perf_counter()
     comp, settings = config.competition, config.adversarial
-    train, test = load_train(paths.data, comp, paths.cache), load_test(paths.data, comp, paths.cache)
-    rng = np.random.default_rng(settings.seed)
-    rows = [sample_rows(len(split.ids), settings.max_rows, rng) for split in (train, test)]
-    if min(len(r) for r in rows) < settings.n_splits:
-        raise CompkitError(f"{paths.data}: {len(rows[0])} train and {len(rows[1])} test images, too few for "
-                           f"adversarial.n_splits={settings.n_splits}; lower it")
-    images = np.concatenate([train.images[rows[0]], test.images[rows[1]]])
-    is_test = np.concatenate([np.zeros(len(rows[0]), dtype=np.int64), np.ones(len(rows[1]), dtype=np.int64)])
-    proba, fold = oof_test_probability(images, is_test, settings)
-
+    _, is_test, ids = sample(config, paths)  # fails fast, before any process starts
+    proba, fold = oof_test_probability(config, paths, len(ids))
+    n_train, n_test = int((is_test == 0).sum()), int(is_test.sum())
     auc = float(roc_auc_score(is_test, proba))
     per_fold = [float(roc_auc_score(is_test[fold == k], proba[fold == k])) for k in range(settings.n_splits)]
-    oof = pd.DataFrame({"split": np.where(is_test == 1, "test", "train"),
-                        "id": np.concatenate([train.ids[rows[0]], test.ids[rows[1]]]), "fold": fold, "p_test": proba})
+    oof = pd.DataFrame({"split": np.where(is_test == 1, "test", "train"), "id": ids, "fold": fold, "p_test": proba})
     like = oof[oof["split"] == "train"].sort_values("p_test", ascending=False, kind="stable").head(settings.top)
     like = like[["id", "p_test"]].rename(columns={"id": comp.id_key})
     like.insert(0, "rank", np.arange(1, len(like) + 1))
-    summary = {"auc": auc, "auc_folds": per_fold, "n_train": int(len(rows[0])), "n_test": int(len(rows[1])),
+    summary = {"auc": auc, "auc_folds": per_fold, "n_train": n_train, "n_test": n_test,
                "backbone": settings.backbone, "width": settings.width, "input_size": settings.input_size or comp.image_shape[0],
                "epochs": settings.epochs, "n_splits": settings.n_splits, "seconds": round(time.perf_counter() - start, 1),
                "verdict": verdict(auc)}
@@ -131,7 +171,7 @@ def run(config: Config, paths: Paths) -> dict:
     write_csv(oof, folder / "oof.csv")
     write_csv(like, folder / "train_like_test.csv")
     write_json(summary, folder / "adversarial.json")
-    console.summary(f"adversarial: {summary['verdict']} ({len(rows[0])} train vs {len(rows[1])} test images, "
+    console.summary(f"adversarial: {summary['verdict']} ({n_train} train vs {n_test} test images, "
                     f"{settings.n_splits} folds of {settings.backbone}, {summary['seconds']:.0f}s) -> {folder}")
     return summary
 

@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=None, help="tune: finished trials per study, replacing tune.trials")
     p.add_argument("--worker", type=int, default=0, help="tune: this worker's number when several share a study (default 0)")
     p.add_argument("--executor", choices=["local", "ray"], default=None, help="train/tune: local processes, or Ray tasks on "
-                   "$RAY_ADDRESS's cluster (a local one without it); sets train.executor and tune.executor")
+                   "$RAY_ADDRESS's cluster (a local one without it); sets train.executor, tune.executor and adversarial.executor")
     p.add_argument("--deterministic", action="store_true", help="train: deterministic ops (same seed, same predictions; slower on GPU)")
     p.add_argument("--from-zip", type=Path, default=None, help="data: unpack and check this zip of the competition's files")
     p.add_argument("--file", default=None, help="upload: this submission file instead of the latest")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.deterministic:
         overrides.append("train.deterministic=true")
     if args.executor:
-        overrides += [f"train.executor='{args.executor}'", f"tune.executor='{args.executor}'"]
+        overrides += [f"{stage}.executor='{args.executor}'" for stage in ("train", "tune", "adversarial")]
     try:
         check_args(args)
         if args.stage == "clean":  # without the config: a broken or deleted config must not block a clean

@@ -11,8 +11,8 @@ Scheduling: a :class:`Slot` is where one fold or trial process runs. With GPUs (
 every GPU TensorFlow sees) there is one slot per GPU, and each process sees only its own GPU
 (``CUDA_VISIBLE_DEVICES``) with memory growth on; ``train.strategy = "mirrored"`` makes one slot holding
 them all, for one model over every GPU. Without a GPU there are ``train.workers`` slots on the CPU.
-When n > 1 processes run at once, each gets cores // n intra-op threads. :class:`Scheduler` never runs
-two processes on one slot at once.
+When n > 1 processes run at once, each gets cores // n intra-op threads.
+:class:`compkit.executors.LocalExecutor` runs units of work on the slots, never two on one slot at once.
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ import functools
 import os
 import platform
 import shutil
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from compkit import console, rates
 from compkit.errors import CompkitError
-from compkit.process import outcome, submit_fresh
 
 CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # the ones that matter to TensorFlow on a CPU
 NO_CUDA = ("nvidia-smi finds an NVIDIA driver but TensorFlow sees no GPU (its CUDA libraries are missing): "
@@ -188,64 +186,6 @@ def describe(model) -> dict[str, Any]:
         "precision": model.dtype_policy.name,
         "replicas": model.distribute_strategy.num_replicas_in_sync,
     }
-
-
-class Scheduler:
-    """Runs units of work (a fold, a trial) each in a fresh process on a free :class:`Slot`, never two on one slot.
-
-    ``submit`` starts a unit when :meth:`has_free`; :meth:`finished` waits for units to end and frees their
-    slots. With one slot and ``fresh`` false a unit runs in this process instead (``train.process_per_fold = false``).
-    """
-
-    def __init__(self, slots: list[Slot], fresh: bool = True):
-        self.free = list(slots)
-        self.fresh = fresh or len(slots) > 1
-        self.running: dict[Future, tuple[Hashable, str, Slot]] = {}
-        self.pools: dict[Future, Any] = {}
-        self.ended: list[tuple[Hashable, Any, BaseException | None]] = []
-        self.inline: list[Hashable] = []  # the unit running in this process, if any
-
-    def has_free(self) -> bool:
-        """True when a slot is free for :meth:`submit`."""
-        return bool(self.free)
-
-    def busy(self) -> bool:
-        """True while a unit runs."""
-        return bool(self.running)
-
-    def running_keys(self) -> list[Hashable]:
-        """The keys of the units running now."""
-        return [*self.inline, *(key for key, _, _ in self.running.values())]
-
-    def submit(self, key: Hashable, what: str, fn: Callable, *args) -> None:
-        """Start ``fn(*args)`` on a free slot; ``key`` names it in :meth:`finished`, ``what`` in errors."""
-        slot = self.free.pop(0)
-        if not self.fresh:
-            self.inline.append(key)
-            try:
-                self.ended.append((key, fn(*args), None))
-            except Exception as exc:  # noqa: BLE001 - handed to the caller by finished()
-                self.ended.append((key, None, exc))
-            self.inline.remove(key)
-            self.free.append(slot)
-            return
-        future, pool = submit_fresh(fn, *args, initializer=enter, initargs=(slot,))
-        self.running[future], self.pools[future] = (key, what, slot), pool
-
-    def finished(self, timeout: float) -> list[tuple[Hashable, Any, BaseException | None]]:
-        """Units ended since the last call, waiting up to ``timeout`` s for one: (key, result, exception or None)."""
-        if self.running and not self.ended:
-            wait(self.running, timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in [f for f in self.running if f.done()]:
-            key, what, slot = self.running.pop(future)
-            self.pools.pop(future).shutdown()
-            self.free.append(slot)
-            try:
-                self.ended.append((key, outcome(what, future), None))
-            except Exception as exc:  # noqa: BLE001 - handed to the caller
-                self.ended.append((key, None, exc))
-        ended, self.ended = self.ended, []
-        return ended
 
 
 def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> dict[str, bool] | None:

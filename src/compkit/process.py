@@ -75,6 +75,16 @@ def outcome(what: str, future: Future) -> Any:
         raise CompkitError(f"{what}: the process died (out of memory or killed); rerun to resume") from None
 
 
+def stop(pool: ProcessPoolExecutor) -> None:
+    """Kill the process of a :func:`submit_fresh` pool at once (a cancelled unit), then shut the pool down."""
+    if hasattr(pool, "kill_workers"):  # Python 3.14+
+        pool.kill_workers()
+    else:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def in_fresh_process(what: str, fn: Callable, *args, initializer: Callable | None = None, initargs: tuple = ()) -> Any:
     """``fn(*args)`` in a spawned process (after ``initializer(*initargs)``); returns its result and re-raises its exception.
 

@@ -282,7 +282,7 @@ class Train(Hyper):
     # Keras' run_eagerly: every step in Python, no tf.function tracing. Slower per step, but a large backbone's first
     # step on a CPU goes from minutes of graph building to seconds: for one-step checks and debugging, not for runs.
     run_eagerly: bool = False
-    executor: Literal["local", "ray"] = "local"  # ray: each fold a Ray task on $RAY_ADDRESS's cluster ([ray], executors.py)
+    executor: Literal["local", "ray"] = "local"  # ray: each fold a Ray task on $RAY_ADDRESS's cluster ([ray], executors/cluster.py)
 
 
 class ParamSpec(Strict):
@@ -384,10 +384,11 @@ class Adversarial(Strict):
     max_rows: int = Field(5000, ge=10)  # random rows drawn from each of train and test, to bound compute
     top: int = Field(200, ge=1)  # train rows most like test written to train_like_test.csv
     seed: int = 42
+    executor: Literal["local", "ray"] = "local"  # where the K classifiers train: fresh processes on train's slots, or Ray tasks
 
 
 class Ray(Strict):
-    """The Ray executor (``train.executor`` / ``tune.executor = "ray"``, see executors.py)."""
+    """The Ray executor (``train.executor`` / ``tune.executor`` / ``adversarial.executor = "ray"``, see executors/cluster.py)."""
 
     cpus_per_task: int = Field(1, ge=1)  # CPUs a fold or trial task reserves; also its TensorFlow threads (1 with train.deterministic)
     gpus_per_task: float | None = Field(None, ge=0)  # None: 1 when train.devices names GPUs or the driver sees one, else 0

@@ -40,7 +40,7 @@ from compkit import console, executors, fitting, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
 from compkit.data import load_labels, load_test, load_train
-from compkit.devices import Scheduler, augment_where, describe, slots
+from compkit.devices import augment_where, describe
 from compkit.errors import CompkitError
 from compkit.fitting import fit, fold_data
 from compkit.foldfiles import check_folds
@@ -188,32 +188,15 @@ def _clear_half_written(layout: Layout, backbone: str, fold: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def train_fold_task(config: Config, files: dict[str, bytes], data_dir: str, backbone: str, fold: int) -> dict[str, bytes]:
-    """Ray task: :func:`train_fold` in a temporary root on the worker (:func:`compkit.executors.worker_root`); returns
-    the fold folder's files (name -> bytes) for the driver to check and write."""
-    with executors.worker_root(config, files, data_dir) as paths:
-        train_fold(config, paths, backbone, fold, executor="ray")
-        folder = Layout(config, paths).runs.dir(backbone, fold)
-        return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")}
-
-
-def _runner(config: Config, paths: Paths):
-    """This run's scheduler and the call that starts fold (backbone, fold) on it: a fresh local process
-    (:class:`compkit.devices.Scheduler`) or a Ray task (``train.executor = "ray"``, :mod:`compkit.executors`)."""
-    if config.train.executor == "ray":
-        scheduler, data = executors.RayScheduler(config), executors.data_dir(config, paths)
-        return scheduler, lambda b, k: scheduler.submit((b, k), f"{b} fold {k}", train_fold_task, config,
-                                                        executors.bundle(paths, b), data, b, k)
-    scheduler = Scheduler(slots(config.train), fresh=config.train.process_per_fold)
-    return scheduler, lambda b, k: scheduler.submit((b, k), f"{b} fold {k}", train_fold, config, paths, b, k)
-
-
-def _write_returned(layout: Layout, backbone: str, fold: int, files: dict[str, bytes]) -> tuple[dict | None, Exception | None]:
-    """Write a fold's files returned by a Ray task into ``runs/`` (:meth:`compkit.artifacts.runs.FoldRuns.write_files`): (record, None) or (None, error)."""
-    try:
-        return layout.runs.write_files(backbone, fold, files), None
-    except CompkitError as exc:
-        return None, exc
+def fold_unit(layout: Layout, executor: executors.Executor, backbone: str, fold: int) -> executors.Unit:
+    """Fold (``backbone``, ``fold``) as a unit of work: :func:`train_fold` reading the fold files and the tuned
+    parameters, writing the fold's folder (landed by :meth:`compkit.artifacts.runs.FoldRuns.write_files` when it ran
+    elsewhere)."""
+    paths = layout.paths
+    return executors.Unit(
+        key=(backbone, fold), what=f"{backbone} fold {fold}", fn=train_fold, config=layout.config, paths=paths,
+        args=(backbone, fold, executor.name), inputs=(*layout.folds.every_file(), layout.tuned.path(backbone)),
+        returns=layout.runs.dir(backbone, fold), land=lambda files: layout.runs.write_files(backbone, fold, files))
 
 
 def run(config: Config, paths: Paths) -> None:
@@ -221,9 +204,9 @@ def run(config: Config, paths: Paths) -> None:
 
     Folds locked by another live process are left to it; this run waits until they are done (or takes
     them over if that process dies), so every fold is trained once and the summary covers all of them.
-    Folds run in fresh processes, as many at once as :func:`compkit.devices.slots` gives (one per GPU, or
-    ``train.workers`` on a CPU), or as Ray tasks (``train.executor = "ray"``: as many as the cluster fits, their
-    files written here); after a failed fold no new fold starts, the running ones finish, then it raises.
+    Folds are units of ``train.executor`` (:mod:`compkit.executors`): fresh local processes, as many at once as
+    :func:`compkit.devices.slots` gives (one per GPU, or ``train.workers`` on a CPU), or Ray tasks (as many as the
+    cluster fits, their files landed here); after a failed fold no new fold starts, the running ones finish, then it raises.
 
     Raises:
         CompkitError: missing or stale fold files, a finished fold made from another config, a fold that failed.
@@ -232,16 +215,16 @@ def run(config: Config, paths: Paths) -> None:
     folds, holdout = layout.folds.read()  # fail fast, before any process starts
     check_folds(folds, holdout, load_labels(paths.data, config.competition).ids, config, paths)
     check_done_folds(config, paths)
-    (scheduler, start_fold), failure = _runner(config, paths), None  # a missing or unreachable Ray fails here, before any write
+    executor, failure = executors.make(config, config.train.executor), None  # a missing or unreachable Ray fails here, before any write
     load_train(paths.data, config.competition, paths.cache)  # the pixel cache is built here (when `make folds` has not), once,
     load_test(paths.data, config.competition, paths.cache)  # not by each fold process
     start, trained, skipped = time.perf_counter(), 0, 0
     pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
     waiting: set = set()
     try:
-        while (pending and not failure) or scheduler.busy():
+        while (pending and not failure) or executor.busy():
             for backbone, fold in list(pending):
-                if failure or not scheduler.has_free():
+                if failure or not executor.has_free():
                     break
                 label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
                 lock = layout.runs.lock(backbone, fold)
@@ -257,10 +240,8 @@ def run(config: Config, paths: Paths) -> None:
                     console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
                     continue
                 _clear_half_written(layout, backbone, fold)
-                start_fold(backbone, fold)
-            for (backbone, fold), result, error in scheduler.finished(timeout=1):
-                if error is None and config.train.executor == "ray":  # the driver writes what the worker returned
-                    result, error = _write_returned(layout, backbone, fold, result)
+                executor.submit(fold_unit(layout, executor, backbone, fold))
+            for (backbone, fold), result, error in executor.finished(timeout=1):
                 release(layout.runs.lock(backbone, fold))
                 if error is not None:
                     failure = failure or error
@@ -271,12 +252,12 @@ def run(config: Config, paths: Paths) -> None:
                     f"[{backbone} fold {fold + 1}/{config.folds.n_splits}] OOF {oof} "
                     f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
                 )
-            if pending and not failure and not scheduler.busy():
+            if pending and not failure and not executor.busy():
                 time.sleep(1)  # every pending fold is another process's: wait for it
-    finally:  # interrupted (Ctrl-C): the running folds' locks go (their processes end with this one)
-        if config.train.executor == "ray":
-            scheduler.cancel()
-        for backbone, fold in scheduler.running_keys():
+    finally:  # interrupted (Ctrl-C), or a fold failed: the running folds stop and their locks go
+        running = executor.running_keys()
+        executor.cancel()
+        for backbone, fold in running:
             release(layout.runs.lock(backbone, fold))
     if failure:
         raise failure

@@ -20,7 +20,6 @@ each backbone is exported to ``runs/<competition>/best/<backbone>.json``
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 import warnings
@@ -39,9 +38,8 @@ from compkit.artifacts import Layout
 from compkit.augment import predict_tta
 from compkit.registry import BACKBONES
 from compkit.config import Config, ParamSpec, Paths
-from compkit.devices import augment_where, describe, enter, slots
+from compkit.devices import augment_where, describe
 from compkit.errors import CompkitError
-from compkit.process import in_fresh_process
 from compkit.redact import mask
 from compkit.tracking import tracked
 from compkit.fitting import fit, fold_data, stream
@@ -234,14 +232,24 @@ def _retry_failed(study: optuna.Study, max_retry: int) -> int:
     return queued
 
 
-def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) -> optuna.Study:
+def trial_unit(config: Config, paths: Paths, backbone: str, name: str, trial: optuna.Trial) -> executors.Unit:
+    """``trial`` as a unit of work: :func:`run_trial` reading the fold files, reaching the study through the storage
+    URL (sent to a remote worker as ``OPTUNA_STORAGE``, whose own default would be a file in its temporary root)."""
+    return executors.Unit(key=trial.number, what=f"{backbone} trial {trial.number}", fn=run_trial, config=config, paths=paths,
+                          args=(backbone, name, trial._trial_id), inputs=Layout(config, paths).folds.every_file(),
+                          env={"OPTUNA_STORAGE": storage_url(config, paths)})
+
+
+def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0,
+                  executor: executors.Executor | None = None) -> optuna.Study:
     """Run trials of ``backbone``'s study until ``tune.trials`` are finished (by any worker).
 
-    ``worker`` offsets the sampler seed so that concurrent workers do not sample the same points. Trials run
-    as many at once as :func:`compkit.devices.slots` gives (one per GPU, or ``train.workers`` on a CPU), each
-    in its own process on its own slot; with ``tune.executor = "ray"`` as Ray tasks, as many as the cluster fits
-    (:mod:`compkit.executors`).
+    ``worker`` offsets the sampler seed so that concurrent workers do not sample the same points. Trials are units of
+    ``executor`` (default: the one ``tune.executor`` names, :mod:`compkit.executors`), as many at once as it has room
+    for: one per GPU or ``train.workers`` on a CPU, each in its own process on its own slot, or as many Ray tasks
+    as the cluster fits.
     """
+    executor = executor or executors.make(config, config.tune.executor)
     storage, name, target = make_storage(config, paths), study_name(config, backbone), config.tune.trials
     study = optuna.create_study(
         study_name=name,
@@ -260,54 +268,19 @@ def tune_backbone(config: Config, paths: Paths, backbone: str, worker: int = 0) 
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     console.info(f"[{backbone}] study {name}: {done}/{target} trials finished, {requeued} failed trial(s) queued again")
 
-    free = queue.SimpleQueue()  # the slots no trial runs on; optimize's threads take one each
-    remote = config.tune.executor == "ray"
-    places = _ray_places(config) if remote else slots(config.train)
-    for slot in places:
-        free.put(slot)
-
     def objective(trial: optuna.Trial) -> float:
         suggest(trial, config.tune.space_for(backbone), BACKBONES[backbone].min_size)
-        start, slot = time.perf_counter(), free.get()
-        try:
-            if remote:
-                value = run_trial_remote(config, paths, backbone, name, trial._trial_id, f"{backbone} trial {trial.number}")
-            elif config.train.process_per_fold or len(places) > 1:
-                value = in_fresh_process(f"{backbone} trial {trial.number}", run_trial, config, paths, backbone, name,
-                                         trial._trial_id, initializer=enter, initargs=(slot,))
-            else:
-                value = run_trial(config, paths, backbone, name, trial._trial_id)
-        finally:
-            free.put(slot)
+        start = time.perf_counter()
+        value = executor.run(trial_unit(config, paths, backbone, name, trial))
         console.info(f"[{backbone}] trial {trial.number}: {tasks.for_config(config).scorer.name} {value:.4f} in {time.perf_counter() - start:.0f}s")
         return value
 
     if done < target:
         _serial_ask(study, storage_url(config, paths))
         stop = optuna.study.MaxTrialsCallback(target, states=(*FINISHED, TrialState.RUNNING))
-        study.optimize(objective, n_trials=target - done, callbacks=[stop], n_jobs=len(places))
+        study.optimize(objective, n_trials=target - done, callbacks=[stop], n_jobs=executor.capacity())
     export_best(study, config, paths, backbone)
     return study
-
-
-def trial_task(config: Config, files: dict[str, bytes], data_dir: str, backbone: str, name: str, trial_id: int) -> float:
-    """Ray task: :func:`run_trial` in a temporary root on the worker (the study is reached through ``tune.storage``)."""
-    with executors.worker_root(config, files, data_dir) as paths:
-        return run_trial(config, paths, backbone, name, trial_id)
-
-
-def run_trial_remote(config: Config, paths: Paths, backbone: str, name: str, trial_id: int, what: str) -> float:
-    """:func:`run_trial` as a Ray task, waited for; its exceptions (``optuna.TrialPruned``) re-raised here."""
-    ray, url = executors.connect(config), storage_url(config, paths)
-    shipped = config.model_copy(update={"tune": config.tune.model_copy(update={"storage": url})})
-    ref = executors.remote(ray, config, trial_task).remote(shipped, executors.bundle(paths, backbone),
-                                                           executors.data_dir(config, paths), backbone, name, trial_id)
-    return executors.outcome(ray, what, ref, config.ray.max_retries)
-
-
-def _ray_places(config: Config) -> list:
-    """``tune.executor = "ray"``: one place per trial the Ray cluster runs at once (trials then run as Ray tasks)."""
-    return [None] * executors.capacity(config, executors.connect(config))
 
 
 def _serial_ask(study: optuna.Study, url: str) -> None:
@@ -345,12 +318,12 @@ def export_best(study: optuna.Study, config: Config, paths: Paths, backbone: str
 def run(config: Config, paths: Paths, worker: int = 0) -> None:
     """Stage entry point: tune every backbone of ``train.backbones`` in turn."""
     Layout(config, paths).folds.read()  # fail fast when `make folds` has not run or its files are not a pair
-    if config.tune.executor == "ray":  # refuse a storage file the cluster's other machines cannot reach, before any trial
-        executors.check_storage(executors.connect(config), storage_url(config, paths))
+    executor = executors.make(config, config.tune.executor)
+    executor.check_storage(storage_url(config, paths))  # a file the cluster's other machines cannot reach: before any trial
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial lines say it shorter
     start, lines = time.perf_counter(), []
     for backbone in config.train.backbones:
-        study = tune_backbone(config, paths, backbone, worker)
+        study = tune_backbone(config, paths, backbone, worker, executor)
         counts = _counts(study)
         best = f"best {study.best_value:.4f}" if counts["complete"] else "no complete trial"
         lines.append(f"{backbone} {best} ({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)")

@@ -30,30 +30,18 @@ verification, never a mismatched set that passes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from compkit import tasks
 from compkit.artifacts.ensemble import EnsembleSet
 from compkit.artifacts.folds import FoldFiles
 from compkit.artifacts.leaderboard import Leaderboard
 from compkit.artifacts.runs import FoldRuns
+from compkit.artifacts.store import Store
 from compkit.artifacts.tuned import TunedParams
-from compkit.config import Config, Paths
-from compkit.tasks import Task
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Store):
     """Every artefact of one competition's run, from its config and :class:`~compkit.config.Paths`: hands out the stores."""
-
-    config: Config
-    paths: Paths
-
-    @property
-    def task(self) -> Task:
-        """The competition's task: it names the prediction files' columns and reads their labels."""
-        return tasks.of(self.config.competition)
 
     @property
     def folds(self) -> FoldFiles:

@@ -69,6 +69,11 @@ class FoldFiles(Store):
         check_usage_values(holdout, self.holdout_csv, self.config)
         return folds, holdout
 
+    def every_file(self) -> tuple[Path, ...]:
+        """folds.csv, holdout.csv, folds.json and pseudo.csv: what a fold or trial reads of the fold files (a remote
+        worker gets a copy of each that exists)."""
+        return self.folds_csv, self.holdout_csv, self.files.path(FOLDS_RECORD), self.pseudo_csv
+
     def digest(self) -> str:
         """The current fold files' digest, pseudo.csv included (:func:`compkit.lineage.folds_digest`)."""
         return folds_digest(self.paths)

@@ -60,7 +60,7 @@ class FoldRuns(Store):
         return self._files(backbone, fold).write(files, result)
 
     def write_files(self, backbone: str, fold: int, files: dict[str, bytes]) -> dict:
-        """Write a fold trained elsewhere (a Ray worker, see executors.py) from its files' bytes; returns its record.
+        """Write a fold trained elsewhere (a Ray worker, see executors/cluster.py) from its files' bytes; returns its record.
 
         Only a fold's own file names are taken (model*.keras, history.csv, the probability files, fold.json), and
         fold.json must be this fold's and every CSV must match its digest there, so a damaged or foreign transfer

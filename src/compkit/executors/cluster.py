@@ -1,15 +1,16 @@
-"""The Ray executor: folds (``train.executor = "ray"``) and Optuna trials (``tune.executor = "ray"``) as Ray tasks.
+"""The Ray executor: units (folds: ``train.executor = "ray"``, Optuna trials: ``tune.executor = "ray"``, adversarial
+validation's classifier folds: ``adversarial.executor = "ray"``) as Ray tasks.
 
 ``RAY_ADDRESS`` names the cluster (``ray start --head`` on one machine, ``ray start --address=<head>:6379`` on
 the others); without it ``ray.init()`` starts a local one-machine cluster for the command (``ray.num_cpus``
 CPUs, ``ray.object_store_mb`` of object store, no dashboard). Ray is an optional extra, imported only here
 and only on this path: without it the command stops with one line naming ``pip install -e '.[ray]'``.
 
-No shared file system is needed for artefacts. A fold task carries the fold files (folds.csv, holdout.csv,
-folds.json, pseudo.csv) and the tuned parameters (best/<backbone>.json), a few hundred kB, trains into a
-temporary root on its worker (:func:`worker_root`; :func:`compkit.train.train_fold_task`) and returns the fold's files as
-bytes; the driver checks them against the fold.json they came with and writes them into ``runs/`` as a
-local fold is written, fold.json last (:meth:`compkit.artifacts.runs.FoldRuns.write_files`). The competition's
+No shared file system is needed for artefacts. A task carries its unit's ``inputs`` (a fold: folds.csv, holdout.csv,
+folds.json, pseudo.csv and best/<backbone>.json, a few hundred kB), runs in a temporary root on its worker
+(:func:`worker_root`, :func:`run_unit`) and returns the files of its ``returns`` folder as bytes; the driver lands
+them with the unit's ``land`` (a fold: checked against the fold.json they came with and written into ``runs/`` as a
+local fold is written, fold.json last: :meth:`compkit.artifacts.runs.FoldRuns.write_files`). The competition's
 data is read from ``ray.data_dir`` on the worker, by default the driver's data folder as an absolute path:
 every machine needs the data there.
 
@@ -27,6 +28,7 @@ import os
 import socket
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator
 
@@ -34,7 +36,7 @@ from compkit import console
 from compkit.config import Config, Paths
 from compkit.devices import DETERMINISTIC_THREADS, Slot, cores, enter
 from compkit.errors import CompkitError
-from compkit.lineage import FOLD_FILES, FOLDS_RECORD
+from compkit.executors.base import Ended, Unit
 from compkit.redact import mask
 
 INSTALL = "pip install -e '.[ray]'"
@@ -107,7 +109,7 @@ def task_gpus(config: Config) -> float:
     return 1.0 if config.train.devices or visible_gpus() else 0.0
 
 
-def capacity(config: Config, ray) -> int:
+def fits(config: Config, ray) -> int:
     """Tasks the cluster can run at once now: its CPUs, or GPUs, divided by one task's share.
 
     Raises:
@@ -124,21 +126,26 @@ def capacity(config: Config, ray) -> int:
     return int(fits)
 
 
-def bundle(paths: Paths, backbone: str) -> dict[str, bytes]:
-    """The files a task needs besides the data, by path relative to the root: the fold files and the tuned parameters."""
-    files = [paths.folds / name for name in (*FOLD_FILES, FOLDS_RECORD)]
-    files.append(paths.runs / "best" / f"{backbone}.json")
-    return {str(f.relative_to(paths.root)): f.read_bytes() for f in files if f.is_file()}
+@dataclass(frozen=True)
+class Shipped:
+    """What a Ray task gets of a :class:`~compkit.executors.base.Unit`: its function, config and arguments, its input
+    files' bytes by path relative to the root, where the data is on the worker, the folder it returns and its env."""
+
+    fn: Callable[..., Any]
+    config: Config
+    args: tuple
+    files: dict[str, bytes]
+    data_dir: str
+    returns: str | None
+    env: dict[str, str] = field(repr=False)
 
 
-def _unpack(files: dict[str, bytes], root: Path) -> None:
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-
-
-def _worker_paths(config: Config, root: Path, data_dir: str) -> Paths:
-    return Paths.for_competition(config.competition.name, root, Path(data_dir))
+def ship(unit: Unit) -> Shipped:
+    """``unit`` as a Ray task carries it: its ``inputs`` read here (the missing ones skipped: no pseudo.csv, no tuning)."""
+    root = unit.paths.root
+    files = {str(f.relative_to(root)): f.read_bytes() for f in unit.inputs if f.is_file()}
+    returns = str(unit.returns.relative_to(root)) if unit.returns is not None else None
+    return Shipped(unit.fn, unit.config, unit.args, files, data_dir(unit.config, unit.paths), returns, dict(unit.env))
 
 
 def _enter(config: Config) -> None:
@@ -153,23 +160,31 @@ def _enter(config: Config) -> None:
 @contextmanager
 def worker_root(config: Config, files: dict[str, bytes], data_dir: str) -> Iterator[Paths]:
     """Inside a Ray task: the task's threads set (:func:`_enter`), then the Paths of a temporary root holding ``files``
-    (:func:`bundle`) and reading the data from ``data_dir``; the root is deleted after."""
+    (relative path -> bytes) and reading the data from ``data_dir``; the root is deleted after."""
     _enter(config)
     with tempfile.TemporaryDirectory(prefix="compkit-task-") as tmp:
-        paths = _worker_paths(config, Path(tmp), data_dir)
-        _unpack(files, paths.root)
+        paths = Paths.for_competition(config.competition.name, Path(tmp), Path(data_dir))
+        for name, data in files.items():
+            (paths.root / name).parent.mkdir(parents=True, exist_ok=True)
+            (paths.root / name).write_bytes(data)
         yield paths
+
+
+def run_unit(shipped: Shipped) -> Any:
+    """The body of every Ray task: the unit's function in a :func:`worker_root`; returns its result, or the files of
+    its ``returns`` folder (name -> bytes; hidden files such as locks left out) for the driver to land."""
+    os.environ.update(shipped.env)
+    with worker_root(shipped.config, shipped.files, shipped.data_dir) as paths:
+        result = shipped.fn(shipped.config, paths, *shipped.args)
+        if shipped.returns is None:
+            return result
+        folder = paths.root / shipped.returns
+        return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")}
 
 
 def data_dir(config: Config, paths: Paths) -> str:
     """Where workers read the competition's data: ``ray.data_dir``, else the driver's data folder as an absolute path."""
     return config.ray.data_dir or str(paths.data.resolve())
-
-
-def remote(ray, config: Config, fn: Callable):
-    """``fn`` as a Ray remote function with this config's resources, a fresh worker per task and its retries."""
-    return ray.remote(num_cpus=config.ray.cpus_per_task, num_gpus=task_gpus(config), max_calls=1,
-                      max_retries=config.ray.max_retries, retry_exceptions=False)(fn)
 
 
 def outcome(ray, what: str, ref, retries: int) -> Any:
@@ -188,18 +203,27 @@ def outcome(ray, what: str, ref, retries: int) -> Any:
                            "rerun to resume, or raise ray.max_retries") from None
 
 
-class RayScheduler:
-    """:class:`compkit.devices.Scheduler`'s interface with Ray tasks as the units: as many at once as the
-    cluster fits (:func:`capacity`, checked again as nodes join)."""
+class RayExecutor:
+    """Units as Ray tasks, as many at once as the cluster fits (:func:`fits`, checked again as nodes join); each in
+    a fresh worker process (``max_calls=1``) with the config's resources and retries. A unit's returned files are
+    landed here, in the driver. Implements :class:`~compkit.executors.base.Executor`."""
+
+    name = "ray"
 
     def __init__(self, config: Config):
         self.config, self.ray = config, connect(config)
-        self.running: dict[Any, tuple[Hashable, str]] = {}
-        self.ended: list[tuple[Hashable, Any, BaseException | None]] = []
+        self.remote = self.ray.remote(num_cpus=config.ray.cpus_per_task, num_gpus=task_gpus(config), max_calls=1,
+                                      max_retries=config.ray.max_retries, retry_exceptions=False)(run_unit)
+        self.running: dict[Any, Unit] = {}
+        self.ended: list[Ended] = []
+
+    def capacity(self) -> int:
+        """Tasks the cluster fits now (:func:`fits`)."""
+        return fits(self.config, self.ray)
 
     def has_free(self) -> bool:
         """True when the cluster has room for one more task."""
-        return len(self.running) < capacity(self.config, self.ray)
+        return len(self.running) < self.capacity()
 
     def busy(self) -> bool:
         """True while a task runs (or waits for resources)."""
@@ -207,30 +231,46 @@ class RayScheduler:
 
     def running_keys(self) -> list[Hashable]:
         """The keys of the tasks not finished."""
-        return [key for key, _ in self.running.values()]
+        return [unit.key for unit in self.running.values()]
 
-    def submit(self, key: Hashable, what: str, fn: Callable, *args) -> None:
-        """Start ``fn(*args)`` as a Ray task (a module-level function: workers import it by name)."""
-        ref = remote(self.ray, self.config, fn).remote(*args)
-        self.running[ref] = (key, what)
+    def _start(self, unit: Unit):
+        # Named after the unit's function: the worker's process title is then ``ray::train_fold``.
+        return self.remote.options(name=unit.fn.__name__).remote(ship(unit))
 
-    def finished(self, timeout: float) -> list[tuple[Hashable, Any, BaseException | None]]:
-        """Tasks ended since the last call, waiting up to ``timeout`` s for one: (key, result, exception or None)."""
+    def _result(self, unit: Unit, ref) -> Any:
+        result = outcome(self.ray, unit.what, ref, self.config.ray.max_retries)
+        return unit.land(result) if unit.land is not None else result
+
+    def submit(self, unit: Unit) -> None:
+        """Start ``unit`` as a Ray task."""
+        self.running[self._start(unit)] = unit
+
+    def finished(self, timeout: float) -> list[Ended]:
+        """Tasks ended since the last call, waiting up to ``timeout`` s for one; returned files landed."""
         if self.running:
             ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=timeout)
             for ref in ready:
-                key, what = self.running.pop(ref)
+                unit = self.running.pop(ref)
                 try:
-                    self.ended.append((key, outcome(self.ray, what, ref, self.config.ray.max_retries), None))
+                    self.ended.append(Ended(unit.key, self._result(unit, ref), None))
                 except Exception as exc:  # noqa: BLE001 - handed to the caller
-                    self.ended.append((key, None, exc))
+                    self.ended.append(Ended(unit.key, None, exc))
         ended, self.ended = self.ended, []
         return ended
 
     def cancel(self) -> None:
-        """Cancel the tasks not finished (Ctrl-C, a failed fold): their workers are killed."""
-        for ref in self.running:
+        """Cancel the tasks not finished: their workers are killed."""
+        running, self.running = self.running, {}
+        for ref in running:
             self.ray.cancel(ref, force=True)
+
+    def run(self, unit: Unit) -> Any:
+        """Run ``unit`` as a Ray task and wait for it (Ray queues it until the cluster has room); safe from several threads."""
+        return self._result(unit, self._start(unit))
+
+    def check_storage(self, url: str) -> None:
+        """:func:`check_storage` on this cluster."""
+        check_storage(self.ray, url)
 
 
 def check_storage(ray, url: str) -> None:
