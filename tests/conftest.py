@@ -87,6 +87,23 @@ def with_root(argv: list[str], root: Path) -> list[str]:
     return [*argv[:at], "--root", str(root), *argv[at + 2 :]]
 
 
+def write_image_competition(root: Path, name: str, toml: str, columns: list[str], rows: list, tests: list,
+                            guess: str) -> tuple[Path, Path]:
+    """An image-folder competition's tables and config folder under ``root``: ``data/labels.csv`` (``columns``: file,
+    target) of the ``rows``, ``solution.csv`` of the ``tests`` alternating Public/Private, ``sample_submission.csv``
+    predicting ``guess`` everywhere, and ``configs/<name>.toml`` (``toml``) with the smoke preset. The image files are
+    the caller's (``data/train``, ``data/test``). Returns the data and config folders."""
+    data, configs = root / "data", root / "configs"
+    pd.DataFrame(rows, columns=columns).to_csv(data / "labels.csv", index=False)
+    solution = pd.DataFrame(tests, columns=columns).assign(Usage=["Public", "Private"] * (len(tests) // 2))
+    solution.to_csv(data / "solution.csv", index=False)
+    solution[[columns[0]]].assign(**{columns[1]: guess}).to_csv(data / "sample_submission.csv", index=False)
+    (configs / "presets").mkdir(parents=True)
+    (configs / f"{name}.toml").write_text(toml)
+    (configs / "presets/smoke.toml").write_text((REPO / "configs/presets/smoke.toml").read_text())
+    return data, configs
+
+
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """A session fixture's folder, built by the first pytest-xdist worker that asks and reused by the others.
 

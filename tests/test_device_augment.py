@@ -157,10 +157,48 @@ def test_draws_are_the_seeds_and_the_pipeline_only_gathers_bytes(dacon_train):
                                   np.sort(dacon_train.images[rows].ravel()))  # the rows' bytes, untouched
 
 
+@pytest.mark.parametrize("dtype_policy", POLICIES)
+def test_random_resized_crop_equals_crop_and_resize_of_its_box(dtype_policy, photos, policy):
+    """crop = 0.3 alone: each photo comes out as TensorFlow's own crop_and_resize (bilinear) of the box draw_crop drew,
+    stretched over the whole image; every box lies inside the image with 0.3-1 of its area (less only where a side was
+    clipped to the image's) and an aspect ratio in 3/4-4/3 (or a clipped side)."""
+    policy(dtype_policy)
+    aug = Augment(**OFF, crop=0.3)
+    seed = tf.constant((3, 4), tf.int64)
+    params = augment.draw(aug, len(photos), photos.shape[1:3], seed)
+    out = np.asarray(augment.apply({"image": photos, augment.PARAMS: params}, np.zeros((len(photos), 1), np.float32), aug)[0]["image"])
+    crop = np.asarray(augment.draw_crop(0.3, len(photos), (SIZE, SIZE), tf.random.experimental.stateless_fold_in(
+        tf.random.experimental.stateless_split(seed, 10)[0], 6)))
+    ax, bx, ay, by = crop.T
+    last = SIZE - 1  # crop_and_resize samples y1 (H-1) + i (y2 - y1) (H-1) / (h-1): the same points as a p + b
+    boxes = np.stack([by / last, bx / last, (ay * last + by) / last, (ax * last + bx) / last], axis=1)
+    expected = tf.image.crop_and_resize(photos.astype(np.float32), boxes, np.arange(len(photos)), (SIZE, SIZE))
+    np.testing.assert_allclose(out, np.asarray(expected), atol=0.05)
+    x0, y0 = bx - ax / 2 + 0.5, by - ay / 2 + 0.5  # the box's corner in pixels
+    assert (x0 >= -1e-4).all() and (y0 >= -1e-4).all() and (x0 + ax * SIZE <= SIZE + 1e-3).all() and (y0 + ay * SIZE <= SIZE + 1e-3).all()
+    clipped = (ax > 1 - 1e-6) | (ay > 1 - 1e-6)
+    assert ((ax * ay >= 0.3 - 1e-6) | clipped).all() and (ax * ay <= 1 + 1e-6).all()
+    assert ((ax / ay >= 0.75 - 1e-4) & (ax / ay <= 4 / 3 + 1e-4) | clipped).all()
+    assert (ax * ay < 0.95).any()  # cropped, not only the whole image
+
+
+def test_tta_views_never_crop():
+    """The crop is training's only: a TTA view's map of an aug with crop alone is the identity."""
+    aug = Augment(**OFF, crop=0.3)
+    assert augment.warps(aug) and not augment.warps(aug, crop=False)
+    maps = np.asarray(augment.draw_warp(aug, 4, (SIZE, SIZE), tf.constant((1, 2), tf.int64), crop=False))
+    np.testing.assert_allclose(maps, np.tile([1, 0, 0, 0, 1, 0], (4, 1)), atol=1e-6)
+
+
 def test_where_augmentation_runs(monkeypatch):
-    """auto: the device with a GPU (not with elastic distortion, the pipeline's only), else the pipeline; device with
-    elastic is a config error naming the key."""
+    """auto: the device with a GPU (not with elastic distortion, the pipeline's only), else the pipeline, but the device
+    with the random-resized crop (the device's only) on a CPU too; device with elastic, or the crop in the pipeline, is
+    a config error naming the key."""
     aug, elastic = Augment(), Augment(elastic=0.5)
+    assert devices.augment_where("auto", Augment(crop=0.3)) == "device"
+    for bad in (["train.augment_on='pipeline'"], ["train.augment.elastic=0.5"]):
+        with pytest.raises(ConfigError, match="augment.crop runs on the device only"):
+            dacon_config("train.augment.crop=0.3", *bad)
     assert devices.augment_where("device", aug) == "device" and devices.augment_where("pipeline", aug) == "pipeline"
     assert devices.augment_where("auto", aug) == ("device" if devices.visible_gpus() else "pipeline")
     monkeypatch.setattr(devices, "visible_gpus", lambda: ("0",))
@@ -171,12 +209,13 @@ def test_where_augmentation_runs(monkeypatch):
 
 _config = partial(dacon_config, "train.epochs=1", "train.width=0.25", "train.batch_size=32", "train.augment_on='device'",
                   "train.deterministic=true", "train.tta=2", "train.augment.zoom=0.1", "train.augment.cutmix=1.0",
-                  "train.augment.erasing=0.5", "train.augment.mixup=0.2")
+                  "train.augment.erasing=0.5", "train.augment.mixup=0.2", "train.augment.crop=0.5", "train.input_size=24")
 
 
 @pytest.mark.slow
 def test_device_fit_is_deterministic_and_saves_a_plain_model(dacon_train, tmp_path):
-    """Device augmentation, deterministic ops (``--deterministic``): one epoch of cnn_small on 128 real DACON rows,
+    """Device augmentation, deterministic ops (``--deterministic``): one epoch of cnn_small on 128 real DACON rows, trained
+    on random-resized crops of the 28-px cache at input size 24 (a larger cache than the model's input),
     twice: the streamed OOF predictions (2 TTA views, on the device) are identical. The fitted model is the plain
     inference model (no augmentation layer); saved and reloaded it predicts the same twice, as before saving."""
     from compkit.backbones import load_model

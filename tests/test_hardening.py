@@ -248,7 +248,7 @@ def test_a_decompression_bomb_is_one_line(tmp_path, image_folder, capsys):
 def test_16_bit_pngs_are_scaled_not_clipped(tmp_path, image_folder, dacon):
     from PIL import Image
 
-    from compkit.data import read_image_files
+    from compkit.photos import read_image_files
 
     folder, _ = image_folder
     comp = dacon("smoke", 'competition.layout="image_folder"').competition

@@ -20,7 +20,7 @@ from compkit.config import ConfigError, Hyper, Paths, load_config
 from compkit.data import load_train
 from compkit.errors import CompkitError
 from compkit.tracking import read_run
-from conftest import REPO
+from conftest import REPO, write_image_competition
 
 NEW = ["efficientnetv2b0", "convnexttiny", "resnet50v2", "mobilenetv3small"]
 
@@ -261,7 +261,7 @@ stratify = ["photo"]
 def _photo_competition(root) -> tuple:
     """Patches of 5 real photos, labelled by photo, imbalanced (60 to 12 per class); train from the left 70% of each
     photo, test (with a solution.csv) from the right 30%. Returns the data and config folders."""
-    data, configs, rng = root / "data", root / "configs", np.random.default_rng(0)
+    data, rng = root / "data", np.random.default_rng(0)
     rows, tests = [], []
     for split in ("train", "test"):
         (data / split).mkdir(parents=True)
@@ -271,14 +271,7 @@ def _photo_competition(root) -> tuple:
                 file = f"{split}_{len(out):04d}.png"  # opaque ids: the photo is the label
                 Image.fromarray(patch).save(data / split / file)
                 out.append((file, name))
-    pd.DataFrame(rows, columns=["file", "photo"]).to_csv(data / "labels.csv", index=False)
-    solution = pd.DataFrame(tests, columns=["file", "photo"]).assign(Usage=["Public", "Private"] * (len(tests) // 2))
-    solution.to_csv(data / "solution.csv", index=False)
-    solution[["file"]].assign(photo="cat").to_csv(data / "sample_submission.csv", index=False)
-    (configs / "presets").mkdir(parents=True)
-    (configs / "photos.toml").write_text(PHOTOS)
-    (configs / "presets/smoke.toml").write_text((REPO / "configs/presets/smoke.toml").read_text())
-    return data, configs
+    return write_image_competition(root, "photos", PHOTOS, ["file", "photo"], rows, tests, "cat")
 
 
 @pytest.mark.slow

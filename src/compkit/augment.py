@@ -112,7 +112,7 @@ def predict_tta(model: keras.Model, inputs, aug: Augment, n: int, seed: int, bat
             raise ValueError("predict_tta: pass batch_size with a dict of arrays (the training batch size reproduces train's views)")
         inputs = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
     proba = model.predict(inputs, verbose=0)
-    view = _pipeline_views(model, aug, seed) if where == "pipeline" else _device_views(model, aug) if warps(aug) else None
+    view = _pipeline_views(model, aug, seed) if where == "pipeline" else _device_views(model, aug) if warps(aug, crop=False) else None
     if n == 1 or view is None:
         return proba
     for v in range(1, n):  # view by view, batch by batch: memory O(batch)
@@ -141,7 +141,7 @@ def _device_views(model: keras.Model, aug: Augment):
     @tf.function(reduce_retracing=True)
     def view(batch, seed):
         image = tf.cast(batch["image"], tf.float32)
-        maps = draw_warp(aug, tf.shape(image)[0], tuple(image.shape[1:3]), seed)
+        maps = draw_warp(aug, tf.shape(image)[0], tuple(image.shape[1:3]), seed, crop=False)
         return model({**batch, "image": warp(image, maps, aug.interpolation)}, training=False)
 
     return view
@@ -159,9 +159,10 @@ PARAMS = "__augment"  # the inputs' key of a batch's transform parameters (a dic
 ERASE_AREA, ERASE_RATIO = (0.02, 0.33), (0.3, 1 / 0.3)
 
 
-def warps(aug: Augment) -> bool:
-    """True when ``aug`` has a geometric transform :func:`warp` makes (shift, rotation, zoom, shear)."""
-    return bool(aug.shift or aug.rotation or aug.zoom or aug.shear)
+def warps(aug: Augment, crop: bool = True) -> bool:
+    """True when ``aug`` has a geometric transform :func:`warp` makes: shift, rotation, zoom, shear, and with ``crop`` (in
+    training; TTA views are never cropped) the random-resized crop."""
+    return bool(aug.shift or aug.rotation or aug.zoom or aug.shear or (crop and aug.crop))
 
 
 def on_device(aug: Augment) -> bool:
@@ -184,12 +185,13 @@ def _beta(seed, n: int, alpha):
     return tf.where(x + y > 0, x / tf.maximum(x + y, 1e-30), 0.5)
 
 
-def draw_warp(aug: Augment, n, size: tuple[int, int], seed):
+def draw_warp(aug: Augment, n, size: tuple[int, int], seed, crop: bool = True):
     """(n, 6) float32 affine maps, output pixel -> source pixel: ``src_x = m0 x + m1 y + m2``, ``src_y = m3 x + m4 y + m5``.
 
     About the image centre: a shift of U(-shift, shift) x the side (pixels), a rotation of U(-rotation, rotation)
     degrees, a zoom scaling the source coordinates by 1 + U(-zoom, zoom) (> 1: the content shrinks), a shear of
     U(-shear, shear) per axis, as Keras' RandomTranslation, RandomRotation, RandomZoom and RandomShear draw them;
+    then, with ``crop`` and ``aug.crop``, the random-resized crop (:func:`draw_crop`) the warped image is read from;
     composed into one map, so one resampling instead of one per transform. ``size``: (H, W) pixels.
     """
     import tensorflow as tf
@@ -203,7 +205,31 @@ def draw_warp(aug: Augment, n, size: tuple[int, int], seed):
     cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
     m0, m1, m3, m4 = cos - sin * shy, cos * shx - sin, sin + cos * shy, sin * shx + cos  # scale x R(angle) x [[1, shx], [shy, 1]]
     cx, cy = (w - 1) / 2, (h - 1) / 2
-    return tf.stack([m0, m1, cx - m0 * cx - m1 * cy - tx, m3, m4, cy - m3 * cx - m4 * cy - ty], axis=1)
+    maps = tf.stack([m0, m1, cx - m0 * cx - m1 * cy - tx, m3, m4, cy - m3 * cx - m4 * cy - ty], axis=1)
+    if not (crop and aug.crop):
+        return maps
+    (ax, bx, ay, by) = tf.unstack(draw_crop(aug.crop, n, size, tf.random.experimental.stateless_fold_in(seed, 6)), axis=1)  # src = a * p + b after the warp
+    return tf.stack([ax * maps[:, 0], ax * maps[:, 1], ax * maps[:, 2] + bx, ay * maps[:, 3], ay * maps[:, 4], ay * maps[:, 5] + by], axis=1)
+
+
+CROP_RATIO = (3 / 4, 4 / 3)  # the random-resized crop's aspect ratio range (Szegedy et al. 2015; torchvision's default)
+
+
+def draw_crop(low: float, n, size: tuple[int, int], seed):
+    """(n, 4) float32 ``a_x, b_x, a_y, b_y``: the random-resized crop as the map output pixel -> source pixel
+    ``src = a p + b`` per axis. The box has U(``low``, 1) of the image's area and an aspect ratio (width / height)
+    log-uniform in :data:`CROP_RATIO`, its sides clipped to the image's, at a uniform place; its pixels are stretched
+    over the whole output (pixel centres: ``a = box side / side``, ``b = x0 + a / 2 - 1/2``). ``size``: (H, W) pixels.
+    """
+    import tensorflow as tf
+
+    h, w = size
+    s = tf.random.experimental.stateless_split(seed, 4)
+    area = _uniform(s[0], [n], low, 1.0)
+    ratio = tf.exp(_uniform(s[1], [n], math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])))
+    ax, ay = tf.minimum(tf.sqrt(area * ratio), 1.0), tf.minimum(tf.sqrt(area / ratio), 1.0)  # box side / image side
+    x0, y0 = _uniform(s[2], [n], 0, 1) * (1 - ax) * w, _uniform(s[3], [n], 0, 1) * (1 - ay) * h
+    return tf.stack([ax, x0 + ax / 2 - 0.5, ay, y0 + ay / 2 - 0.5], axis=1)
 
 
 def _draw_box(seed, n, size: tuple[int, int], box_h, box_w):

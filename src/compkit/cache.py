@@ -55,9 +55,11 @@ def stamp(folder: Path, name: str) -> list:
     return [str(name), info.st_size, info.st_mtime_ns]
 
 
-def key(sources: list, shape: tuple[int, ...]) -> str:
-    """16 hex digits of the sha256 of the source stamps, the (H, W, C) shape and :data:`VERSION`."""
-    text = json.dumps({"version": VERSION, "shape": list(shape), "sources": sources}, separators=(",", ":"))
+def key(sources: list, shape: tuple[int, ...], decode: dict | None = None) -> str:
+    """16 hex digits of the sha256 of the source stamps, the (H, W, C) shape, :data:`VERSION` and the ``decode`` settings
+    that change the pixels (the crop to the object: :mod:`compkit.crops`; None: none, the key of a plain decode)."""
+    fields = {"version": VERSION, "shape": list(shape), "sources": sources} | ({"decode": decode} if decode else {})
+    text = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -47,6 +47,9 @@ def check_task(config: Config, source: str) -> None:
     if config.folds.group_column and task == "multilabel":
         raise ConfigError(f"{source}: folds.group_column with a multi-label target: grouped folds stratify one class per "
                           "row; remove group_column (the folds are iteratively stratified on every tag)")
+    if comp.crop_to_object and comp.layout != "image_folder":
+        raise ConfigError(f"{source}: competition.crop_to_object crops decoded photos, but layout is {comp.layout!r} (pixels "
+                          "as they are); set layout = 'image_folder' or remove crop_to_object")
     if config.folds.group_column and config.folds.max_rows:
         raise ConfigError(f"{source}: folds.max_rows samples rows, not groups, so it would split folds.group_column's groups; "
                           "remove one of the two")
@@ -56,11 +59,17 @@ def check_task(config: Config, source: str) -> None:
 
 
 def check_augment_on(config: Config, source: str) -> None:
-    """``train.augment_on = "device"`` only with transforms the device makes (elastic distortion is the pipeline's)."""
+    """``train.augment_on = "device"`` only with transforms the device makes (elastic distortion is the pipeline's), and
+    the random-resized crop (``augment.crop``, the device's only) never in the pipeline."""
     for backbone in config.train.backbones:
-        if config.train.augment_on == "device" and config.hyper(backbone).augment.elastic:
+        aug, where = config.hyper(backbone).augment, config.train.augment_on
+        if where == "device" and aug.elastic:
             raise ConfigError(f"{source}: backbone {backbone!r}: augment.elastic runs in the tf.data pipeline only, not with "
                               "train.augment_on = 'device'; set augment_on = 'pipeline' (or 'auto') or elastic = 0")
+        if aug.crop and (where == "pipeline" or aug.elastic):
+            raise ConfigError(f"{source}: backbone {backbone!r}: augment.crop runs on the device only, but "
+                              f"{'augment.elastic' if aug.elastic else 'train.augment_on = ' + repr(where)} keeps the augmentation "
+                              "in the tf.data pipeline; set augment_on = 'auto' (or 'device') and elastic = 0, or crop = 0")
 
 
 def check_weights(config: Config, source: str) -> None:

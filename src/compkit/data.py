@@ -6,8 +6,7 @@ shows it: the header is line 1, the first data row line 2) or column, and the fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from compkit import cache, tasks
 from compkit.config import Competition
 from compkit.errors import DataError, line, shown
 from compkit.io import as_ids, read_id_csv
+from compkit.photos import decode_chunks, read_image_files
 
 
 DECODE_CHUNK = 512  # images decoded per block on the way into the cache: bounds the builder's memory
@@ -155,68 +155,6 @@ def read_images(path: Path, comp: Competition, labelled: bool) -> Images:
     return Images(ids, _pixels(frame, path, comp), labels, frame[comp.extra_columns].reset_index(drop=True))
 
 
-def read_image_files(folder: Path, names: list[str], comp: Competition) -> np.ndarray:
-    """Load image files (PNG, JPG, ... of any size, gray or RGB) as (N, H, W, C) uint8 in ``comp.image_shape``.
-
-    Images are converted to the configured channels (L or RGB) and resized with bilinear filtering;
-    16-bit grayscale images are scaled to 0-255 first (see :func:`_eight_bit`). Decoded by a thread pool.
-
-    Raises:
-        DataError: a file is missing, not a readable image, or over Pillow's decompression-bomb limit
-            (``PIL.Image.MAX_IMAGE_PIXELS`` times 2).
-    """
-    if not names:
-        return np.empty((0, *comp.image_shape), np.uint8)
-    return np.concatenate(list(decode_chunks(folder, names, comp, len(names))))
-
-
-def decode_chunks(folder: Path, names: list[str], comp: Competition, chunk: int) -> Iterator[np.ndarray]:
-    """:func:`read_image_files` ``chunk`` files at a time: yields (m <= chunk, H, W, C) uint8 blocks in ``names`` order.
-
-    Pillow releases the GIL while it decodes and resizes, so a thread pool (its default size) decodes in parallel.
-    """
-    with ThreadPoolExecutor() as pool:
-        for start in range(0, len(names), chunk):
-            part = [Path(folder) / str(name) for name in names[start:start + chunk]]
-            yield np.stack(list(pool.map(lambda path: _decode(path, folder, comp), part)))
-
-
-MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # image_shape's channels -> the PIL mode each image is converted to
-
-
-def _decode(path: Path, folder: Path, comp: Competition) -> np.ndarray:
-    """One image file as (H, W, C) uint8 in ``comp.image_shape``; see :func:`read_image_files`."""
-    from PIL import Image, UnidentifiedImageError
-
-    height, width, channels = comp.image_shape
-    try:
-        with Image.open(path) as image:
-            image = _eight_bit(image).convert(MODES[channels])
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(image).reshape(height, width, channels)
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found; the labels name a file that is not in {folder}") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: too large to decode safely ({exc}); downscale or remove it") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc}); replace or remove it") from None
-
-
-def _eight_bit(image):
-    """A 16-bit grayscale image (PIL mode ``I;16*`` or ``I``, as 16-bit PNGs open) scaled to 8 bits: 0-65535 -> 0-255.
-
-    Pillow's own ``convert("L")`` clips such values at 255, which turns most of an image white;
-    dividing by 257 maps 65535 to 255 exactly. Other modes are returned as they are.
-    """
-    from PIL import Image
-
-    if not (image.mode == "I" or image.mode.startswith("I;16")):
-        return image
-    pixels = np.asarray(image, dtype=np.float64)
-    return Image.fromarray(np.clip(np.rint(pixels / 257), 0, 255).astype(np.uint8), mode="L")
-
-
 def _image_folder_table(data_dir: Path, comp: Competition) -> Images:
     path = locate(data_dir, comp.train_file, comp)
     task = tasks.of(comp)
@@ -244,7 +182,8 @@ def _folder_pixels(folder: Path, names: list[str], comp: Competition, cache_dir:
         sources = [cache.stamp(folder, name) for name in names]
     except FileNotFoundError as exc:
         raise DataError(f"{exc.filename}: not found; the labels name a file that is not in {folder}") from None
-    digest, shape = cache.key(sources, comp.image_shape), tuple(comp.image_shape)
+    crop = {"crop_to_object": comp.object_margin} if comp.crop_to_object else None
+    digest, shape = cache.key(sources, comp.image_shape, crop), tuple(comp.image_shape)
     pixels = cache.find(cache_dir, split, digest, shape)
     if pixels is None and not build:
         return read_image_files(folder, names, comp)

@@ -84,11 +84,12 @@ def augment_where(setting: str, aug) -> str:
     ``auto``: the device when this process sees a GPU (the CPU then only gathers bytes: a 224-px photo pipeline
     augmenting on the CPU fed ~230 images/s on 2 cores, a GPU eats thousands), else the pipeline: on a CPU both compete
     for the same cores and the tf.data map overlaps the training step (docs/benchmarks.md). Elastic distortion keeps
-    ``auto`` in the pipeline (it has no device form).
+    ``auto`` in the pipeline (it has no device form); the random-resized crop (``aug.crop``) puts it on the device, also
+    on a CPU (it has no pipeline form; the two together are refused by :func:`compkit.checks.check_augment_on`).
     """
     if setting != "auto":
         return setting
-    return "device" if visible_gpus() and not aug.elastic else "pipeline"
+    return "device" if (visible_gpus() or aug.crop) and not aug.elastic else "pipeline"
 
 
 def strategy(name: str):

@@ -271,7 +271,7 @@ def check_pixels(config: Config, paths: Paths, rows: int, build: bool = True) ->
     ``rows`` (train and test) are first checked to fit (:func:`check_room`).
 
     Raises:
-        DataError: see :func:`compkit.data.read_images` and :func:`compkit.data.read_image_files`.
+        DataError: see :func:`compkit.data.read_images` and :func:`compkit.photos.read_image_files`.
         ConfigError: see :func:`check_room`.
     """
     check_room(config, paths, rows, build)

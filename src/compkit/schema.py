@@ -104,6 +104,9 @@ class Competition(Strict):
     test_file: str = "test.csv"  # pixel_csv only
     train_images: str = "train"  # image_folder only: folder of the labelled images
     test_images: str = "test"  # image_folder only: folder of the test images, ids are their file names
+    # image_folder only: cut each image to its object's box before the resize (product photos on white; compkit.crops)
+    crop_to_object: bool = False
+    object_margin: float = Field(0.05, ge=0, lt=1)  # crop_to_object: the box widened by this share of its sides, each side
     sample_submission: str = "sample_submission.csv"
     solution_file: str = "solution.csv"  # test labels + Usage (Public/Private); when present, scored on it
     id_column: str = "id"  # "": ids are the 1-based row numbers of each file (Kaggle digit-recognizer)

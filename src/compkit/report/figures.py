@@ -204,6 +204,25 @@ def wrong_figure(images: np.ndarray, captions: list[str]) -> Figure:
     return fig
 
 
+def crop_figure(whole: np.ndarray, boxes: list[tuple[float, float, float, float]], crops: np.ndarray, names: list[str]) -> Figure:
+    """Two rows: (n, H, W, C) uint8 ``whole`` images with each one's box (top, left, bottom, right as fractions of the
+    side) drawn in red, and under each its (H, W, C) uint8 crop; titled by ``names``."""
+    from matplotlib.patches import Rectangle
+
+    n = len(whole)
+    fig = _figure(2.0 * n, 4.4)
+    axes = np.atleast_2d(fig.subplots(2, n).reshape(2, n))
+    for i, (image, (top, left, bottom, right), crop, name) in enumerate(zip(whole, boxes, crops, names)):
+        h, w = image.shape[:2]
+        for ax, shown in ((axes[0, i], image), (axes[1, i], crop)):
+            ax.imshow(shown[..., 0] if shown.shape[-1] == 1 else shown, cmap="gray" if shown.shape[-1] == 1 else None)
+            ax.axis("off")
+        axes[0, i].add_patch(Rectangle((left * w - 0.5, top * h - 0.5), (right - left) * w, (bottom - top) * h,
+                                       fill=False, edgecolor="red", linewidth=1.5))
+        axes[0, i].set_title(name, fontsize=8)
+    return fig
+
+
 def extra_accuracy_figure(table: pd.DataFrame, column: str, overall: float, title: str, metric: str) -> Figure:
     """Bars of the OOF accuracy per value of an extra column; each tick shows the value and its row count.
 

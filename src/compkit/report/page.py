@@ -25,7 +25,7 @@ from compkit.artifacts import Layout
 from compkit.io import atomic_path
 from compkit.metrics import best, gain, label, score, score_table, sign
 from compkit.report.platform import report_section as platform_section
-from compkit.report.figures import (blends_figure, confusion_figure, correlation_figure, extra_accuracy_figure,
+from compkit.report.figures import (blends_figure, confusion_figure, correlation_figure, crop_figure, extra_accuracy_figure,
                                     heads_figure, intervals_figure, leaderboard_figure, learning_curves_figure,
                                     regression_figure, roc_figure, tags_figure, wrong_figure)
 from compkit.report.loaders import (Candidate, Model, backbone_oof, blend_oof, holdout_candidates, read_leaderboard,
@@ -33,6 +33,7 @@ from compkit.report.loaders import (Candidate, Model, backbone_oof, blend_oof, h
 from compkit.report.stats import N_BOOT, fold_spread, metric_flip_probability, metric_interval, true_class_correlation
 
 N_WRONG = 24  # images in the grid of confidently wrong OOF predictions
+N_CROPS = 6  # train images shown with their object's box (competition.crop_to_object)
 MAX_EXTRA_VALUES = 40  # values of an extra column shown (the most frequent ones)
 
 
@@ -337,7 +338,8 @@ def run(config: Config, paths: Paths) -> Path:
     page.add("<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in [
         ("leaderboard", "leaderboard"), ("shakeup", "public vs private"), ("oof", "OOF scores"), ("correlation", "diversity"),
         ("classes", "per model"), ("curves", "learning curves"), ("wrong", "wrong images"),
-        *((f"extra-{html.escape(c)}", f"per {html.escape(c)}") for c in comp.extra_columns)]) + "</nav>")
+        *((f"extra-{html.escape(c)}", f"per {html.escape(c)}") for c in comp.extra_columns),
+        *([("crops", "crop to the object")] if comp.crop_to_object else [])]) + "</nav>")
     _leaderboard_section(page, board, candidates, truth, usage, blend["metric"])
     from compkit import adversarial  # sections drawn only when lb-sync / adversarial have run
 
@@ -363,8 +365,28 @@ def run(config: Config, paths: Paths) -> Path:
     _curves_section(page, config, paths, blend["backbones"])
     _wrong_section(page, models[0], labels["blend"], train, rows["blend"], comp)
     _extra_section(page, models, labels, train, rows["blend"], comp)
+    _crop_section(page, comp, paths, train)
 
     return _write(page, comp, f"{len(candidates)} holdout entries, CV {blend['cv']:.4f} ({blend['selected']})", start)
+
+
+def _crop_section(page: _Page, comp: Competition, paths: Paths, train: Images) -> None:
+    """With ``competition.crop_to_object``: :data:`N_CROPS` train files spread over the train file, each with its object's
+    box drawn, above the cached crops the models train and predict on."""
+    if not comp.crop_to_object:
+        return
+    from compkit.photos import file_box, read_image_files
+
+    rows = np.unique(np.linspace(0, len(train.ids) - 1, N_CROPS).astype(int))  # spread over the file, not one class's first rows
+    folder, names = paths.data / comp.train_images, [str(i) for i in train.ids[rows]]
+    whole = read_image_files(folder, names, comp.model_copy(update={"crop_to_object": False}))
+    boxes = [file_box(folder / name, comp.object_margin) for name in names]
+    page.add('<h2 id="crops">Crop to the object</h2>')
+    page.para(f"competition.crop_to_object: each image is cut to its object's box (+{comp.object_margin:.0%} of its sides) before "
+              f"the resize to {comp.image_shape[0]}x{comp.image_shape[1]}; top: {len(names)} train files with the box, "
+              "bottom: the cached pixels the models train and predict on.")
+    page.add(page.figure("crops.png", crop_figure(whole, boxes, np.asarray(train.images[rows]), names),
+                         "the object's box on each file, and the crop"))
 
 
 def _write(page: _Page, comp: Competition, what: str, start: float) -> Path:
@@ -414,6 +436,8 @@ def _task_report(config: Config, paths: Paths, start: float) -> Path:
         page.add(page.figure(f"oof_{m.key}.png", _task_figure(task, truth, m.proba, decision, f"{m.title}: OOF"),
                              f"{m.title}: OOF predictions"))
     _curves_section(page, config, paths, blend["backbones"])
+    if comp.crop_to_object:
+        _crop_section(page, comp, paths, load_train(paths.data, comp, paths.cache))
     return _write(page, comp, f"task {task.kind}, CV {blend['cv']:.4f} ({blend['selected']})", start)
 
 
