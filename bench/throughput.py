@@ -231,7 +231,8 @@ def main() -> int:
     args.workers = args.workers or ("1" if gpu or devices.cores() < 2 else "1,2")
     if args.epochs <= WARMUP_EPOCHS:
         p.error(f"--epochs must be above {WARMUP_EPOCHS}: the first epoch is not timed")
-    overrides = [f"train.epochs={args.epochs}", f"train.patience={args.epochs}", *args.overrides]
+    # No warm-up (the DACON preset's 3 epochs of it would not fit in 3): the learning rate's schedule does not change the speed.
+    overrides = [f"train.epochs={args.epochs}", f"train.patience={args.epochs}", "train.warmup_epochs=0", *args.overrides]
     if args.backbones:
         overrides.append("train.backbones=[" + ", ".join(f'"{b}"' for b in args.backbones.replace(",", " ").split()) + "]")
     config = load_config(args.competition, args.preset, overrides, REPO / "configs")
