@@ -57,7 +57,7 @@ def stamp(folder: Path, name: str) -> list:
 
 def key(sources: list, shape: tuple[int, ...], decode: dict | None = None) -> str:
     """16 hex digits of the sha256 of the source stamps, the (H, W, C) shape, :data:`VERSION` and the ``decode`` settings
-    that change the pixels (the crop to the object: :mod:`compkit.crops`; None: none, the key of a plain decode)."""
+    that change the pixels (the crop to the object: :func:`compkit.photos.object_box`; None: none, the key of a plain decode)."""
     fields = {"version": VERSION, "shape": list(shape), "sources": sources} | ({"decode": decode} if decode else {})
     text = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -104,7 +104,7 @@ class Competition(Strict):
     test_file: str = "test.csv"  # pixel_csv only
     train_images: str = "train"  # image_folder only: folder of the labelled images
     test_images: str = "test"  # image_folder only: folder of the test images, ids are their file names
-    # image_folder only: cut each image to its object's box before the resize (product photos on white; compkit.crops)
+    # image_folder only: cut each image to its object's box before the resize (product photos on white; photos.py)
     crop_to_object: bool = False
     object_margin: float = Field(0.05, ge=0, lt=1)  # crop_to_object: the box widened by this share of its sides, each side
     sample_submission: str = "sample_submission.csv"

@@ -9,7 +9,6 @@ process instead.
 from __future__ import annotations
 
 import queue
-import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Hashable
 
@@ -32,7 +31,6 @@ class LocalExecutor:
         self.running: dict[Future, tuple[Unit, Slot, ProcessPoolExecutor]] = {}
         self.ended: list[Ended] = []
         self.inline: list[Hashable] = []  # the unit running in this process, if any
-        self.lock = threading.Lock()
 
     def capacity(self) -> int:
         """The number of slots."""
@@ -63,17 +61,15 @@ class LocalExecutor:
                 self.inline.remove(unit.key)
                 self.free.put(slot)
             return
-        future, pool = submit_fresh(unit.fn, unit.config, unit.paths, *unit.args, initializer=enter, initargs=(slot,))
-        with self.lock:
-            self.running[future] = (unit, slot, pool)
+        future, pool = _start(unit, slot)
+        self.running[future] = (unit, slot, pool)
 
     def finished(self, timeout: float) -> list[Ended]:
         """Units ended since the last call, waiting up to ``timeout`` s for one; frees their slots."""
         if self.running and not self.ended:
             wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
         for future in [f for f in list(self.running) if f.done()]:
-            with self.lock:
-                unit, slot, pool = self.running.pop(future)
+            unit, slot, pool = self.running.pop(future)
             pool.shutdown()
             self.free.put(slot)
             try:
@@ -85,8 +81,7 @@ class LocalExecutor:
 
     def cancel(self) -> None:
         """Kill the processes of the units still running and free their slots."""
-        with self.lock:
-            running, self.running = self.running, {}
+        running, self.running = self.running, {}
         for _, slot, pool in running.values():
             stop(pool)
             self.free.put(slot)
@@ -101,7 +96,7 @@ class LocalExecutor:
         try:
             if not self.fresh:
                 return unit()
-            future, pool = submit_fresh(unit.fn, unit.config, unit.paths, *unit.args, initializer=enter, initargs=(slot,))
+            future, pool = _start(unit, slot)
             with pool:
                 return outcome(unit.what, future)
         finally:
@@ -109,3 +104,8 @@ class LocalExecutor:
 
     def check_storage(self, url: str) -> None:
         """Every local unit reaches what this process reaches: nothing to refuse."""
+
+
+def _start(unit: Unit, slot: Slot) -> tuple[Future, ProcessPoolExecutor]:
+    """``unit`` in a fresh process that first enters ``slot`` (its GPU and threads: :func:`compkit.devices.enter`)."""
+    return submit_fresh(unit.fn, unit.config, unit.paths, *unit.args, initializer=enter, initargs=(slot,))
