@@ -28,7 +28,7 @@ ARGS = --competition $(COMPETITION) $(if $(PRESET),--preset $(PRESET)) $(if $(DA
        $(if $(BACKBONES),--backbones "$(BACKBONES)") $(if $(DEVICES),--devices "$(DEVICES)") $(if $(EXECUTOR),--executor $(EXECUTOR)) \
        $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo sync test test-fast docs clean bench bench-memory \
+.PHONY: help setup env data check folds train ensemble submit all tune tune-status report pseudo distill sync test test-fast docs clean bench bench-memory \
         bench-throughput bench-input bench-pipeline bench-ablation upload lb-sync adversarial predict package rehearse upload-bundle push-kernel
 
 help:
@@ -51,6 +51,7 @@ help:
 	@echo "make train EXECUTOR=ray    folds (and \`make tune\` trials) as Ray tasks on \$$RAY_ADDRESS's cluster, else a local one (pip install -e '.[ray]')"
 	@echo "make tune-status           trials, best value and params, parameter importances per backbone"
 	@echo "make pseudo                folds/<competition>/pseudo.csv: confident test predictions, fold by fold (then retrain)"
+	@echo "make distill               one student model per fold learning the selected blend (runs/<c>/student-<backbone>/): OOF, private, images/s beside the blend"
 	@echo "make sync                  upload offline W&B runs (after wandb login)"
 	@echo "make report                runs/<competition>/report/index.html (after ensemble/submit)"
 	@echo "make test-fast             the fast lane: the tests that train no model (not marked slow), before every commit"
@@ -77,7 +78,7 @@ setup:
 
 comma := ,
 
-env check folds ensemble all tune-status report pseudo lb-sync adversarial package rehearse upload-bundle push-kernel:
+env check folds ensemble all tune-status report pseudo distill lb-sync adversarial package rehearse upload-bundle push-kernel:
 	$(PYTHON) -m compkit $@ $(ARGS)
 
 data:

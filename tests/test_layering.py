@@ -20,7 +20,7 @@ from conftest import REPO
 SRC = REPO / "src" / "compkit"
 
 CONFIG = {"errors", "redact", "metrics", "registry", "hyper", "schema", "checks", "config"}
-STAGES = {"folds", "check", "train", "tune", "ensemble", "pseudo", "submit", "adversarial", "platform", "clean", "report",
+STAGES = {"folds", "check", "train", "tune", "ensemble", "pseudo", "distill", "submit", "adversarial", "platform", "clean", "report",
           "predict", "package", "rehearse", "kernel", "entry", "cli", "__main__"}
 TIERS = {"config": 0, "layers": 1, "stages": 2}
 
@@ -35,6 +35,7 @@ STAGE_EDGES = {
     ("kernel", "platform"): "the bundle and the kernel go to Kaggle through platform.py's client and its one-line errors",
     ("kernel", "package"): "the kernel's and the dataset's metadata are the files `make package` wrote",
     ("kernel", "entry"): "the bundle is checked before upload with the manifest check its predict.py runs",
+    ("distill", "train"): "a student's folds are trained by train's fold loop and fold unit, as every model's are",
     ("cli", "*"): "the CLI runs every stage",
     ("__main__", "cli"): "python -m compkit is the CLI",
 }

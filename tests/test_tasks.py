@@ -215,12 +215,13 @@ def test_a_setting_the_task_cannot_use_is_a_config_error(overrides, fragment):
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_task_without_a_pseudo_label_rule_says_so_in_one_line(tmp_path, dacon_rows, capsys):
+@pytest.mark.parametrize("stage, rule", [("pseudo", "pseudo-label"), ("distill", "distillation")])
+def test_a_task_without_a_pseudo_label_or_distillation_rule_says_so_in_one_line(tmp_path, dacon_rows, capsys, stage, rule):
     argv = make_competition(tmp_path, dacon_rows, "digit-value", dacon_rows["digit"].astype(float), 'task = "regression"')
     before = tree_digest(tmp_path)
-    assert main(["pseudo", *argv]) == 2
+    assert main([stage, *argv]) == 2
     err = capsys.readouterr().err.strip()
-    assert "competition.task = 'regression' has no pseudo-label rule" in err and "\n" not in err
+    assert f"competition.task = 'regression' has no {rule} rule" in err and "\n" not in err
     assert tree_digest(tmp_path) == before
 
 

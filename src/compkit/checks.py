@@ -111,7 +111,7 @@ def check_space(config: Config, source: str) -> None:
 
 def check_backbones(config: Config, source: str) -> None:
     known = sorted(BACKBONES)
-    for name in [*config.train.backbones, *config.backbones, *config.tune.backbone_space]:
+    for name in [*config.train.backbones, *config.backbones, *config.tune.backbone_space, *filter(None, [config.distill.backbone])]:
         if name not in BACKBONES:
             raise ConfigError(f"{source}: unknown backbone {name!r}; choose from {known}")
     for name in config.train.backbones:

@@ -1,7 +1,8 @@
 """Command line: ``python -m compkit <stage> --competition NAME --preset NAME --set key=value ...``.
 
 Stages run alone or in order (``all``); ``report`` (not part of ``all``) writes an HTML report of
-the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows; ``predict`` applies
+the runs; ``pseudo`` (not part of ``all``) turns confident test predictions into training rows; ``distill`` teaches
+the selected blend to one student model per fold; ``predict`` applies
 the ensemble to the test data in ``--data-dir``, ``package`` writes it as an offline bundle and ``rehearse`` times that
 bundle offline at the hidden test set's size (code competitions); ``env``
 prints the versions, devices and CPU features, and the preset and precision ``all`` would use. The Makefile
@@ -35,6 +36,7 @@ EXTRA = {
     "tune": ("tune", "run"),
     "tune-status": ("tune", "status"),
     "pseudo": ("pseudo", "run"),
+    "distill": ("distill", "run"),
     "report": ("report", "run"),
     "upload": ("platform", "upload"),
     "upload-bundle": ("kernel", "upload_bundle"),

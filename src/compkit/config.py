@@ -21,10 +21,10 @@ from pydantic import ValidationError
 from compkit import checks
 from compkit.errors import ConfigError
 from compkit.hyper import HYPER_KEYS, Augment, Hyper, HyperOverride, describe
-from compkit.schema import (DEFAULT_SPACE, NAME_MAX, Adversarial, Bundle, Competition, Config, Ensemble, Folds, Head, Limits,
+from compkit.schema import (DEFAULT_SPACE, NAME_MAX, Adversarial, Bundle, Competition, Config, Distill, Ensemble, Folds, Head, Limits,
                             MetricFile, ParamSpec, Paths, Pseudo, Ray, Tracking, Train, Tune, check_name, name_problem)
 
-__all__ = ["HYPER_KEYS", "DEFAULT_SPACE", "NAME_MAX", "Adversarial", "Augment", "Bundle", "Competition", "Config", "ConfigError", "Ensemble",
+__all__ = ["HYPER_KEYS", "DEFAULT_SPACE", "NAME_MAX", "Adversarial", "Augment", "Bundle", "Competition", "Config", "ConfigError", "Distill", "Ensemble",
            "Folds", "Head", "Hyper", "HyperOverride", "Limits", "MetricFile", "ParamSpec", "Paths", "Pseudo", "Ray", "Tracking", "Train",
            "Tune", "check_name", "load_config", "name_problem", "parse_override"]
 

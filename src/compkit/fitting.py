@@ -14,6 +14,7 @@ from compkit import console, finetune, tasks
 from compkit.artifacts import Layout
 from compkit.config import Config, Hyper, Paths
 from compkit.data import Images, check_test_ids, load_test, load_train
+from compkit.errors import CompkitError, shown
 from compkit.foldfiles import check_folds
 
 
@@ -226,7 +227,11 @@ class FoldData:
     ``fit``, ``val`` and ``held`` are (n,) int row indices into ``train``; ``targets`` is (N, D) float32, the training
     targets of every train row (:meth:`compkit.tasks.Task.targets`: one-hot rows for a multiclass task).
     ``pseudo`` are (p,) int row indices into ``test`` trained on too, with (p,) ``pseudo_targets`` ((p, D) float32;
-    see pseudo.py; empty without ``pseudo.csv``).
+    see pseudo.py; empty without ``pseudo.csv``). ``soft`` is None, or for a distilled student (distill.py) the (N, 2D)
+    float32 targets of every train row, labels and the teacher's softened probabilities
+    (:meth:`compkit.tasks.Task.distill_targets`; the teacher's half NaN on every row but ``fit``'s, so no other row's teacher value is there to
+    learn from): the fitted rows
+    learn from them, pseudo-labelled rows from their label twice; validation keeps ``targets``.
     """
 
     train: Images
@@ -237,25 +242,36 @@ class FoldData:
     targets: np.ndarray
     pseudo: np.ndarray
     pseudo_targets: np.ndarray
+    soft: np.ndarray | None = None
+
+    def _fit_targets(self) -> np.ndarray:
+        """(n + p, D) float32 targets of ``fit`` then ``pseudo`` ((n + p, 2D) for a student)."""
+        if self.soft is None:
+            return np.concatenate([self.targets[self.fit], self.pseudo_targets])
+        return np.concatenate([self.soft[self.fit], np.tile(self.pseudo_targets, 2)])
 
     def fit_rows(self) -> tuple[list[tuple[Images, np.ndarray]], np.ndarray]:
-        """The training rows as (split, rows) parts, ``fit`` then ``pseudo``, and their (n + p, D) float32 targets."""
+        """The training rows as (split, rows) parts, ``fit`` then ``pseudo``, and their float32 targets."""
         if len(self.pseudo) == 0:
-            return [(self.train, self.fit)], self.targets[self.fit]
-        return [(self.train, self.fit), (self.test, self.pseudo)], np.concatenate([self.targets[self.fit], self.pseudo_targets])
+            return [(self.train, self.fit)], self._fit_targets()
+        return [(self.train, self.fit), (self.test, self.pseudo)], self._fit_targets()
 
     def fit_set(self, hyper: Hyper) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The training rows' model inputs and (n + p, D) float32 targets: ``fit`` then ``pseudo``."""
-        inputs, targets = model_inputs(self.train, self.fit, hyper), self.targets[self.fit]
-        if len(self.pseudo) == 0:
-            return inputs, targets
-        extra = model_inputs(self.test, self.pseudo, hyper)
-        inputs = {key: np.concatenate([inputs[key], extra[key]]) for key in inputs}
-        return inputs, np.concatenate([targets, self.pseudo_targets])
+        """The training rows' model inputs and float32 targets: ``fit`` then ``pseudo``."""
+        inputs = model_inputs(self.train, self.fit, hyper)
+        if len(self.pseudo):
+            extra = model_inputs(self.test, self.pseudo, hyper)
+            inputs = {key: np.concatenate([inputs[key], extra[key]]) for key in inputs}
+        return inputs, self._fit_targets()
 
 
-def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
-    """Read train, test and the fold files, and split train's rows (and pseudo-labelled test rows) for ``fold``."""
+def fold_data(config: Config, paths: Paths, fold: int, teacher: tuple[np.ndarray, np.ndarray] | None = None) -> FoldData:
+    """Read train, test and the fold files, and split train's rows (and pseudo-labelled test rows) for ``fold``; with
+    ``teacher`` ((M,) ids, (M, D) probabilities: the selected blend's OOF predictions) the student's ``soft`` targets.
+
+    Raises:
+        CompkitError: bad fold files or test ids; a fitted row has no teacher prediction.
+    """
     comp = config.competition
     layout = Layout(config, paths)
     train, test = load_train(paths.data, comp, paths.cache), load_test(paths.data, comp, paths.cache)  # memory maps of the cache
@@ -266,24 +282,39 @@ def fold_data(config: Config, paths: Paths, fold: int) -> FoldData:
     fold_of = dict(zip(folds[comp.id_key], folds["fold"]))
     row_fold = np.array([fold_of.get(i, -1) for i in train.ids])
     pseudo, pseudo_labels = layout.folds.read_pseudo(train, test, fold)
-    task = tasks.for_config(config)
+    task, fit_rows = tasks.for_config(config), np.flatnonzero((row_fold >= 0) & (row_fold != fold))
     return FoldData(
         train=train,
         test=test,
         pseudo=pseudo,
         pseudo_targets=task.targets(pseudo_labels),
-        fit=np.flatnonzero((row_fold >= 0) & (row_fold != fold)),
+        fit=fit_rows,
         val=np.flatnonzero(row_fold == fold),
         held=np.flatnonzero(pd.Series(train.ids).isin(holdout[comp.id_key]).to_numpy()),  # hashed, not np.isin's O(n * m)
         targets=task.targets(train.labels),
+        soft=None if teacher is None else _soft_targets(config, paths, train, fit_rows, teacher),
     )
+
+
+def _soft_targets(config: Config, paths: Paths, train: Images, fit_rows: np.ndarray, teacher: tuple) -> np.ndarray:
+    """(N, 2D) float32 student targets of train's rows (:attr:`FoldData.soft`), from the teacher's (ids, predictions)."""
+    ids, pred = teacher
+    row = pd.Series(np.arange(len(ids)), index=ids).reindex(train.ids).to_numpy()
+    missing = fit_rows[np.isnan(row[fit_rows])]
+    if len(missing):
+        raise CompkitError(f"{Layout(config, paths).ensemble.dir / 'oof.csv'}: no teacher prediction of train id "
+                           f"{shown(train.ids[missing[0]])} ({len(missing)} fitted rows); rerun `make ensemble` on the current folds")
+    full = np.full((len(train.ids), pred.shape[1]), np.nan)  # rows outside the fitted ones keep no teacher value
+    full[fit_rows] = pred[row[fit_rows].astype(np.int64)]
+    return tasks.for_config(config).distill_targets(train.labels, full, config.distill.temperature)
 
 
 def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, label: str, callbacks: list = ()):
     """Build, compile and fit ``backbone`` on ``data.fit``, early-stopping on ``data.val``.
 
     ``seed`` seeds the shuffling of the training rows; ``label`` prefixes the per-epoch progress lines;
-    ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback). The model is built under
+    ``callbacks`` are added to early stopping (e.g. Optuna's pruning callback). A student (``data.soft``) learns
+    through the task's distillation loss (``distill.temperature``, ``distill.alpha``) instead of ``train.loss``. The model is built under
     ``train.precision``'s dtype policy and ``train.strategy`` (:mod:`compkit.devices`); the augmentation runs where
     ``train.augment_on`` says (:func:`compkit.devices.augment_where`: on the device, the model is fitted through
     :func:`compkit.augment.device_trainer`), computes in float32, and the softmax output is float32.
@@ -318,7 +349,8 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
             optimizer = finetune.phase_optimizer(optimizer, model, hyper, phase)
             optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))  # before the optimizer is built
             # loss: the task's (train.loss), with label smoothing where it applies (focal: Lin et al., 2017, gamma 2)
-            trainer.compile(optimizer=optimizer, loss=task.loss(hyper.label_smoothing), metrics=task.keras_metrics(),
+            loss = task.loss(hyper.label_smoothing) if data.soft is None else task.distill_loss(config.distill.temperature, config.distill.alpha)
+            trainer.compile(optimizer=optimizer, loss=loss, metrics=task.keras_metrics(),
                             run_eagerly=config.train.run_eagerly)
         history = trainer.fit(
             dataset,

@@ -1,8 +1,9 @@
-"""The multi-head task's Keras parts (:class:`compkit.tasks.Multihead`): the loss and the progress metric on its one
-concatenated output, the heads' softmax outputs side by side ((B, sum K_h) float32, head h in columns
+"""The tasks' own Keras parts. The multi-head task's (:class:`compkit.tasks.Multihead`): the loss and the progress
+metric on its one concatenated output, the heads' softmax outputs side by side ((B, sum K_h) float32, head h in columns
 ``offsets[h]:offsets[h + 1]``), against targets of the same shape (the heads' one-hot rows, mixed by MixUp / CutMix).
+Knowledge distillation's loss (`make distill`, :func:`distill_loss`) on a softmax output.
 
-Both are Keras-serialisable (registered under ``compkit``, their configuration plain numbers), so a compiled
+All are Keras-serialisable (registered under ``compkit``, their configuration plain numbers), so a compiled
 ``model.keras`` saves; every reader loads models with ``compile=False`` and never needs them.
 """
 
@@ -61,3 +62,36 @@ def keras_parts():
             return {**super().get_config(), "sizes": self.sizes}
 
     return HeadsLoss, HeadsAccuracy
+
+
+@functools.cache
+def distill_loss():
+    """``DistillLoss``, the Keras class (defined on first use): Hinton, Vinyals & Dean (2015), "Distilling the Knowledge
+    in a Neural Network", on a (B, K) float32 softmax output p. Targets are (B, 2K): the labels' one-hot rows y, then
+    the teacher's probabilities already softened, q_T = softmax(log q / T) (:meth:`compkit.tasks.Task.distill_targets`).
+    Per row: ``alpha`` T^2 CE(q_T, softmax(log p / T)) + (1 - alpha) CE(y, p); the T^2 keeps the soft term's gradients
+    at the hard term's scale as T changes (Hinton et al., section 2). A (B, K) target (validation rows) is scored by
+    CE(y, p) alone, so val_loss and early stopping judge the labels, as without a teacher."""
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="compkit")
+    class DistillLoss(keras.losses.Loss):
+        def __init__(self, temperature: float, alpha: float, name: str = "distillation", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.temperature, self.alpha = float(temperature), float(alpha)
+
+        def call(self, y_true, y_pred):
+            width = y_pred.shape[-1]
+            hard = keras.losses.categorical_crossentropy(y_true[:, :width], y_pred)
+            if y_true.shape[-1] == width:
+                return hard
+            # softmax(z / T) from the softmax output: log p = z - logsumexp(z), and the shift cancels
+            soft = ops.softmax(ops.log(ops.clip(y_pred, 1e-7, 1.0)) / self.temperature, axis=-1)
+            teacher = keras.losses.categorical_crossentropy(y_true[:, width:], soft)
+            return self.alpha * self.temperature ** 2 * teacher + (1 - self.alpha) * hard
+
+        def get_config(self):
+            return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha}
+
+    return DistillLoss

@@ -42,8 +42,9 @@ def folds_digest(paths: Paths) -> str:
 
 # Config keys that do not change a fold's model: every other key of the resolved config counts.
 # backbones / train.backbones / train.use_tuned are resolved into the backbone's hyperparameters.
-# (pseudo.threshold acts through pseudo.csv, which the fold-file digest covers.)
-IRRELEVANT = ("tune", "ensemble", "pseudo", "adversarial", "tracking", "backbones", "competition.url", "competition.builder",
+# (pseudo.threshold acts through pseudo.csv, which the fold-file digest covers; distill.* only on a distilled student,
+# whose fold.json records it apart, see distill.py.)
+IRRELEVANT = ("tune", "ensemble", "pseudo", "distill", "adversarial", "tracking", "backbones", "competition.url", "competition.builder",
               "competition.platform", "competition.slug", "competition.pretrained_allowed",
               "competition.metric", "competition.sample_submission", "competition.solution_file",
               "competition.submission_columns", "train.backbones", "train.use_tuned", "train.process_per_fold",

@@ -374,6 +374,14 @@ class Pseudo(Strict):
     threshold: float = Field(0.95, gt=0, le=1)  # minimum mean top probability of the fold's backbones
 
 
+class Distill(Strict):
+    """`make distill`: one student model per fold learning the selected blend's OOF probabilities (see distill.py)."""
+
+    backbone: str = ""  # the student's backbone; "": the first of train.backbones
+    temperature: float = Field(4.0, gt=0)  # both distributions softened by T (Hinton et al., 2015), the soft loss x T^2
+    alpha: float = Field(0.9, ge=0, le=1)  # weight of the soft (teacher) loss; 1 - alpha on the labels
+
+
 class Adversarial(Strict):
     """`make adversarial`: a classifier telling train images from test images (see adversarial.py)."""
 
@@ -437,6 +445,7 @@ class Config(Strict):
     tune: Tune = Tune()
     ensemble: Ensemble = Ensemble()
     pseudo: Pseudo = Pseudo()
+    distill: Distill = Distill()
     adversarial: Adversarial = Adversarial()
     tracking: Tracking = Tracking()
     bundle: Bundle = Bundle()

@@ -410,6 +410,28 @@ class Task:
         bootstrap, wrong images): a multiclass task under a built-in metric; else the task's compact report."""
         return False
 
+    def distill_targets(self, truth: np.ndarray, teacher: np.ndarray, temperature: float) -> np.ndarray:
+        """(N, 2D) float32 targets of a distilled student: :meth:`targets` of (N,) ``truth``, then the (N, D) ``teacher``
+        probabilities softened at ``temperature`` (softmax(log q / T); :func:`compkit.heads.distill_loss` reads both).
+
+        Raises:
+            CompkitError: the task has no distillation rule (:meth:`require_distill`).
+        """
+        self.require_distill()
+        raise NotImplementedError
+
+    def distill_loss(self, temperature: float, alpha: float):
+        """The student's Keras loss on :meth:`distill_targets` (Hinton et al., 2015; :func:`compkit.heads.distill_loss`)."""
+        self.require_distill()
+        raise NotImplementedError
+
+    def require_distill(self) -> None:
+        """Raises CompkitError, one line, when the task has no distillation rule (all but multiclass)."""
+        if type(self).distill_loss is not Task.distill_loss:
+            return
+        raise CompkitError(f"competition.task = {self.kind!r} has no distillation rule; `make distill` is for multiclass "
+                           "tasks (a softmax over classes)")
+
     def require_pseudo(self) -> None:
         """Raises CompkitError, one line, when the task has no pseudo-label rule (regression, ordinal)."""
         if type(self).pseudo is not Task.pseudo:
@@ -449,6 +471,16 @@ class Multiclass(Task):
     def pseudo(self, pred, threshold):
         keep = pred.max(axis=1) >= threshold
         return keep, self.written(pred[keep].argmax(axis=1)), pred[keep].max(axis=1)
+
+    def distill_targets(self, truth, teacher, temperature):
+        logits = np.log(np.clip(teacher, 1e-7, 1.0)) / temperature
+        soft = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return np.concatenate([self.targets(truth), soft / soft.sum(axis=1, keepdims=True)], axis=1).astype(np.float32)
+
+    def distill_loss(self, temperature, alpha):
+        from compkit.heads import distill_loss
+
+        return distill_loss()(temperature, alpha)
 
 
 class Binary(Task):

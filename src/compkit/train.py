@@ -55,8 +55,10 @@ def tuned_hyper(config: Config, paths: Paths, backbone: str) -> Hyper:
     return config.hyper(backbone) if params is None else config.hyper(backbone).with_params(params)
 
 
-def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor: str = "local") -> dict:
-    """Train ``backbone`` on every fold but ``fold``; write the fold's artefacts (module docstring).
+def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor: str = "local", student: bool = False) -> dict:
+    """Train ``backbone`` on every fold but ``fold``; write the fold's artefacts (module docstring). A ``student``
+    (`make distill`, distill.py) learns the selected blend's OOF probabilities too (:func:`compkit.fitting.fold_data`'s
+    ``teacher``) and is written under ``runs/<c>/student-<backbone>/`` (:meth:`compkit.artifacts.runs.FoldRuns.student`).
 
     Returns:
         The contents of ``fold.json``: ``oof_<metric>`` for each of the task's metrics (multiclass: ``oof_accuracy``,
@@ -66,7 +68,9 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
         ``compute`` (device, gpus, threads, precision, replicas: :func:`compkit.devices.describe`), ``where`` it ran
         (``executor``: local or ray, ``host``, ``pid``, ``device``: ``CPU`` or ``GPU <CUDA_VISIBLE_DEVICES>``), ``hyper``, and ``lineage``:
         ``config`` and ``folds`` digests (:mod:`compkit.lineage`), ``fit_ids`` / ``val_ids`` (digests of
-        the sorted ids the model was fit on / early-stopped on and predicted OOF) and their counts.
+        the sorted ids the model was fit on / early-stopped on and predicted OOF) and their counts; a student's
+        ``backbone`` is its runs' name, and it records ``distilled`` (its backbone, ``distill.temperature`` and ``alpha``)
+        and the ``teacher`` digest (the ensemble's oof.csv sha256) in its lineage.
     """
     import keras
     import tensorflow as tf
@@ -76,12 +80,15 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
     start, started = time.perf_counter(), time.time()
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    lineage = {"config": config_digest(config, hyper), "folds": folds_digest(paths)}
-    data = fold_data(config, paths, fold)
-    label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
-    extra = {"backbone": backbone, "fold": fold, "hyper": hyper.model_dump()}
-    with tracked(config, paths, "train", f"{backbone}-fold{fold}", extra) as tracker:
-        layout = Layout(config, paths)
+    lineage, layout = {"config": config_digest(config, hyper), "folds": folds_digest(paths)}, Layout(config, paths)
+    run_name, teacher = backbone, None
+    if student:
+        run_name, record = layout.runs.student(backbone), layout.ensemble.read()
+        teacher, lineage["teacher"] = layout.ensemble.read_proba(record, "oof.csv"), record["files"]["oof.csv"]
+    data = fold_data(config, paths, fold, teacher)
+    label = f"[{run_name} fold {fold + 1}/{config.folds.n_splits}]"
+    extra = {"backbone": run_name, "fold": fold, "hyper": hyper.model_dump()}
+    with tracked(config, paths, "train", f"{run_name}-fold{fold}", extra) as tracker:
         train, seeds = data.train, config.train.seeds
         sets = {"oof.csv": (train, data.val), "holdout.csv": (train, data.held)}
         if data.test is not None:
@@ -94,7 +101,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             keras.utils.set_random_seed(model_seed)
             model, hist = fit(config, hyper, backbone, data, model_seed,
                               label if seeds == 1 else f"{label[:-1]} seed {s + 1}/{seeds}]", tracker.keras_callback())
-            with atomic_path(layout.runs.model_path(backbone, fold, s)) as tmp:
+            with atomic_path(layout.runs.model_path(run_name, fold, s)) as tmp:
                 model.save(tmp)
             histories.append(hist.assign(seed=s))
             for name, (split, rows) in sets.items():
@@ -105,7 +112,8 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
         hist = pd.concat(histories, ignore_index=True)
         scores = task.score_table(train.labels[data.val], probas["oof.csv"])
         result = {
-            "backbone": backbone,
+            "backbone": run_name,
+            **({"distilled": {"backbone": backbone, **config.distill.model_dump(exclude={"backbone"})}} if student else {}),
             "fold": fold,
             **{f"oof_{k}": v for k, v in scores.items()},
             "epochs": len(hist),  # over all seeds
@@ -131,7 +139,7 @@ def train_fold(config: Config, paths: Paths, backbone: str, fold: int, executor:
             },
         }
         tracker.summarize({k: v for k, v in result.items() if k not in ("hyper", "config", "lineage")})
-        result = layout.runs.write(backbone, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
+        result = layout.runs.write(run_name, fold, hist, {n: (split.ids[rows], probas[n]) for n, (split, rows) in sets.items()}, result)
     return result
 
 
@@ -188,25 +196,78 @@ def _clear_half_written(layout: Layout, backbone: str, fold: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def fold_unit(layout: Layout, executor: executors.Executor, backbone: str, fold: int) -> executors.Unit:
-    """Fold (``backbone``, ``fold``) as a unit of work: :func:`train_fold` reading the fold files and the tuned
-    parameters, writing the fold's folder (landed by :meth:`compkit.artifacts.runs.FoldRuns.write_files` when it ran
-    elsewhere)."""
-    paths = layout.paths
+def fold_unit(layout: Layout, executor: executors.Executor, backbone: str, fold: int, student: bool = False) -> executors.Unit:
+    """Fold (``backbone``, ``fold``) as a unit of work, keyed by its runs' name and fold: :func:`train_fold` reading the
+    fold files, the tuned parameters (and a ``student``'s teacher, the ensemble set), writing the fold's folder (landed by
+    :meth:`compkit.artifacts.runs.FoldRuns.write_files` when it ran elsewhere)."""
+    paths, name = layout.paths, layout.runs.student(backbone) if student else backbone
+    teacher = (layout.ensemble.record, layout.ensemble.dir / "oof.csv") if student else ()
     return executors.Unit(
-        key=(backbone, fold), what=f"{backbone} fold {fold}", fn=train_fold, config=layout.config, paths=paths,
-        args=(backbone, fold, executor.name), inputs=(*layout.folds.every_file(), layout.tuned.path(backbone)),
-        returns=layout.runs.dir(backbone, fold), land=lambda files: layout.runs.write_files(backbone, fold, files))
+        key=(name, fold), what=f"{name} fold {fold}", fn=train_fold, config=layout.config, paths=paths,
+        args=(backbone, fold, executor.name, student), inputs=(*layout.folds.every_file(), layout.tuned.path(backbone), *teacher),
+        returns=layout.runs.dir(name, fold), land=lambda files: layout.runs.write_files(name, fold, files))
+
+
+def train_units(layout: Layout, executor: executors.Executor, jobs: list[tuple[str, int]], unit) -> tuple[int, int]:
+    """Train every unfinished fold of ``jobs`` ((runs' name, fold) pairs), ``unit(name, fold)`` making each
+    :class:`compkit.executors.Unit`, as many at once as ``executor`` has room for; returns (trained, skipped) counts.
+
+    Folds locked by another live process are left to it; this run waits until they are done (or takes
+    them over if that process dies), so every fold is trained once. After a failed fold no new fold starts, the running
+    ones finish, then it raises.
+
+    Raises:
+        CompkitError: a fold that failed (its own error).
+    """
+    n_splits, failure, trained, skipped = layout.config.folds.n_splits, None, 0, 0
+    pending, waiting = list(jobs), set()
+    try:
+        while (pending and not failure) or executor.busy():
+            for name, fold in list(pending):
+                if failure or not executor.has_free():
+                    break
+                label = f"[{name} fold {fold + 1}/{n_splits}]"
+                lock = layout.runs.lock(name, fold)
+                if not layout.runs.is_done(name, fold) and not claim(lock):
+                    if (name, fold) not in waiting:
+                        console.info(f"{label} being trained by another process, left to it")
+                        waiting.add((name, fold))
+                    continue
+                pending.remove((name, fold))
+                if layout.runs.is_done(name, fold):  # checked again: another process may have just finished it
+                    release(lock)
+                    skipped += 1
+                    console.info(f"{label} done {'by another process' if (name, fold) in waiting else 'earlier'}, skipped")
+                    continue
+                _clear_half_written(layout, name, fold)
+                executor.submit(unit(name, fold))
+            for (name, fold), result, error in executor.finished(timeout=1):
+                release(layout.runs.lock(name, fold))
+                if error is not None:
+                    failure = failure or error
+                    continue
+                trained += 1
+                oof = " ".join(f"{m} {result[f'oof_{m}']:.4f}" for m in tasks.for_config(layout.config).metric_names)
+                console.info(f"[{name} fold {fold + 1}/{n_splits}] OOF {oof} "
+                             f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)")
+            if pending and not failure and not executor.busy():
+                time.sleep(1)  # every pending fold is another process's: wait for it
+    finally:  # interrupted (Ctrl-C), or a fold failed: the running folds stop and their locks go
+        running = executor.running_keys()
+        executor.cancel()
+        for name, fold in running:
+            release(layout.runs.lock(name, fold))
+    if failure:
+        raise failure
+    return trained, skipped
 
 
 def run(config: Config, paths: Paths) -> None:
     """Stage entry point: train every unfinished backbone x fold, then print each backbone's OOF score.
 
-    Folds locked by another live process are left to it; this run waits until they are done (or takes
-    them over if that process dies), so every fold is trained once and the summary covers all of them.
     Folds are units of ``train.executor`` (:mod:`compkit.executors`): fresh local processes, as many at once as
     :func:`compkit.devices.slots` gives (one per GPU, or ``train.workers`` on a CPU), or Ray tasks (as many as the
-    cluster fits, their files landed here); after a failed fold no new fold starts, the running ones finish, then it raises.
+    cluster fits, their files landed here); see :func:`train_units` for locks and failures.
 
     Raises:
         CompkitError: missing or stale fold files, a finished fold made from another config, a fold that failed.
@@ -215,52 +276,12 @@ def run(config: Config, paths: Paths) -> None:
     folds, holdout = layout.folds.read()  # fail fast, before any process starts
     check_folds(folds, holdout, load_labels(paths.data, config.competition).ids, config, paths)
     check_done_folds(config, paths)
-    executor, failure = executors.make(config, config.train.executor), None  # a missing or unreachable Ray fails here, before any write
+    executor = executors.make(config, config.train.executor)  # a missing or unreachable Ray fails here, before any write
     load_train(paths.data, config.competition, paths.cache)  # the pixel cache is built here (when `make folds` has not), once,
     load_test(paths.data, config.competition, paths.cache)  # not by each fold process
-    start, trained, skipped = time.perf_counter(), 0, 0
-    pending = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
-    waiting: set = set()
-    try:
-        while (pending and not failure) or executor.busy():
-            for backbone, fold in list(pending):
-                if failure or not executor.has_free():
-                    break
-                label = f"[{backbone} fold {fold + 1}/{config.folds.n_splits}]"
-                lock = layout.runs.lock(backbone, fold)
-                if not layout.runs.is_done(backbone, fold) and not claim(lock):
-                    if (backbone, fold) not in waiting:
-                        console.info(f"{label} being trained by another process, left to it")
-                        waiting.add((backbone, fold))
-                    continue
-                pending.remove((backbone, fold))
-                if layout.runs.is_done(backbone, fold):  # checked again: another process may have just finished it
-                    release(lock)
-                    skipped += 1
-                    console.info(f"{label} done {'by another process' if (backbone, fold) in waiting else 'earlier'}, skipped")
-                    continue
-                _clear_half_written(layout, backbone, fold)
-                executor.submit(fold_unit(layout, executor, backbone, fold))
-            for (backbone, fold), result, error in executor.finished(timeout=1):
-                release(layout.runs.lock(backbone, fold))
-                if error is not None:
-                    failure = failure or error
-                    continue
-                trained += 1
-                oof = " ".join(f"{m} {result[f'oof_{m}']:.4f}" for m in tasks.for_config(config).metric_names)
-                console.info(
-                    f"[{backbone} fold {fold + 1}/{config.folds.n_splits}] OOF {oof} "
-                    f"({result['epochs']} epochs, best {result['best_epoch']}, {result['seconds']:.0f}s)"
-                )
-            if pending and not failure and not executor.busy():
-                time.sleep(1)  # every pending fold is another process's: wait for it
-    finally:  # interrupted (Ctrl-C), or a fold failed: the running folds stop and their locks go
-        running = executor.running_keys()
-        executor.cancel()
-        for backbone, fold in running:
-            release(layout.runs.lock(backbone, fold))
-    if failure:
-        raise failure
+    start = time.perf_counter()
+    jobs = [(b, k) for b in config.train.backbones for k in range(config.folds.n_splits)]
+    trained, skipped = train_units(layout, executor, jobs, lambda backbone, fold: fold_unit(layout, executor, backbone, fold))
     check_done_folds(config, paths)  # folds another process finished must be from this config too
     scores, metric = [], tasks.for_config(config).scorer.name
     for backbone in config.train.backbones:

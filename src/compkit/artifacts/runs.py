@@ -28,6 +28,11 @@ class FoldRuns(Store):
         """``runs/<c>/<backbone>/fold<fold>/``."""
         return self.paths.runs / backbone / f"fold{fold}"
 
+    @staticmethod
+    def student(backbone: str) -> str:
+        """The runs' name of ``backbone``'s distilled student (`make distill`): ``runs/<c>/student-<backbone>/``."""
+        return f"student-{backbone}"
+
     def record(self, backbone: str, fold: int) -> Path:
         """``fold<k>/fold.json``: the fold's record; its presence marks the fold done."""
         return self.dir(backbone, fold) / "fold.json"
