@@ -55,6 +55,9 @@ VARIANTS: dict[str, list[str]] = {
     "mixup": ["train.augment.mixup=0.2"],
     "cutmix": ["train.augment.cutmix=1.0"],
     "smooth": ["train.label_smoothing=0.1"],
+    "smooth2": ["train.label_smoothing=0.2"],  # airbench's (Jordan, 2024)
+    "sgd_b256": ["train.optimizer='sgd'", "train.learning_rate=0.2", "train.batch_size=256"],  # Nesterov SGD, larger batches
+    "epochs6": ["train.epochs=6", "train.patience=6"],
     "cosine": ["train.lr_schedule='cosine'"],
     "ema": ["train.ema=0.99"],
     "seeds3": ["train.seeds=3"],

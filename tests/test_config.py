@@ -32,6 +32,9 @@ def test_preset_and_overrides_win_in_order(dacon):
         ("train.optimizer='adagrad'", "train.optimizer"),
         ("train.backbones=['vgg99']", "unknown backbone 'vgg99'"),
         ("train.backbones=['xception']", "backbone 'xception' needs input_size >= 71"),
+        ("train.depth=0", "train.depth"),
+        ("distill.backbone='vgg99'", "unknown backbone 'vgg99'"),
+        ("distill.temperature=0", "distill.temperature"),
     ],
 )
 def test_bad_values_name_the_key(dacon, override, fragment):
@@ -54,3 +57,18 @@ def test_parse_override_reads_toml_values():
     assert parse_override("train.optimizer=adam") == (["train", "optimizer"], "adam")
     with pytest.raises(ConfigError, match="expected section.key=value"):
         parse_override("train.epochs")
+
+
+def test_depth_stacks_blocks_of_the_small_cnns_and_is_refused_for_keras_applications(dacon):
+    """``depth``: conv layers per block of cnn_small, residual blocks per stage of resnet_small (wide-ResNet's d axis)."""
+    from compkit.backbones import build_backbone
+
+    def convs(name, depth):
+        model = build_backbone(name, (28, 28, 1), 0.25, depth=depth)
+        return sum(type(layer).__name__ == "Conv2D" for layer in model.layers)
+
+    assert [convs("cnn_small", d) for d in (1, 2, 3)] == [3, 6, 9]
+    assert [convs("resnet_small", d) for d in (1, 2, 3)] == [1 + 3 * 2 + 2, 1 + 6 * 2 + 2, 1 + 9 * 2 + 2]  # + 2 shortcuts
+    with pytest.raises(ConfigError) as err:
+        dacon("smoke", "train.backbones=['resnet50']", "backbones.resnet50.input_size=32", "backbones.resnet50.depth=3")
+    assert "backbones.resnet50.depth = 3: keras.applications backbones have their own depth" in str(err.value)

@@ -34,15 +34,15 @@ def _conv_bn(x, filters: int, strides: int = 1):
     return layers.Activation("relu")(x)
 
 
-def _cnn_small(x, width: float):
-    """VGG-style: three blocks of two 3x3 conv-BN-ReLU (32-64-128 filters x width), max-pooling between them."""
+def _cnn_small(x, width: float, depth: int = 2):
+    """VGG-style: three blocks of ``depth`` 3x3 conv-BN-ReLU (32-64-128 filters x width), max-pooling between them."""
     from keras import layers
 
-    small, medium, large = (round(f * width) for f in (32, 64, 128))
-    for filters in (small, medium):
-        x = _conv_bn(_conv_bn(x, filters), filters)
-        x = layers.MaxPooling2D()(x)
-    return _conv_bn(_conv_bn(x, large), large)
+    for i, filters in enumerate(round(f * width) for f in (32, 64, 128)):
+        x = layers.MaxPooling2D()(x) if i else x
+        for _ in range(depth):
+            x = _conv_bn(x, filters)
+    return x
 
 
 def _residual_block(x, filters: int, strides: int):
@@ -58,13 +58,16 @@ def _residual_block(x, filters: int, strides: int):
     return layers.Activation("relu")(layers.Add()([shortcut, y]))
 
 
-def _resnet_small(x, width: float):
-    """A ResNet-18-like net for small images (He et al., 2016): 3 stages of 2 basic blocks, 32-64-128 filters x width."""
+def _resnet_small(x, width: float, depth: int = 2):
+    """A ResNet-18-like net for small images (He et al., 2016): 3 stages of ``depth`` basic blocks, 32-64-128 filters x
+    width; the wide-ResNet family's axes (Zagoruyko & Komodakis, 2016, WRN-d-k: stages of (d - 4) / 6 blocks, k x the
+    filters) are ``depth`` and ``width``."""
     x = _conv_bn(x, round(32 * width))
     for filters, strides in ((32, 1), (64, 2), (128, 2)):
         filters = round(filters * width)
         x = _residual_block(x, filters, strides)
-        x = _residual_block(x, filters, 1)
+        for _ in range(depth - 1):
+            x = _residual_block(x, filters, 1)
     return x
 
 
@@ -79,8 +82,8 @@ def _pooled(x, pooling: str):
     return layers.Flatten()(layers.AveragePooling2D(pool_size=(x.shape[1], 1))(x))
 
 
-# compkit's own CNNs: (B, H, W, C) float tensor, width -> (B, h, w, F) feature maps; the others are keras.applications
-_BODIES: dict[str, Callable[[keras.KerasTensor, float], keras.KerasTensor]] = {"cnn_small": _cnn_small, "resnet_small": _resnet_small}
+# compkit's own CNNs: (B, H, W, C) float tensor, width, depth -> (B, h, w, F) feature maps; the others are keras.applications
+_BODIES: dict[str, Callable[[keras.KerasTensor, float, int], keras.KerasTensor]] = {"cnn_small": _cnn_small, "resnet_small": _resnet_small}
 
 
 def _weights_help(backbone: str, file_name: str) -> str:
@@ -132,13 +135,15 @@ def _from_keras_file(path: Path, backbone: keras.Model) -> None:
                            "use weights of the same backbone and width") from None
 
 
-def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weights: str = "", pooling: str = "avg") -> keras.Model:
+def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weights: str = "", pooling: str = "avg",
+                   depth: int = 2) -> keras.Model:
     """Backbone ``name`` as a model named ``"backbone"``: (B, *input_shape) float -> pooled (B, F) features.
 
     Args:
         name: a key of :data:`BACKBONES`.
         input_shape: (S, S, C) of what the backbone sees (after resizing and channel repetition).
         width: filter-count multiplier of the small CNNs.
+        depth: conv-BN-ReLU layers per block of ``cnn_small``, residual blocks per stage of ``resnet_small``.
         pooling: how compkit's own CNNs pool their feature maps (:func:`_pooled`); keras.applications average.
         weights: "" (random initialisation), "imagenet" (keras.applications, downloaded once into
             ``~/.keras/models``), a ``.weights.h5`` / ``.h5`` file of this backbone (Keras ``save_weights``, or the
@@ -159,7 +164,7 @@ def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weight
         model = getattr(keras.applications, spec.constructor)(include_top=False, weights=None, input_shape=input_shape, pooling="avg")
     else:
         x = keras.Input(shape=input_shape)
-        model = keras.Model(x, _pooled(_BODIES[name](x, width), pooling))
+        model = keras.Model(x, _pooled(_BODIES[name](x, width, depth), pooling))
     model.name = "backbone"  # after construction: some keras.applications look their settings up by their own name
     if path is not None and path.suffix == ".keras":
         _from_keras_file(path, model)
@@ -263,7 +268,7 @@ def build_model(
     if spec.channels and spec.channels != x.shape[-1]:
         x = layers.Concatenate()([x] * spec.channels) if x.shape[-1] == 1 else layers.Conv2D(spec.channels, 1)(x)
     x = _preprocess_layer()(spec.family)(x) if pretrained_input else x
-    features = [build_backbone(backbone, tuple(x.shape[1:]), hyper.width, hyper.weights, hyper.pooling)(x)]
+    features = [build_backbone(backbone, tuple(x.shape[1:]), hyper.width, hyper.weights, hyper.pooling, hyper.depth)(x)]
     for column in hyper.embed:
         vocabulary = (vocabularies or {})[column]
         inputs[column] = keras.Input(shape=(), dtype="string", name=column)

@@ -116,10 +116,14 @@ def run(config: Config, paths: Paths) -> None:
     """Stage entry point: train the student's unfinished folds, then print it beside the blend and a summary line.
 
     Raises:
-        CompkitError: a task without a distillation rule, no (or a stale) ensemble set, a stale student fold, a failed fold.
+        CompkitError: a task without a distillation rule, class weights, no (or a stale) ensemble set, a stale student
+            fold, a failed fold.
     """
     task, layout = tasks.for_config(config), Layout(config, paths)
     task.require_distill()
+    if config.train.class_weight != "none":  # Keras weighs a row by its target's argmax: a soft target has no one class
+        raise CompkitError(f"train.class_weight = {config.train.class_weight!r}: a student learns soft targets, which carry "
+                           "no class to weight; set train.class_weight = 'none' for `make distill`")
     record = layout.ensemble.read()  # verified against the fold files, the backbones' folds and its own digests
     if "oof.csv" not in record["files"]:
         raise CompkitError(f"{layout.ensemble.record}: no oof.csv; rerun `make ensemble COMPETITION={config.competition.name}`")

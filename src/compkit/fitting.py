@@ -229,9 +229,9 @@ class FoldData:
     ``pseudo`` are (p,) int row indices into ``test`` trained on too, with (p,) ``pseudo_targets`` ((p, D) float32;
     see pseudo.py; empty without ``pseudo.csv``). ``soft`` is None, or for a distilled student (distill.py) the (N, 2D)
     float32 targets of every train row, labels and the teacher's softened probabilities
-    (:meth:`compkit.tasks.Task.distill_targets`; the teacher's half NaN on every row but ``fit``'s, so no other row's teacher value is there to
-    learn from): the fitted rows
-    learn from them, pseudo-labelled rows from their label twice; validation keeps ``targets``.
+    (:meth:`compkit.tasks.Task.distill_targets`; the teacher's half NaN on every row but ``fit``'s, so no other row's
+    teacher value is there to learn from): the fitted rows learn from them, pseudo-labelled rows from their label
+    twice; validation keeps ``targets``.
     """
 
     train: Images
@@ -252,9 +252,7 @@ class FoldData:
 
     def fit_rows(self) -> tuple[list[tuple[Images, np.ndarray]], np.ndarray]:
         """The training rows as (split, rows) parts, ``fit`` then ``pseudo``, and their float32 targets."""
-        if len(self.pseudo) == 0:
-            return [(self.train, self.fit)], self._fit_targets()
-        return [(self.train, self.fit), (self.test, self.pseudo)], self._fit_targets()
+        return [(self.train, self.fit), *([(self.test, self.pseudo)] if len(self.pseudo) else [])], self._fit_targets()
 
     def fit_set(self, hyper: Hyper) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The training rows' model inputs and float32 targets: ``fit`` then ``pseudo``."""

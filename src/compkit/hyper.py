@@ -69,6 +69,7 @@ class Hyper(Strict):
     patience: int = Field(8, ge=1)  # epochs without val_loss improvement before early stopping
     input_size: int | None = Field(None, ge=8)  # square side fed to the backbone; None: image size
     width: float = Field(1.0, gt=0)  # filter-count multiplier of cnn_small and resnet_small
+    depth: int = Field(2, ge=1)  # conv layers per block of cnn_small, residual blocks per stage of resnet_small
     # cnn_small and resnet_small: avg (global average of the feature maps) or columns (each column averaged over the
     # height, the columns kept left to right: what a sequence's per-position heads need, as SVHN's)
     pooling: Literal["avg", "columns"] = "avg"
