@@ -96,7 +96,7 @@ def images_per_second(layout: Layout, names: list[str]) -> float | None:
     """Test images per second of the fold models of ``names`` (runs' names) together: 1 / the sum of their folds'
     ``predict_seconds_per_image``; None when a fold does not record it."""
     seconds = [layout.runs.read(n, k).get("predict_seconds_per_image") for n in names for k in range(layout.config.folds.n_splits)]
-    return None if None in seconds or not sum(seconds) else 1 / sum(seconds)
+    return None if None in seconds or not sum(seconds) else round(1 / sum(seconds), 1)
 
 
 def comparison(config: Config, paths: Paths, record: dict, name: str) -> pd.DataFrame:
