@@ -78,7 +78,7 @@ def test_the_students_are_honest_out_of_fold_and_their_scores_recomputed(smoke_r
         backbone = json.loads((paths.runs / "cnn_small" / f"fold{k}" / "fold.json").read_text())
         assert record["lineage"]["fit_ids"] == backbone["lineage"]["fit_ids"]  # the rows outside fold k, as its teacher's
         assert record["lineage"]["teacher"] == teacher_sha
-        assert record["distilled"] == {"backbone": "cnn_small", "temperature": 4.0, "alpha": 0.9}
+        assert record["distilled"] == {"backbone": "cnn_small", "temperature": 2.0, "alpha": 0.5}
         oof = pd.read_csv(paths.runs / STUDENT / f"fold{k}" / "oof.csv")
         assert sorted(oof["id"]) == sorted(folds.loc[folds["fold"] == k, "id"])
         oofs.append(oof)
@@ -102,8 +102,8 @@ def test_a_student_of_other_settings_or_another_blend_is_refused_in_one_line(cop
     assert main(["distill", *argv]) == 0
     capsys.readouterr()
     before = tree_digest(root)
-    err = one_line_error(capsys, main(["distill", *argv, "--set", "distill.alpha=0.5"]))
-    assert f"{STUDENT}/fold0/fold.json" in err and "distill.* was" in err and "'alpha': 0.5" in err
+    err = one_line_error(capsys, main(["distill", *argv, "--set", "distill.alpha=0.8"]))
+    assert f"{STUDENT}/fold0/fold.json" in err and "distill.* was" in err and "'alpha': 0.8" in err
     assert tree_digest(root) == before
     assert main(["ensemble", *argv, "--set", "ensemble.select='hard'"]) == 0
     capsys.readouterr()

@@ -378,8 +378,10 @@ class Distill(Strict):
     """`make distill`: one student model per fold learning the selected blend's OOF probabilities (see distill.py)."""
 
     backbone: str = ""  # the student's backbone; "": the first of train.backbones
-    temperature: float = Field(4.0, gt=0)  # both distributions softened by T (Hinton et al., 2015), the soft loss x T^2
-    alpha: float = Field(0.9, ge=0, le=1)  # weight of the soft (teacher) loss; 1 - alpha on the labels
+    # Hinton et al. (2015): both distributions softened by T, the soft loss x T^2. On Fashion-MNIST (cnn_small learning
+    # its own 3-fold blend, fold 0) T 2 / alpha 0.5 kept the teacher's accuracy (0.9240 vs 0.9234); T 4 / alpha 0.9 lost 0.7 points.
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the soft (teacher) loss; 1 - alpha on the labels
 
 
 class Adversarial(Strict):
