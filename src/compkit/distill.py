@@ -26,10 +26,11 @@ import pandas as pd
 from compkit import console, executors, tasks, train
 from compkit.artifacts import Layout
 from compkit.config import Config, Paths
-from compkit.data import has_test, load_labels, load_test, load_train
+from compkit.data import Images, has_test, load_labels, load_test, load_train
 from compkit.errors import CompkitError
 from compkit.formats import load_solution, submission_format
 from compkit.lineage import config_changes, config_digest, folds_digest, resolved_config, stale_reason
+from compkit.tasks import Task
 from compkit.tracking import tracked
 
 
@@ -64,28 +65,32 @@ def check_students(config: Config, paths: Paths, teacher: str) -> None:
             raise CompkitError(f"{layout.runs.record(name, fold)}: {reason}")
 
 
-def leaderboard_rows(config: Config, paths: Paths) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+def leaderboard_rows(config: Config, paths: Paths, train_rows: Images) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """The rows a submission is scored on: the prediction file holding them (``test.csv`` when the competition ships a
-    solution file, else ``holdout.csv``), their (N,) ids, (N,) truth and (N,) ``Usage`` (Public or Private)."""
+    solution file, else ``holdout.csv``), their (N,) ids, (N,) truth and (N,) ``Usage`` (Public or Private);
+    ``train_rows`` is train.csv's labels (:func:`compkit.data.load_labels`), the holdout's truth."""
     comp = config.competition
     fmt = submission_format(paths.data, comp)
     solution = load_solution(paths.data, comp, fmt)
     if solution is not None:
         return "test.csv", solution[fmt.id_column].to_numpy(), np.asarray(solution["label"].tolist()), solution["Usage"].to_numpy()
-    train_rows, holdout = load_labels(paths.data, comp), Layout(config, paths).folds.read()[1]
+    holdout = Layout(config, paths).folds.read()[1]
     ids = holdout[comp.id_key].to_numpy()
-    truth = train_rows.labels[pd.Series(np.arange(len(train_rows.ids)), index=train_rows.ids).loc[ids].to_numpy()]
-    return "holdout.csv", ids, truth, holdout["Usage"].to_numpy()
+    return "holdout.csv", ids, _labels_of(train_rows, ids), holdout["Usage"].to_numpy()
 
 
-def local_scores(config: Config, paths: Paths, oof: tuple, scored: tuple, post: dict | None) -> dict[str, float]:
+def _labels_of(train_rows: Images, ids: np.ndarray) -> np.ndarray:
+    """The (N,) labels of train.csv's rows ``ids``, in that order."""
+    return train_rows.labels[pd.Series(np.arange(len(train_rows.ids)), index=train_rows.ids).loc[ids].to_numpy()]
+
+
+def local_scores(task: Task, train_rows: Images, board: tuple, oof: tuple, scored: tuple, post: dict | None) -> dict[str, float]:
     """The competition's metric of one model or blend: ``oof`` and ``scored`` are ((N,) ids, (N, D) predictions), its
-    OOF rows and :func:`leaderboard_rows`' file, decided with ``post``. Returns ``oof``, ``public`` and ``private``."""
-    task, train_rows = tasks.for_config(config), load_labels(paths.data, config.competition)
-    _, ids, truth, usage = leaderboard_rows(config, paths)
-    oof_truth = train_rows.labels[pd.Series(np.arange(len(train_rows.ids)), index=train_rows.ids).loc[oof[0]].to_numpy()]
+    OOF rows (truth from ``train_rows``) and the rows of ``board`` (:func:`leaderboard_rows`), decided with ``post``.
+    Returns ``oof``, ``public`` and ``private``."""
+    _, ids, truth, usage = board
     pred = scored[1][pd.Series(np.arange(len(scored[0])), index=scored[0]).loc[ids].to_numpy()]
-    out = {"oof": task.score(oof_truth, oof[1], task.decide(oof[1], post))}
+    out = {"oof": task.score(_labels_of(train_rows, oof[0]), oof[1], task.decide(oof[1], post))}
     for part in ("Public", "Private"):
         rows = usage == part
         out[part.lower()] = task.score(truth[rows], pred[rows], task.decide(pred[rows], post))
@@ -102,12 +107,14 @@ def images_per_second(layout: Layout, names: list[str]) -> float | None:
 def comparison(config: Config, paths: Paths, record: dict, name: str) -> pd.DataFrame:
     """The student (runs' ``name``) beside the selected blend of ensemble.json ``record``: one row each, with the
     metric's ``oof``, ``public`` and ``private`` (:func:`local_scores`) and ``images_per_s`` (:func:`images_per_second`)."""
-    layout, part = Layout(config, paths), leaderboard_rows(config, paths)[0]
+    layout, task, train_rows = Layout(config, paths), tasks.for_config(config), load_labels(paths.data, config.competition)
+    board = leaderboard_rows(config, paths, train_rows)
     weights = record["blends"][record["selected"]].get("weights") or dict.fromkeys(record["backbones"], 1.0)
     blend = {"model": f"blend ({record['selected']})", **local_scores(
-        config, paths, layout.ensemble.read_proba(record, "oof.csv"), layout.ensemble.read_proba(record, part), record.get("post")),
-        "images_per_s": images_per_second(layout, [b for b, w in weights.items() if w > 0])}
-    student = {"model": name, **local_scores(config, paths, layout.runs.load_oof(name)[:2], layout.runs.load_fold_mean(name, part), None),
+        task, train_rows, board, layout.ensemble.read_proba(record, "oof.csv"), layout.ensemble.read_proba(record, board[0]),
+        record.get("post")), "images_per_s": images_per_second(layout, [b for b, w in weights.items() if w > 0])}
+    student = {"model": name, **local_scores(task, train_rows, board, layout.runs.load_oof(name)[:2],
+                                             layout.runs.load_fold_mean(name, board[0]), None),
                "images_per_s": images_per_second(layout, [name])}
     return pd.DataFrame([blend, student])
 
