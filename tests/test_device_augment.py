@@ -119,6 +119,22 @@ def test_cutmix_label_weights_equal_the_pasted_area(dtype_policy, photos, dacon_
             np.testing.assert_allclose(mixed[i], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype_policy", POLICIES)
+def test_flip_mirrors_about_half_the_images_exactly(dtype_policy, photos, policy):
+    """flip alone, on the device (XLA) and by Keras' RandomFlip in the pipeline: each photo comes out as itself or its
+    exact left-right mirror, both happen over 32 images, and a TTA view's map flips too."""
+    policy(dtype_policy)
+    aug, images = Augment(**OFF, flip=True), np.concatenate([photos] * 8)
+    device, _, _ = _apply(images, np.zeros((len(images), 1), np.float32), aug)
+    pipeline = np.asarray(augment.geometric(aug, seed=3)(tf.cast(images, tf.float32), training=True))
+    for out in (device, pipeline):
+        mirrored = [np.array_equal(o, i[:, ::-1].astype(np.float32)) for o, i in zip(out, images)]
+        kept = [np.array_equal(o, i.astype(np.float32)) for o, i in zip(out, images)]
+        assert all(m or k for m, k in zip(mirrored, kept)) and 4 <= sum(mirrored) <= 28
+    maps = np.asarray(augment.draw_warp(aug, 32, (SIZE, SIZE), tf.constant((1, 2), tf.int64), crop=False))
+    assert 4 <= (maps[:, 0] < 0).sum() <= 28
+
+
 def test_erasing_and_mixup_on_the_device(photos):
     """erasing = 1: each photo is 0 inside its drawn box and itself outside; mixup: images and one-hot targets are the
     same convex mixture of a row and its partner."""

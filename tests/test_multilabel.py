@@ -157,6 +157,16 @@ def test_tags_outside_the_classes_are_one_line(tag_competition, tmp_path):
         task.encode(pd.Series(["bag", "boot", "hat bag"]), Path("train.csv"), "tags")
 
 
+def test_no_pseudo_labelled_rows_make_zero_by_tag_targets(tag_competition):
+    """A fold without pseudo-labels has no test rows: their targets must still be (0, T), to stack under (n, T)
+    (stop 36's CI failure: they came as (0,))."""
+    root, _, table = tag_competition
+    task = tasks.of(load_config("fmnist-tags", "smoke", [], root / "configs").competition)
+    fitted = task.targets(task.encode(table["tags"].head(3), Path("train.csv"), "tags"))
+    assert task.targets(np.array([])).shape == (0, 10)
+    assert np.concatenate([fitted, task.targets(np.array([]))]).shape == (3, 10)
+
+
 def test_tags_as_one_zero_one_column_per_tag_make_the_same_folds(tag_competition, tmp_path):
     """RANZCR's layout (``target_column = ""``: a 0/1 column per tag) reads as the same tag matrix as the
     space-separated column: the iterative folds and the holdout are the same rows."""

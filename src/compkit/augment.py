@@ -10,6 +10,8 @@ Either way the saved model is a plain inference model. Pixels stay 0-255 here; t
 transform computes in float32 whatever the global dtype policy (``train.precision``): under ``mixed_float16`` Keras'
 layers would otherwise take float16 and CutMix, elastic distortion and MixUp fail (float16 ranges, float16 x float32
 products), and 0-255 pixels would lose precision; the model's own first layer casts to its compute dtype.
+
+Over 400 lines: the pipeline and device forms of each transform are one recipe, kept side by side so they change together.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ FLOAT32 = {"dtype": "float32"}  # the augmentation layers' dtype policy, whateve
 
 
 def geometric(aug: Augment, seed: int) -> keras.Sequential | None:
-    """Random shift, rotation, zoom, shear and elastic distortion, filled with 0 (the background); None when all are off.
+    """Random shift, rotation, zoom, shear, horizontal flip and elastic distortion, filled with 0 (the background); None
+    when all are off.
 
     Bilinear interpolation blurs the strokes (a pixel of 200 next to 0 becomes ~100), so a model trained on
     such views sees sharper images at test time than in training; TTA or ``interpolation = "nearest"`` closes that gap.
@@ -46,6 +49,8 @@ def geometric(aug: Augment, seed: int) -> keras.Sequential | None:
         steps.append(layers.RandomZoom(aug.zoom, fill_mode="constant", interpolation=how, seed=seed + 2, **FLOAT32))
     if aug.shear:
         steps.append(layers.RandomShear(aug.shear, aug.shear, fill_mode="constant", interpolation=how, seed=seed + 3, **FLOAT32))
+    if aug.flip:
+        steps.append(layers.RandomFlip("horizontal", seed=seed + 8, **FLOAT32))
     if aug.elastic:
         steps.append(layers.RandomElasticTransform(factor=aug.elastic, fill_mode="constant", interpolation=how, seed=seed + 4, **FLOAT32))
     return keras.Sequential(steps) if steps else None
@@ -160,9 +165,9 @@ ERASE_AREA, ERASE_RATIO = (0.02, 0.33), (0.3, 1 / 0.3)
 
 
 def warps(aug: Augment, crop: bool = True) -> bool:
-    """True when ``aug`` has a geometric transform :func:`warp` makes: shift, rotation, zoom, shear, and with ``crop`` (in
-    training; TTA views are never cropped) the random-resized crop."""
-    return bool(aug.shift or aug.rotation or aug.zoom or aug.shear or (crop and aug.crop))
+    """True when ``aug`` has a geometric transform :func:`warp` makes: shift, rotation, zoom, shear, flip, and with
+    ``crop`` (in training; TTA views are never cropped) the random-resized crop."""
+    return bool(aug.shift or aug.rotation or aug.zoom or aug.shear or aug.flip or (crop and aug.crop))
 
 
 def on_device(aug: Augment) -> bool:
@@ -191,7 +196,7 @@ def draw_warp(aug: Augment, n, size: tuple[int, int], seed, crop: bool = True):
     About the image centre: a shift of U(-shift, shift) x the side (pixels), a rotation of U(-rotation, rotation)
     degrees, a zoom scaling the source coordinates by 1 + U(-zoom, zoom) (> 1: the content shrinks), a shear of
     U(-shear, shear) per axis, as Keras' RandomTranslation, RandomRotation, RandomZoom and RandomShear draw them;
-    then, with ``crop`` and ``aug.crop``, the random-resized crop (:func:`draw_crop`) the warped image is read from;
+    with ``aug.flip``, half the maps read the mirrored output (``x -> W - 1 - x``: RandomFlip's horizontal mirror); then, with ``crop`` and ``aug.crop``, the random-resized crop (:func:`draw_crop`) the warped image is read from;
     composed into one map, so one resampling instead of one per transform. ``size``: (H, W) pixels.
     """
     import tensorflow as tf
@@ -206,6 +211,11 @@ def draw_warp(aug: Augment, n, size: tuple[int, int], seed, crop: bool = True):
     m0, m1, m3, m4 = cos - sin * shy, cos * shx - sin, sin + cos * shy, sin * shx + cos  # scale x R(angle) x [[1, shx], [shy, 1]]
     cx, cy = (w - 1) / 2, (h - 1) / 2
     maps = tf.stack([m0, m1, cx - m0 * cx - m1 * cy - tx, m3, m4, cy - m3 * cx - m4 * cy - ty], axis=1)
+    if aug.flip:  # src = M (W - 1 - x, y): the x column negated, W - 1 times it added to the offset
+        mirror = tf.cast(_uniform(tf.random.experimental.stateless_fold_in(seed, 7), [n], 0, 1) < 0.5, tf.float32)[:, None]
+        flipped = tf.stack([-maps[:, 0], maps[:, 1], maps[:, 2] + (w - 1) * maps[:, 0],
+                            -maps[:, 3], maps[:, 4], maps[:, 5] + (w - 1) * maps[:, 3]], axis=1)
+        maps = mirror * flipped + (1 - mirror) * maps
     if not (crop and aug.crop):
         return maps
     (ax, bx, ay, by) = tf.unstack(draw_crop(aug.crop, n, size, tf.random.experimental.stateless_fold_in(seed, 6)), axis=1)  # src = a * p + b after the warp

@@ -246,10 +246,9 @@ class FoldData:
 
     def _fit_targets(self) -> np.ndarray:
         """(n + p, D) float32 targets of ``fit`` then ``pseudo`` ((n + p, 2D) for a student)."""
-        fitted = self.targets[self.fit] if self.soft is None else self.soft[self.fit]
-        if len(self.pseudo) == 0:  # an empty pseudo_targets is (0,), which no (n, D) concatenates with
-            return fitted
-        return np.concatenate([fitted, self.pseudo_targets if self.soft is None else np.tile(self.pseudo_targets, 2)])
+        if self.soft is None:
+            return np.concatenate([self.targets[self.fit], self.pseudo_targets])
+        return np.concatenate([self.soft[self.fit], np.tile(self.pseudo_targets, 2)])
 
     def fit_rows(self) -> tuple[list[tuple[Images, np.ndarray]], np.ndarray]:
         """The training rows as (split, rows) parts, ``fit`` then ``pseudo``, and their float32 targets."""

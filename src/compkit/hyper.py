@@ -35,7 +35,7 @@ def describe(error: ValidationError, source: str) -> str:
 class Augment(Strict):
     """Training-time augmentation: Keras preprocessing layers mapped over the tf.data batches.
 
-    The geometric ones (shift, rotation, zoom, shear, elastic) are also the test-time augmentation
+    The geometric ones (shift, rotation, zoom, shear, flip, elastic) are also the test-time augmentation
     (``tta``); erasing, mixup and cutmix act in training only.
     """
 
@@ -48,6 +48,8 @@ class Augment(Strict):
     erasing: float = Field(0.0, ge=0, le=1)  # probability of random erasing (Zhong et al., 2020)
     mixup: float = Field(0.0, ge=0)  # Beta(alpha, alpha) of mixup (Zhang et al., 2018); 0: off
     cutmix: float = Field(0.0, ge=0, le=1)  # CutMix (Yun et al., 2019): each batch alpha ~ U(0, cutmix), ratio ~ Beta(alpha, alpha); 0: off
+    # horizontal mirror of half the images (and of half of each TTA view's): garments and photos, never digits or letters
+    flip: bool = False
     # random-resized crop (Szegedy et al. 2015's Inception crop, torchvision's RandomResizedCrop): a box of U(crop, 1) of the
     # image's area, aspect ratio log-uniform in 3/4-4/3, resampled to the image size; training only, on the device only
     # (a cache at 256 px with input_size 224 trains on crops without re-decoding). 0: off; ImageNet recipes use 0.08

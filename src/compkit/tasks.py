@@ -776,7 +776,8 @@ class Multilabel(Task):
         return pd.DataFrame({"tag": [str(c) for c in self.classes], "rows": truth.sum(axis=0)})
 
     def targets(self, truth):
-        return np.asarray(truth, dtype=np.float32)
+        """(N, T) float32 0/1 rows; no rows may come as (0,) (no pseudo-labels)."""
+        return np.asarray(truth, dtype=np.float32).reshape(-1, len(self.classes))
 
     def loss(self, label_smoothing):
         import keras
