@@ -196,7 +196,8 @@ def draw_warp(aug: Augment, n, size: tuple[int, int], seed, crop: bool = True):
     About the image centre: a shift of U(-shift, shift) x the side (pixels), a rotation of U(-rotation, rotation)
     degrees, a zoom scaling the source coordinates by 1 + U(-zoom, zoom) (> 1: the content shrinks), a shear of
     U(-shear, shear) per axis, as Keras' RandomTranslation, RandomRotation, RandomZoom and RandomShear draw them;
-    with ``aug.flip``, half the maps read the mirrored output (``x -> W - 1 - x``: RandomFlip's horizontal mirror); then, with ``crop`` and ``aug.crop``, the random-resized crop (:func:`draw_crop`) the warped image is read from;
+    with ``aug.flip``, half the maps read the mirrored output (``x -> W - 1 - x``: RandomFlip's horizontal mirror);
+    then, with ``crop`` and ``aug.crop``, the random-resized crop (:func:`draw_crop`) the warped image is read from;
     composed into one map, so one resampling instead of one per transform. ``size``: (H, W) pixels.
     """
     import tensorflow as tf
@@ -209,13 +210,11 @@ def draw_warp(aug: Augment, n, size: tuple[int, int], seed, crop: bool = True):
     shx, shy = _uniform(s[4], [n], -aug.shear, aug.shear), _uniform(s[5], [n], -aug.shear, aug.shear)
     cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
     m0, m1, m3, m4 = cos - sin * shy, cos * shx - sin, sin + cos * shy, sin * shx + cos  # scale x R(angle) x [[1, shx], [shy, 1]]
+    if aug.flip:  # a mirror about the centre column is its x coefficients negated (the offsets below follow)
+        sign = 1 - 2 * tf.cast(_uniform(tf.random.experimental.stateless_fold_in(seed, 7), [n], 0, 1) < 0.5, tf.float32)
+        m0, m3 = m0 * sign, m3 * sign
     cx, cy = (w - 1) / 2, (h - 1) / 2
     maps = tf.stack([m0, m1, cx - m0 * cx - m1 * cy - tx, m3, m4, cy - m3 * cx - m4 * cy - ty], axis=1)
-    if aug.flip:  # src = M (W - 1 - x, y): the x column negated, W - 1 times it added to the offset
-        mirror = tf.cast(_uniform(tf.random.experimental.stateless_fold_in(seed, 7), [n], 0, 1) < 0.5, tf.float32)[:, None]
-        flipped = tf.stack([-maps[:, 0], maps[:, 1], maps[:, 2] + (w - 1) * maps[:, 0],
-                            -maps[:, 3], maps[:, 4], maps[:, 5] + (w - 1) * maps[:, 3]], axis=1)
-        maps = mirror * flipped + (1 - mirror) * maps
     if not (crop and aug.crop):
         return maps
     (ax, bx, ay, by) = tf.unstack(draw_crop(aug.crop, n, size, tf.random.experimental.stateless_fold_in(seed, 6)), axis=1)  # src = a * p + b after the warp
