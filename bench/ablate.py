@@ -60,6 +60,9 @@ VARIANTS: dict[str, list[str]] = {
     "epochs6": ["train.epochs=6", "train.patience=6"],
     "cosine": ["train.lr_schedule='cosine'"],
     "ema": ["train.ema=0.99"],
+    "whiten2": ["train.whiten=2"],  # airbench's frozen patch-whitening first convolution (Jordan, 2024)
+    "whiten3": ["train.whiten=3"],
+    "dirac": ["train.dirac=true"],  # airbench's identity initialisation
     "seeds3": ["train.seeds=3"],
     "folds10": ["folds.n_splits=10"],
 }

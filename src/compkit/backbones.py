@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from compkit.errors import CompkitError
 from compkit.registry import BACKBONES, BackboneSpec
 
@@ -80,6 +82,66 @@ def _pooled(x, pooling: str):
     if pooling == "avg":
         return layers.GlobalAveragePooling2D()(x)
     return layers.Flatten()(layers.AveragePooling2D(pool_size=(x.shape[1], 1))(x))
+
+
+# airbench's eigenvalue floor (Jordan, 2024), for inputs of unit scale: keeps the near-constant patch directions from
+# being amplified into noise
+WHITENING_EPS = 5e-4
+# images and patches the covariance is estimated from (airbench: every 2x2 patch of 5,000 CIFAR-10 images, 4.8 million)
+WHITENING_IMAGES = 5000
+WHITENING_PATCHES = 2_000_000
+
+
+def whitening_kernel(patches: np.ndarray, side: int, channels: int) -> np.ndarray:
+    """The frozen first convolution of airbench (Jordan, 2024, ``init_whitening_conv``): the eigenvectors of the
+    patches' uncentred covariance, each divided by the square root of its eigenvalue (+ :data:`WHITENING_EPS`), and
+    their negatives, so a ReLU after it keeps both signs.
+
+    Args:
+        patches: (n, side * side * channels) float patches, flattened in Keras' kernel order (row, column, channel).
+        side, channels: the patch's side (pixels) and channels.
+
+    Returns:
+        (side, side, channels, 2 * side * side * channels) float32 kernel, largest eigenvalue first.
+    """
+    covariance = patches.T @ patches / len(patches)
+    values, vectors = np.linalg.eigh(covariance.astype(np.float64))
+    scaled = (vectors / np.sqrt(values + WHITENING_EPS))[:, ::-1]
+    return np.concatenate([scaled, -scaled], axis=1).reshape(side, side, channels, -1).astype(np.float32)
+
+
+def image_patches(images: np.ndarray, side: int) -> np.ndarray:
+    """(n, H, W, C) float images -> (n * (H - side + 1) * (W - side + 1), side * side * C) patches, every position."""
+    windows = np.lib.stride_tricks.sliding_window_view(images, (side, side), axis=(1, 2))  # (n, h, w, C, side, side)
+    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, side * side * images.shape[-1])
+
+
+def _whiten(model: keras.Model, sample: np.ndarray, side: int) -> None:
+    """Fit the frozen ``whiten`` layer to ``sample`` (n, H, W, C) uint8 images, as the layer sees them (rescaled,
+    resized), on at most :data:`WHITENING_PATCHES` patches."""
+    import keras
+
+    layer = model.get_layer("whiten")
+    positions = (layer.input.shape[1] - side + 1) * (layer.input.shape[2] - side + 1)
+    sample = sample[: max(1, WHITENING_PATCHES // positions)].astype(np.float32)
+    seen = np.asarray(keras.Model(model.input["image"], layer.input)(sample), dtype=np.float32)
+    layer.set_weights([whitening_kernel(image_patches(seen, side), side, seen.shape[-1])])
+
+
+def _dirac(backbone: keras.Model) -> None:
+    """Identity initialisation (airbench; ``torch.nn.init.dirac_``): in every 3x3 convolution with at least as many
+    filters as inputs, the first ``inputs`` filters pass their channel through unchanged; the others keep Keras' init."""
+    from keras import layers
+
+    for layer in backbone.layers:
+        if not isinstance(layer, layers.Conv2D) or layer.kernel.shape[0] != 3:
+            continue
+        kernel = np.asarray(layer.kernel, dtype=np.float32)
+        inputs = kernel.shape[2]
+        if kernel.shape[3] >= inputs:
+            kernel[..., :inputs] = 0.0
+            kernel[1, 1, np.arange(inputs), np.arange(inputs)] = 1.0
+            layer.kernel.assign(kernel)
 
 
 # compkit's own CNNs: (B, H, W, C) float tensor, width, depth -> (B, h, w, F) feature maps; the others are keras.applications
@@ -235,7 +297,8 @@ def _mask_layer():
 
 
 def build_model(
-    backbone: str, image_shape: list[int], head: int | Callable, hyper: Hyper, vocabularies: dict[str, list[str]] | None = None
+    backbone: str, image_shape: list[int], head: int | Callable, hyper: Hyper, vocabularies: dict[str, list[str]] | None = None,
+    sample: np.ndarray | None = None,
 ) -> keras.Model:
     """The classifier for one backbone, read top to bottom.
 
@@ -250,6 +313,13 @@ def build_model(
             ``dropout`` before the classifier head, and ``weights`` (see :func:`build_backbone`): a pretrained
             keras.applications backbone sees its family's ``preprocess_input`` of 0-255 RGB (gray repeated to 3 channels).
         vocabularies: the values of each ``embed`` column (unseen values share one out-of-vocabulary slot).
+        sample: (n, H, W, C) uint8 training images the ``whiten`` layer is fitted to (with ``hyper.whiten``: a frozen
+            ``whiten`` x ``whiten`` convolution and a ReLU before the backbone, :func:`whitening_kernel`); with
+            ``hyper.dirac``, the backbone's convolutions start as identities (:func:`_dirac`).
+
+    Raises:
+        CompkitError: ``hyper.whiten`` or ``hyper.dirac`` with a keras.applications backbone, ``dirac`` with
+            ``weights``, or ``whiten`` without a sample.
 
     Returns:
         An uncompiled ``keras.Model`` with dict inputs ``"image"`` (B, H, W, C) and one (B,) string input per
@@ -259,6 +329,14 @@ def build_model(
     from keras import layers
 
     spec = BACKBONES[backbone]
+    if (hyper.whiten or hyper.dirac) and spec.constructor:
+        raise CompkitError(f"backbones.{backbone}: whiten and dirac initialise compkit's own CNNs only; "
+                           "set them under [backbones.cnn_small] or [backbones.resnet_small]")
+    if hyper.dirac and hyper.weights:
+        raise CompkitError(f"backbones.{backbone}: dirac initialises a backbone trained from scratch, not one loaded "
+                           f"from weights {hyper.weights!r}; drop one of them")
+    if hyper.whiten and sample is None:
+        raise CompkitError("train.whiten: no training images to fit the whitening layer to; pass sample=")
     pretrained_input = bool(hyper.weights and spec.family)  # the family's preprocess_input, after the channels are RGB
     inputs = {"image": keras.Input(shape=tuple(image_shape), name="image")}
     x = _mask_layer()(hyper.masks)(inputs["image"]) if hyper.masks else inputs["image"]
@@ -268,7 +346,14 @@ def build_model(
     if spec.channels and spec.channels != x.shape[-1]:
         x = layers.Concatenate()([x] * spec.channels) if x.shape[-1] == 1 else layers.Conv2D(spec.channels, 1)(x)
     x = _preprocess_layer()(spec.family)(x) if pretrained_input else x
-    features = [build_backbone(backbone, tuple(x.shape[1:]), hyper.width, hyper.weights, hyper.pooling, hyper.depth)(x)]
+    if hyper.whiten:
+        channels = 2 * hyper.whiten**2 * x.shape[-1]
+        x = layers.Conv2D(channels, hyper.whiten, padding="same", use_bias=False, trainable=False, name="whiten")(x)
+        x = layers.Activation("relu")(x)
+    body = build_backbone(backbone, tuple(x.shape[1:]), hyper.width, hyper.weights, hyper.pooling, hyper.depth)
+    if hyper.dirac:
+        _dirac(body)
+    features = [body(x)]
     for column in hyper.embed:
         vocabulary = (vocabularies or {})[column]
         inputs[column] = keras.Input(shape=(), dtype="string", name=column)
@@ -280,7 +365,10 @@ def build_model(
         outputs = layers.Dense(head, activation="softmax", dtype="float32", name="proba")(x)
     else:
         outputs = head(x)
-    return keras.Model(inputs, outputs, name=backbone)
+    model = keras.Model(inputs, outputs, name=backbone)
+    if hyper.whiten:
+        _whiten(model, sample, hyper.whiten)
+    return model
 
 
 def load_model(path: Path, compile: bool = True) -> keras.Model:

@@ -307,6 +307,15 @@ def _soft_targets(config: Config, paths: Paths, train: Images, fit_rows: np.ndar
     return tasks.for_config(config).distill_targets(train.labels, full, config.distill.temperature)
 
 
+def whitening_sample(data: FoldData) -> np.ndarray:
+    """(n, H, W, C) uint8: up to :data:`compkit.backbones.WHITENING_IMAGES` fitted rows, evenly spaced, that a
+    ``whiten`` layer is fitted to (the validation rows stay unseen)."""
+    from compkit.backbones import WHITENING_IMAGES
+
+    rows = data.fit[:: max(1, len(data.fit) // WHITENING_IMAGES)][:WHITENING_IMAGES]
+    return data.train.images[np.sort(rows)]
+
+
 def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, label: str, callbacks: list = ()):
     """Build, compile and fit ``backbone`` on ``data.fit``, early-stopping on ``data.val``.
 
@@ -334,7 +343,8 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     keras.mixed_precision.set_global_policy(devices.precision(config.train.precision))
     strategy, where = devices.strategy(config.train.strategy), devices.augment_where(config.train.augment_on, hyper.augment)
     with strategy.scope():
-        model = build_model(backbone, comp.image_shape, task.head, hyper, vocabularies(data.train, hyper))
+        model = build_model(backbone, comp.image_shape, task.head, hyper, vocabularies(data.train, hyper),
+                            whitening_sample(data) if hyper.whiten else None)
         trainer = device_trainer(model, hyper.augment) if where == "device" and on_device(hyper.augment) else model
     steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))
     dataset = training_set(data, hyper, seed, where)

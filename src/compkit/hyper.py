@@ -77,6 +77,10 @@ class Hyper(Strict):
     pooling: Literal["avg", "columns"] = "avg"
     masks: list[int] = []  # pixel thresholds t, each adds a binary channel (pixel > t): e.g. DACON's letter mask
     embed: list[str] = []  # extra columns fed to the head through an embedding (e.g. DACON's letter)
+    # airbench's initialisations (Jordan, 2024), compkit's own CNNs only: a frozen first convolution whitening the
+    # training images' whiten x whiten patches (0: off), and identity (Dirac) initial convolutions
+    whiten: int = Field(0, ge=0, le=5)
+    dirac: bool = False
     ema: float = Field(0.0, ge=0, lt=1)  # momentum of an exponential moving average of the weights; 0: off
     tta: int = Field(1, ge=1)  # predictions averaged per image: the image, then tta - 1 augmented views
     # MiB tf.data's autotuned buffers (prefetch, parallel maps) may hold; TF's default is half the machine's RAM,
