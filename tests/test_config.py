@@ -33,6 +33,7 @@ def test_preset_and_overrides_win_in_order(dacon):
         ("train.backbones=['vgg99']", "unknown backbone 'vgg99'"),
         ("train.backbones=['xception']", "backbone 'xception' needs input_size >= 71"),
         ("train.depth=0", "train.depth"),
+        ("train.depth=[1, 2]", "train.depth: give a count >= 1 for every block, or three counts"),
         ("distill.backbone='vgg99'", "unknown backbone 'vgg99'"),
         ("distill.temperature=0", "distill.temperature"),
     ],
@@ -60,7 +61,8 @@ def test_parse_override_reads_toml_values():
 
 
 def test_depth_stacks_blocks_of_the_small_cnns_and_is_refused_for_keras_applications(dacon):
-    """``depth``: conv layers per block of cnn_small, residual blocks per stage of resnet_small (wide-ResNet's d axis)."""
+    """``depth``: conv layers per block of cnn_small, residual blocks per stage of resnet_small (wide-ResNet's d axis),
+    one count for all or one a block."""
     from compkit.backbones import build_backbone
 
     def convs(name, depth):
@@ -69,6 +71,9 @@ def test_depth_stacks_blocks_of_the_small_cnns_and_is_refused_for_keras_applicat
 
     assert [convs("cnn_small", d) for d in (1, 2, 3)] == [3, 6, 9]
     assert [convs("resnet_small", d) for d in (1, 2, 3)] == [1 + 3 * 2 + 2, 1 + 6 * 2 + 2, 1 + 9 * 2 + 2]  # + 2 shortcuts
+    model = build_backbone("cnn_small", (28, 28, 1), 0.25, depth=[1, 2, 3])  # a count per block: 8, 16, 32 filters
+    assert [layer.kernel.shape[-1] for layer in model.layers if type(layer).__name__ == "Conv2D"] == [8, 16, 16, 32, 32, 32]
+    assert convs("resnet_small", [1, 1, 2]) == 1 + 4 * 2 + 2
     with pytest.raises(ConfigError) as err:
         dacon("smoke", "train.backbones=['resnet50']", "backbones.resnet50.input_size=32", "backbones.resnet50.depth=3")
     assert "backbones.resnet50.depth = 3: keras.applications backbones have their own depth" in str(err.value)

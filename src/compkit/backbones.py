@@ -36,13 +36,18 @@ def _conv_bn(x, filters: int, strides: int = 1):
     return layers.Activation("relu")(x)
 
 
-def _cnn_small(x, width: float, depth: int = 2):
+def _per_block(depth: int | list[int]) -> list[int]:
+    """``depth`` for each of the three blocks (stages): one int for all, or a list of three (timm's ``depths``)."""
+    return [depth] * 3 if isinstance(depth, int) else list(depth)
+
+
+def _cnn_small(x, width: float, depth: int | list[int] = 2):
     """VGG-style: three blocks of ``depth`` 3x3 conv-BN-ReLU (32-64-128 filters x width), max-pooling between them."""
     from keras import layers
 
-    for i, filters in enumerate(round(f * width) for f in (32, 64, 128)):
+    for i, (filters, convs) in enumerate(zip((round(f * width) for f in (32, 64, 128)), _per_block(depth))):
         x = layers.MaxPooling2D()(x) if i else x
-        for _ in range(depth):
+        for _ in range(convs):
             x = _conv_bn(x, filters)
     return x
 
@@ -60,15 +65,15 @@ def _residual_block(x, filters: int, strides: int):
     return layers.Activation("relu")(layers.Add()([shortcut, y]))
 
 
-def _resnet_small(x, width: float, depth: int = 2):
+def _resnet_small(x, width: float, depth: int | list[int] = 2):
     """A ResNet-18-like net for small images (He et al., 2016): 3 stages of ``depth`` basic blocks, 32-64-128 filters x
     width; the wide-ResNet family's axes (Zagoruyko & Komodakis, 2016, WRN-d-k: stages of (d - 4) / 6 blocks, k x the
     filters) are ``depth`` and ``width``."""
     x = _conv_bn(x, round(32 * width))
-    for filters, strides in ((32, 1), (64, 2), (128, 2)):
+    for (filters, strides), blocks in zip(((32, 1), (64, 2), (128, 2)), _per_block(depth)):
         filters = round(filters * width)
         x = _residual_block(x, filters, strides)
-        for _ in range(depth - 1):
+        for _ in range(blocks - 1):
             x = _residual_block(x, filters, 1)
     return x
 
@@ -145,7 +150,7 @@ def _dirac(backbone: keras.Model) -> None:
 
 
 # compkit's own CNNs: (B, H, W, C) float tensor, width, depth -> (B, h, w, F) feature maps; the others are keras.applications
-_BODIES: dict[str, Callable[[keras.KerasTensor, float, int], keras.KerasTensor]] = {"cnn_small": _cnn_small, "resnet_small": _resnet_small}
+_BODIES: dict[str, Callable[[keras.KerasTensor, float, int | list[int]], keras.KerasTensor]] = {"cnn_small": _cnn_small, "resnet_small": _resnet_small}
 
 
 def _weights_help(backbone: str, file_name: str) -> str:
@@ -198,14 +203,15 @@ def _from_keras_file(path: Path, backbone: keras.Model) -> None:
 
 
 def build_backbone(name: str, input_shape: tuple[int, ...], width: float, weights: str = "", pooling: str = "avg",
-                   depth: int = 2) -> keras.Model:
+                   depth: int | list[int] = 2) -> keras.Model:
     """Backbone ``name`` as a model named ``"backbone"``: (B, *input_shape) float -> pooled (B, F) features.
 
     Args:
         name: a key of :data:`BACKBONES`.
         input_shape: (S, S, C) of what the backbone sees (after resizing and channel repetition).
         width: filter-count multiplier of the small CNNs.
-        depth: conv-BN-ReLU layers per block of ``cnn_small``, residual blocks per stage of ``resnet_small``.
+        depth: conv-BN-ReLU layers per block of ``cnn_small``, residual blocks per stage of ``resnet_small``: one
+            for all three, or a list of three (first block first).
         pooling: how compkit's own CNNs pool their feature maps (:func:`_pooled`); keras.applications average.
         weights: "" (random initialisation), "imagenet" (keras.applications, downloaded once into
             ``~/.keras/models``), a ``.weights.h5`` / ``.h5`` file of this backbone (Keras ``save_weights``, or the

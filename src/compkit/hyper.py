@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from compkit.errors import ConfigError
@@ -71,7 +71,9 @@ class Hyper(Strict):
     patience: int = Field(8, ge=1)  # epochs without val_loss improvement before early stopping
     input_size: int | None = Field(None, ge=8)  # square side fed to the backbone; None: image size
     width: float = Field(1.0, gt=0)  # filter-count multiplier of cnn_small and resnet_small
-    depth: int = Field(2, ge=1)  # conv layers per block of cnn_small, residual blocks per stage of resnet_small
+    # conv layers per block of cnn_small, residual blocks per stage of resnet_small: one for all three, or three
+    # (e.g. [1, 2, 2]: after a whitening layer the first block needs less)
+    depth: int | list[int] = 2
     # cnn_small and resnet_small: avg (global average of the feature maps) or columns (each column averaged over the
     # height, the columns kept left to right: what a sequence's per-position heads need, as SVHN's)
     pooling: Literal["avg", "columns"] = "avg"
@@ -92,6 +94,14 @@ class Hyper(Strict):
     backbone_lr_scale: float = Field(1.0, gt=0, le=1)  # with weights: the backbone's learning rate / the head's while fine-tuning
     finetune_batchnorm: bool = False  # with weights: BatchNorm learns while fine-tuning (the new data's statistics); false: inference mode
     augment: Augment = Augment()
+
+    @field_validator("depth")
+    @classmethod
+    def _depth_per_block(cls, depth: int | list[int]) -> int | list[int]:
+        blocks = [depth] if isinstance(depth, int) else depth
+        if len(blocks) not in (1, 3) or isinstance(depth, list) and len(depth) != 3 or min(blocks) < 1:
+            raise ValueError("give a count >= 1 for every block, or three counts, one a block (e.g. [1, 2, 2])")
+        return depth
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> Hyper:
