@@ -104,7 +104,8 @@ def whitening_kernel(patches: np.ndarray, side: int, channels: int) -> np.ndarra
 
     Args:
         patches: (n, side * side * channels) float patches, flattened in Keras' kernel order (row, column, channel).
-        side, channels: the patch's side (pixels) and channels.
+        side: the patch's side, pixels.
+        channels: the patch's channels.
 
     Returns:
         (side, side, channels, 2 * side * side * channels) float32 kernel, largest eigenvalue first.
