@@ -77,3 +77,5 @@ def test_depth_stacks_blocks_of_the_small_cnns_and_is_refused_for_keras_applicat
     with pytest.raises(ConfigError) as err:
         dacon("smoke", "train.backbones=['resnet50']", "backbones.resnet50.input_size=32", "backbones.resnet50.depth=3")
     assert "backbones.resnet50.depth = 3: keras.applications backbones have their own depth" in str(err.value)
+    with pytest.raises(ConfigError, match=r"backbones.resnet50: whiten and dirac initialise compkit's own CNNs only"):
+        dacon("smoke", "train.backbones=['resnet50']", "backbones.resnet50.input_size=32", "backbones.resnet50.whiten=2")

@@ -118,6 +118,9 @@ def check_backbones(config: Config, source: str) -> None:
         if config.hyper(name).depth != 2 and BACKBONES[name].constructor:
             raise ConfigError(f"{source}: backbones.{name}.depth = {config.hyper(name).depth}: keras.applications backbones "
                               "have their own depth; depth applies to cnn_small and resnet_small")
+        if (config.hyper(name).whiten or config.hyper(name).dirac) and BACKBONES[name].constructor:
+            raise ConfigError(f"{source}: backbones.{name}: whiten and dirac initialise compkit's own CNNs only; "
+                              "set them under [backbones.cnn_small] or [backbones.resnet_small]")
         if config.hyper(name).pooling != "avg" and BACKBONES[name].constructor:
             raise ConfigError(f"{source}: backbones.{name}.pooling = {config.hyper(name).pooling!r}: keras.applications "
                               "backbones pool by their global average; use cnn_small or resnet_small, or pooling = 'avg'")

@@ -98,8 +98,7 @@ class Hyper(Strict):
     @field_validator("depth")
     @classmethod
     def _depth_per_block(cls, depth: int | list[int]) -> int | list[int]:
-        blocks = [depth] if isinstance(depth, int) else depth
-        if len(blocks) not in (1, 3) or isinstance(depth, list) and len(depth) != 3 or min(blocks) < 1:
+        if isinstance(depth, list) and len(depth) != 3 or min(depth if isinstance(depth, list) else [depth]) < 1:
             raise ValueError("give a count >= 1 for every block, or three counts, one a block (e.g. [1, 2, 2])")
         return depth
 
