@@ -68,7 +68,7 @@ def test_a_whitened_model_trains_with_its_layer_frozen_and_reloads(tmp_path, dac
     config = dacon_config("folds.n_splits=2", "train.epochs=2", "train.width=0.25", "train.whiten=2", "train.dirac=true")
     hyper, data = config.hyper("cnn_small"), fitting.fold_data(config, paths, 0)
     fitted = build_model("cnn_small", config.competition.image_shape, 10, hyper, fitting.vocabularies(data.train, hyper),
-                         fitting.whitening_sample(data)).get_layer("whiten").get_weights()[0]
+                         fitting.whitening_sample(data, 2)).get_layer("whiten").get_weights()[0]
     model, history = fitting.fit(config, hyper, "cnn_small", data, 7, "[whiten test]")
     assert len(history) == 2 and history["val_accuracy"].iloc[-1] > 0.15  # it learns: chance is 0.10
     np.testing.assert_allclose(model.get_layer("whiten").get_weights()[0], fitted, rtol=1e-6)

@@ -92,8 +92,7 @@ def _pooled(x, pooling: str):
 # airbench's eigenvalue floor (Jordan, 2024), for inputs of unit scale: keeps the near-constant patch directions from
 # being amplified into noise
 WHITENING_EPS = 5e-4
-# images and patches the covariance is estimated from (airbench: every 2x2 patch of 5,000 CIFAR-10 images, 4.8 million)
-WHITENING_IMAGES = 5000
+# patches the covariance is estimated from (airbench: every 2x2 patch of 5,000 CIFAR-10 images, 4.8 million)
 WHITENING_PATCHES = 2_000_000
 
 
@@ -122,14 +121,18 @@ def image_patches(images: np.ndarray, side: int) -> np.ndarray:
     return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, side * side * images.shape[-1])
 
 
+def whitening_images(size: tuple[int, int], side: int) -> int:
+    """How many (H, W) = ``size`` images give :data:`WHITENING_PATCHES` patches of ``side`` pixels (at least one)."""
+    return max(1, WHITENING_PATCHES // ((size[0] - side + 1) * (size[1] - side + 1)))
+
+
 def _whiten(model: keras.Model, sample: np.ndarray, side: int) -> None:
     """Fit the frozen ``whiten`` layer to ``sample`` (n, H, W, C) uint8 images, as the layer sees them (rescaled,
     resized), on at most :data:`WHITENING_PATCHES` patches."""
     import keras
 
     layer = model.get_layer("whiten")
-    positions = (layer.input.shape[1] - side + 1) * (layer.input.shape[2] - side + 1)
-    sample = sample[: max(1, WHITENING_PATCHES // positions)].astype(np.float32)
+    sample = sample[: whitening_images(layer.input.shape[1:3], side)].astype(np.float32)
     seen = np.asarray(keras.Model(model.input["image"], layer.input)(sample), dtype=np.float32)
     layer.set_weights([whitening_kernel(image_patches(seen, side), side, seen.shape[-1])])
 

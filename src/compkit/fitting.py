@@ -307,12 +307,13 @@ def _soft_targets(config: Config, paths: Paths, train: Images, fit_rows: np.ndar
     return tasks.for_config(config).distill_targets(train.labels, full, config.distill.temperature)
 
 
-def whitening_sample(data: FoldData) -> np.ndarray:
-    """(n, H, W, C) uint8: up to :data:`compkit.backbones.WHITENING_IMAGES` fitted rows, evenly spaced, that a
-    ``whiten`` layer is fitted to (the validation rows stay unseen)."""
-    from compkit.backbones import WHITENING_IMAGES
+def whitening_sample(data: FoldData, side: int) -> np.ndarray:
+    """(n, H, W, C) uint8: the fitted rows, evenly spaced, that a ``whiten`` layer of ``side``-pixel patches is fitted
+    to, only as many as its patch budget uses (:func:`compkit.backbones.whitening_images`); validation rows stay unseen."""
+    from compkit.backbones import whitening_images
 
-    rows = data.fit[:: max(1, len(data.fit) // WHITENING_IMAGES)][:WHITENING_IMAGES]
+    count = whitening_images(data.train.images.shape[1:3], side)
+    rows = data.fit[:: max(1, len(data.fit) // count)][:count]
     return data.train.images[np.sort(rows)]
 
 
@@ -344,7 +345,7 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     strategy, where = devices.strategy(config.train.strategy), devices.augment_where(config.train.augment_on, hyper.augment)
     with strategy.scope():
         model = build_model(backbone, comp.image_shape, task.head, hyper, vocabularies(data.train, hyper),
-                            whitening_sample(data) if hyper.whiten else None)
+                            whitening_sample(data, hyper.whiten) if hyper.whiten else None)
         trainer = device_trainer(model, hyper.augment) if where == "device" and on_device(hyper.augment) else model
     steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))
     dataset = training_set(data, hyper, seed, where)

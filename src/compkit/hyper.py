@@ -98,7 +98,8 @@ class Hyper(Strict):
     @field_validator("depth")
     @classmethod
     def _depth_per_block(cls, depth: int | list[int]) -> int | list[int]:
-        if isinstance(depth, list) and len(depth) != 3 or min(depth if isinstance(depth, list) else [depth]) < 1:
+        counts = depth if isinstance(depth, list) else [depth]
+        if isinstance(depth, list) and len(counts) != 3 or min(counts) < 1:
             raise ValueError("give a count >= 1 for every block, or three counts, one a block (e.g. [1, 2, 2])")
         return depth
 
