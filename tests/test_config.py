@@ -74,6 +74,10 @@ def test_depth_stacks_blocks_of_the_small_cnns_and_is_refused_for_keras_applicat
     model = build_backbone("cnn_small", (28, 28, 1), 0.25, depth=[1, 2, 3])  # a count per block: 8, 16, 32 filters
     assert [layer.kernel.shape[-1] for layer in model.layers if type(layer).__name__ == "Conv2D"] == [8, 16, 16, 32, 32, 32]
     assert convs("resnet_small", [1, 1, 2]) == 1 + 4 * 2 + 2
+    assert [convs("airbench", d) for d in (1, 2)] == [3, 6]
+    model = build_backbone("airbench", (28, 28, 1), 0.25)  # 16, 64, 64 filters; each block's first conv pooled at once
+    assert [(layer.output.shape[1], layer.kernel.shape[-1]) for layer in model.layers if type(layer).__name__ == "Conv2D"] \
+        == [(28, 16), (14, 16), (14, 64), (7, 64), (7, 64), (3, 64)]
     with pytest.raises(ConfigError) as err:
         dacon("smoke", "train.backbones=['resnet50']", "backbones.resnet50.input_size=32", "backbones.resnet50.depth=3")
     assert "backbones.resnet50.depth = 3: keras.applications backbones have their own depth" in str(err.value)

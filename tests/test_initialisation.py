@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from compkit import fitting
-from compkit.backbones import WHITENING_EPS, build_model, image_patches
+from compkit.backbones import build_model
+from compkit.initialisation import WHITENING_EPS, image_patches, whitening_sample
 from compkit.cli import main
 from compkit.config import Paths
 from compkit.data import load_train
@@ -53,7 +54,7 @@ def test_dirac_convolutions_start_as_identities():
 
 
 def test_whiten_and_dirac_refuse_keras_applications_backbones_and_dirac_refuses_weights():
-    with pytest.raises(CompkitError, match=r"backbones.mobilenetv3small: whiten and dirac .*\[backbones.cnn_small\]"):
+    with pytest.raises(CompkitError, match=r"backbones.mobilenetv3small: whiten and dirac .*\[backbones.<name>\] of cnn_small, resnet_small, airbench"):
         build_model("mobilenetv3small", [32, 32, 3], 10, Hyper(dirac=True))
     with pytest.raises(CompkitError, match=r"dirac initialises a backbone trained from scratch.*drop one of them"):
         build_model("cnn_small", [28, 28, 1], 10, Hyper(dirac=True, weights="model.keras"))
@@ -68,7 +69,7 @@ def test_a_whitened_model_trains_with_its_layer_frozen_and_reloads(tmp_path, dac
     config = dacon_config("folds.n_splits=2", "train.epochs=2", "train.width=0.25", "train.whiten=2", "train.dirac=true")
     hyper, data = config.hyper("cnn_small"), fitting.fold_data(config, paths, 0)
     fitted = build_model("cnn_small", config.competition.image_shape, 10, hyper, fitting.vocabularies(data.train, hyper),
-                         fitting.whitening_sample(data, 2)).get_layer("whiten").get_weights()[0]
+                         whitening_sample(data.train.images, data.fit, 2)).get_layer("whiten").get_weights()[0]
     model, history = fitting.fit(config, hyper, "cnn_small", data, 7, "[whiten test]")
     assert len(history) == 2 and history["val_accuracy"].iloc[-1] > 0.15  # it learns: chance is 0.10
     np.testing.assert_allclose(model.get_layer("whiten").get_weights()[0], fitted, rtol=1e-6)

@@ -120,6 +120,36 @@ def test_ema_validates_and_keeps_the_averaged_weights(tmp_path, dacon_dir):
     assert kept == pytest.approx(averaged["val_loss"].min(), rel=1e-4)
 
 
+@pytest.mark.slow
+def test_validating_the_last_epoch_only_trains_the_same_and_keeps_the_last_weights(tmp_path, dacon_dir):
+    """validation = 'last_epoch' trains as 'each_epoch' does (same train losses), leaves the earlier epochs' val_loss
+    NaN (one history row per epoch still), scores the last epoch as 'each_epoch' does, and keeps its weights."""
+    paths = Paths.for_competition("dacon-cv-2020", tmp_path, dacon_dir)
+    assert main(["folds", *SMALL, "--data-dir", str(dacon_dir), "--root", str(tmp_path)]) == 0
+    tf.config.experimental.enable_op_determinism()
+    runs = {}
+    for validation in ("each_epoch", "last_epoch"):
+        config = _config("train.epochs=3", "train.patience=3", "train.lr_schedule='cosine'", f"train.validation='{validation}'")
+        hyper, data = config.hyper("cnn_small"), fitting.fold_data(config, paths, 0)
+        keras.utils.set_random_seed(7)
+        model, history = fitting.fit(config, hyper, "cnn_small", data, 7, "[validate test]")
+        loss = model.evaluate(fitting.model_inputs(data.train, data.val, hyper), data.targets[data.val], verbose=0)[0]
+        runs[validation] = (history, loss)
+    (each, _), (last, kept) = runs["each_epoch"], runs["last_epoch"]
+    assert list(last["epoch"]) == [1, 2, 3] and each["val_loss"].notna().all()
+    assert last[["val_loss", "val_accuracy"]].iloc[:2].isna().all().all() and last["val_loss"].iloc[2] > 0
+    np.testing.assert_allclose(last["loss"], each["loss"], rtol=1e-4)
+    assert last["val_loss"].iloc[2] == pytest.approx(each["val_loss"].iloc[2], rel=1e-4)
+    assert kept == pytest.approx(last["val_loss"].iloc[2], rel=1e-4)
+
+
+def test_validating_the_last_epoch_only_refuses_early_stopping_and_a_plateau_schedule():
+    with pytest.raises(ConfigError, match=r"validation 'last_epoch' cannot early-stop \(patience 2 < epochs 3\)"):
+        _config("train.epochs=3", "train.patience=2", "train.lr_schedule='cosine'", "train.validation='last_epoch'")
+    with pytest.raises(ConfigError, match="cannot reduce the learning rate on a plateau of val_loss: use lr_schedule 'cosine'"):
+        _config("train.epochs=3", "train.patience=3", "train.lr_schedule='plateau'", "train.validation='last_epoch'")
+
+
 def _with_test_file(dacon_dir, folder):
     """DACON with a test file: rows 1-1600 of train.csv stay train, rows 1601-2048 become test (no digit)."""
     folder.mkdir()

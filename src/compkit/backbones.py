@@ -1,7 +1,7 @@
 """The model builder: image (+ mask channels) -> resize -> backbone (+ embedded columns) -> softmax.
 
 Augmentation is not part of the model: it is mapped over the input pipeline (see augment.py).
-Two small CNNs are made for 28x28 inputs, their widths scaled by ``Hyper.width``; the keras.applications backbones are built
+Three small CNNs are made for 28x28 inputs, their widths scaled by ``Hyper.width``; the keras.applications backbones are built
 at or above their minimum input size, from scratch or, where ``competition.pretrained_allowed``, from ``Hyper.weights``
 (ImageNet through Keras, or a local file). Every backbone is one nested model named ``"backbone"``, so its weights can
 be frozen, saved and taken from a saved classifier as a whole. The backbones' facts (names, minimum sizes, channels)
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from compkit.errors import CompkitError
-from compkit.registry import BACKBONES, BackboneSpec
+from compkit.initialisation import dirac, fit_whitening
+from compkit.registry import BACKBONES, OWN_CNNS, BackboneSpec
 
 if TYPE_CHECKING:
     import keras
@@ -48,6 +49,22 @@ def _cnn_small(x, width: float, depth: int | list[int] = 2):
     for i, (filters, convs) in enumerate(zip((round(f * width) for f in (32, 64, 128)), _per_block(depth))):
         x = layers.MaxPooling2D()(x) if i else x
         for _ in range(convs):
+            x = _conv_bn(x, filters)
+    return x
+
+
+def _airbench(x, width: float, depth: int | list[int] = 2):
+    """airbench's layout (Jordan, 2024, ``CifarNet``): three blocks of 64-256-256 filters x width whose first conv runs
+    at the block's input resolution and is max-pooled at once, so the block's other ``depth`` - 1 convs run at half
+    of it (cnn_small pools before the block: its first block runs both convs at full resolution). ReLU in place of
+    airbench's GELU (cheaper on a CPU)."""
+    from keras import layers
+
+    for filters, convs in zip((round(f * width) for f in (64, 256, 256)), _per_block(depth)):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))
+        for _ in range(convs - 1):
             x = _conv_bn(x, filters)
     return x
 
@@ -89,72 +106,10 @@ def _pooled(x, pooling: str):
     return layers.Flatten()(layers.AveragePooling2D(pool_size=(x.shape[1], 1))(x))
 
 
-# airbench's eigenvalue floor (Jordan, 2024), for inputs of unit scale: keeps the near-constant patch directions from
-# being amplified into noise
-WHITENING_EPS = 5e-4
-# patches the covariance is estimated from (airbench: every 2x2 patch of 5,000 CIFAR-10 images, 4.8 million)
-WHITENING_PATCHES = 2_000_000
-
-
-def whitening_kernel(patches: np.ndarray, side: int, channels: int) -> np.ndarray:
-    """The frozen first convolution of airbench (Jordan, 2024, ``init_whitening_conv``): the eigenvectors of the
-    patches' uncentred covariance, each divided by the square root of its eigenvalue (+ :data:`WHITENING_EPS`), and
-    their negatives, so a ReLU after it keeps both signs.
-
-    Args:
-        patches: (n, side * side * channels) float patches, flattened in Keras' kernel order (row, column, channel).
-        side: the patch's side, pixels.
-        channels: the patch's channels.
-
-    Returns:
-        (side, side, channels, 2 * side * side * channels) float32 kernel, largest eigenvalue first.
-    """
-    covariance = patches.T @ patches / len(patches)
-    values, vectors = np.linalg.eigh(covariance.astype(np.float64))
-    scaled = (vectors / np.sqrt(values + WHITENING_EPS))[:, ::-1]
-    return np.concatenate([scaled, -scaled], axis=1).reshape(side, side, channels, -1).astype(np.float32)
-
-
-def image_patches(images: np.ndarray, side: int) -> np.ndarray:
-    """(n, H, W, C) float images -> (n * (H - side + 1) * (W - side + 1), side * side * C) patches, every position."""
-    windows = np.lib.stride_tricks.sliding_window_view(images, (side, side), axis=(1, 2))  # (n, h, w, C, side, side)
-    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, side * side * images.shape[-1])
-
-
-def whitening_images(size: tuple[int, int], side: int) -> int:
-    """How many (H, W) = ``size`` images give :data:`WHITENING_PATCHES` patches of ``side`` pixels (at least one)."""
-    return max(1, WHITENING_PATCHES // ((size[0] - side + 1) * (size[1] - side + 1)))
-
-
-def _whiten(model: keras.Model, sample: np.ndarray, side: int) -> None:
-    """Fit the frozen ``whiten`` layer to ``sample`` (n, H, W, C) uint8 images, as the layer sees them (rescaled,
-    resized), on at most :data:`WHITENING_PATCHES` patches."""
-    import keras
-
-    layer = model.get_layer("whiten")
-    sample = sample[: whitening_images(layer.input.shape[1:3], side)].astype(np.float32)
-    seen = np.asarray(keras.Model(model.input["image"], layer.input)(sample), dtype=np.float32)
-    layer.set_weights([whitening_kernel(image_patches(seen, side), side, seen.shape[-1])])
-
-
-def _dirac(backbone: keras.Model) -> None:
-    """Identity initialisation (airbench; ``torch.nn.init.dirac_``): in every 3x3 convolution with at least as many
-    filters as inputs, the first ``inputs`` filters pass their channel through unchanged; the others keep Keras' init."""
-    from keras import layers
-
-    for layer in backbone.layers:
-        if not isinstance(layer, layers.Conv2D) or layer.kernel.shape[0] != 3:
-            continue
-        kernel = np.asarray(layer.kernel, dtype=np.float32)
-        inputs = kernel.shape[2]
-        if kernel.shape[3] >= inputs:
-            kernel[..., :inputs] = 0.0
-            kernel[1, 1, np.arange(inputs), np.arange(inputs)] = 1.0
-            layer.kernel.assign(kernel)
-
-
 # compkit's own CNNs: (B, H, W, C) float tensor, width, depth -> (B, h, w, F) feature maps; the others are keras.applications
-_BODIES: dict[str, Callable[[keras.KerasTensor, float, int | list[int]], keras.KerasTensor]] = {"cnn_small": _cnn_small, "resnet_small": _resnet_small}
+_BODIES: dict[str, Callable[[keras.KerasTensor, float, int | list[int]], keras.KerasTensor]] = {
+    "cnn_small": _cnn_small, "resnet_small": _resnet_small, "airbench": _airbench,
+}
 
 
 def _weights_help(backbone: str, file_name: str) -> str:
@@ -324,8 +279,8 @@ def build_model(
             keras.applications backbone sees its family's ``preprocess_input`` of 0-255 RGB (gray repeated to 3 channels).
         vocabularies: the values of each ``embed`` column (unseen values share one out-of-vocabulary slot).
         sample: (n, H, W, C) uint8 training images the ``whiten`` layer is fitted to (with ``hyper.whiten``: a frozen
-            ``whiten`` x ``whiten`` convolution and a ReLU before the backbone, :func:`whitening_kernel`); with
-            ``hyper.dirac``, the backbone's convolutions start as identities (:func:`_dirac`).
+            ``whiten`` x ``whiten`` convolution and a ReLU before the backbone, :func:`compkit.initialisation.whitening_kernel`); with
+            ``hyper.dirac``, the backbone's convolutions start as identities (:func:`compkit.initialisation.dirac`).
 
     Raises:
         CompkitError: ``hyper.whiten`` or ``hyper.dirac`` with a keras.applications backbone, ``dirac`` with
@@ -341,7 +296,7 @@ def build_model(
     spec = BACKBONES[backbone]
     if (hyper.whiten or hyper.dirac) and spec.constructor:
         raise CompkitError(f"backbones.{backbone}: whiten and dirac initialise compkit's own CNNs only; "
-                           "set them under [backbones.cnn_small] or [backbones.resnet_small]")
+                           f"set them under [backbones.<name>] of {OWN_CNNS}")
     if hyper.dirac and hyper.weights:
         raise CompkitError(f"backbones.{backbone}: dirac initialises a backbone trained from scratch, not one loaded "
                            f"from weights {hyper.weights!r}; drop one of them")
@@ -362,7 +317,7 @@ def build_model(
         x = layers.Activation("relu")(x)
     body = build_backbone(backbone, tuple(x.shape[1:]), hyper.width, hyper.weights, hyper.pooling, hyper.depth)
     if hyper.dirac:
-        _dirac(body)
+        dirac(body)
     features = [body(x)]
     for column in hyper.embed:
         vocabulary = (vocabularies or {})[column]
@@ -377,7 +332,7 @@ def build_model(
         outputs = head(x)
     model = keras.Model(inputs, outputs, name=backbone)
     if hyper.whiten:
-        _whiten(model, sample, hyper.whiten)
+        fit_whitening(model, sample, hyper.whiten)
     return model
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from compkit.errors import ConfigError
 from compkit.hyper import HYPER_KEYS
-from compkit.registry import BACKBONES
+from compkit.registry import BACKBONES, OWN_CNNS
 from compkit.schema import Config, MetricFile
 
 
@@ -117,13 +117,13 @@ def check_backbones(config: Config, source: str) -> None:
     for name in config.train.backbones:
         if config.hyper(name).depth != 2 and BACKBONES[name].constructor:
             raise ConfigError(f"{source}: backbones.{name}.depth = {config.hyper(name).depth}: keras.applications backbones "
-                              "have their own depth; depth applies to cnn_small and resnet_small")
+                              f"have their own depth; depth applies to {OWN_CNNS}")
         if (config.hyper(name).whiten or config.hyper(name).dirac) and BACKBONES[name].constructor:
             raise ConfigError(f"{source}: backbones.{name}: whiten and dirac initialise compkit's own CNNs only; "
-                              "set them under [backbones.cnn_small] or [backbones.resnet_small]")
+                              f"set them under [backbones.<name>] of {OWN_CNNS}")
         if config.hyper(name).pooling != "avg" and BACKBONES[name].constructor:
             raise ConfigError(f"{source}: backbones.{name}.pooling = {config.hyper(name).pooling!r}: keras.applications "
-                              "backbones pool by their global average; use cnn_small or resnet_small, or pooling = 'avg'")
+                              f"backbones pool by their global average; use one of {OWN_CNNS}, or pooling = 'avg'")
         size = config.hyper(name).input_size or config.competition.image_shape[0]
         if size < BACKBONES[name].min_size:
             raise ConfigError(

@@ -206,12 +206,15 @@ def _epoch_logger(label: str, epochs: int, phase: str = finetune.SCRATCH, metric
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
+            logs = logs if logs is not None else {}
+            scores = (f"val_loss {logs['val_loss']:.4f} val_{short} {logs.get('val_' + metric, np.nan):.4f}"
+                      if "val_loss" in logs else "not validated")
+            for key in [k for k in logs if not k.startswith("val_")]:  # an epoch validation = last_epoch skips:
+                logs.setdefault(f"val_{key}", np.nan)  # NaN columns, so history.csv keeps one row per epoch
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             console.info(
                 f"{label} epoch {epoch + 1}/{epochs}  loss {logs.get('loss', np.nan):.4f} "
-                f"{short} {logs.get(metric, np.nan):.4f}  val_loss {logs.get('val_loss', np.nan):.4f} "
-                f"val_{short} {logs.get('val_' + metric, np.nan):.4f}  lr {lr:.2e}  {time.perf_counter() - self.start:.1f}s"
+                f"{short} {logs.get(metric, np.nan):.4f}  {scores}  lr {lr:.2e}  {time.perf_counter() - self.start:.1f}s"
                 + ("" if phase == finetune.SCRATCH else f"  {phase}")
             )
             logs["learning_rate"] = lr
@@ -307,16 +310,6 @@ def _soft_targets(config: Config, paths: Paths, train: Images, fit_rows: np.ndar
     return tasks.for_config(config).distill_targets(train.labels, full, config.distill.temperature)
 
 
-def whitening_sample(data: FoldData, side: int) -> np.ndarray:
-    """(n, H, W, C) uint8: the fitted rows, evenly spaced, that a ``whiten`` layer of ``side``-pixel patches is fitted
-    to, only as many as its patch budget uses (:func:`compkit.backbones.whitening_images`); validation rows stay unseen."""
-    from compkit.backbones import whitening_images
-
-    count = whitening_images(data.train.images.shape[1:3], side)
-    rows = data.fit[:: max(1, len(data.fit) // count)][:count]
-    return data.train.images[np.sort(rows)]
-
-
 def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, label: str, callbacks: list = ()):
     """Build, compile and fit ``backbone`` on ``data.fit``, early-stopping on ``data.val``.
 
@@ -339,13 +332,14 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
     from compkit import devices
     from compkit.augment import device_trainer, on_device
     from compkit.backbones import build_model
+    from compkit.initialisation import whitening_sample
 
     comp, task = config.competition, tasks.for_config(config)
     keras.mixed_precision.set_global_policy(devices.precision(config.train.precision))
     strategy, where = devices.strategy(config.train.strategy), devices.augment_where(config.train.augment_on, hyper.augment)
     with strategy.scope():
         model = build_model(backbone, comp.image_shape, task.head, hyper, vocabularies(data.train, hyper),
-                            whitening_sample(data, hyper.whiten) if hyper.whiten else None)
+                            whitening_sample(data.train.images, data.fit, hyper.whiten) if hyper.whiten else None)
         trainer = device_trainer(model, hyper.augment) if where == "device" and on_device(hyper.augment) else model
     steps = int(np.ceil((len(data.fit) + len(data.pseudo)) / hyper.batch_size))
     dataset = training_set(data, hyper, seed, where)
@@ -364,6 +358,7 @@ def fit(config: Config, hyper: Hyper, backbone: str, data: FoldData, seed: int, 
         history = trainer.fit(
             dataset,
             validation_data=validation,
+            validation_freq=1 if hyper.validation == "each_epoch" else [phase.end],
             initial_epoch=phase.start,
             epochs=phase.end,
             callbacks=_phase_callbacks(hyper, label, phase, callbacks, task.epoch_metric),
@@ -388,7 +383,9 @@ def _phase_callbacks(hyper: Hyper, label: str, phase, extra: list, metric: str) 
         _epoch_logger(label, hyper.epochs, phase.name, metric),
         # validate, early-stop and keep the best epoch on the averaged weights
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if hyper.ema else []),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True),
+        # with validation = last_epoch the phase's last epoch is its only validated one, so its weights are kept as they are
+        *([keras.callbacks.EarlyStopping(monitor="val_loss", patience=hyper.patience, restore_best_weights=True)]
+          if hyper.validation == "each_epoch" else []),
         *extra,
     ]
     if hyper.lr_schedule == "plateau":

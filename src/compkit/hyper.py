@@ -69,12 +69,16 @@ class Hyper(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     dropout: float = Field(0.3, ge=0, lt=1)
     patience: int = Field(8, ge=1)  # epochs without val_loss improvement before early stopping
+    # each_epoch: val_loss after every epoch (early stopping, plateau schedule, pruning, the best epoch kept);
+    # last_epoch: only after each phase's last, when a cosine run to its end keeps its last epoch anyway (a tenth of
+    # an epoch's time at Fashion-MNIST's 45,000 / 15,000 rows)
+    validation: Literal["each_epoch", "last_epoch"] = "each_epoch"
     input_size: int | None = Field(None, ge=8)  # square side fed to the backbone; None: image size
-    width: float = Field(1.0, gt=0)  # filter-count multiplier of cnn_small and resnet_small
-    # conv layers per block of cnn_small, residual blocks per stage of resnet_small: one for all three, or three
+    width: float = Field(1.0, gt=0)  # filter-count multiplier of cnn_small, resnet_small and airbench
+    # conv layers per block of cnn_small and airbench, residual blocks per stage of resnet_small: one for all three, or three
     # (e.g. [1, 2, 2]: after a whitening layer the first block needs less)
     depth: int | list[int] = 2
-    # cnn_small and resnet_small: avg (global average of the feature maps) or columns (each column averaged over the
+    # compkit's own CNNs: avg (global average of the feature maps) or columns (each column averaged over the
     # height, the columns kept left to right: what a sequence's per-position heads need, as SVHN's)
     pooling: Literal["avg", "columns"] = "avg"
     masks: list[int] = []  # pixel thresholds t, each adds a binary channel (pixel > t): e.g. DACON's letter mask
@@ -107,6 +111,12 @@ class Hyper(Strict):
     def _warmup_fits(self) -> Hyper:
         if self.lr_schedule == "cosine" and self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs {self.warmup_epochs} must be below epochs {self.epochs}: lower it or raise epochs")
+        if self.validation == "last_epoch" and self.patience < self.epochs:
+            raise ValueError(f"validation 'last_epoch' cannot early-stop (patience {self.patience} < epochs {self.epochs}): "
+                             "raise patience to epochs, or set validation = 'each_epoch'")
+        if self.validation == "last_epoch" and self.lr_schedule == "plateau":
+            raise ValueError("validation 'last_epoch' cannot reduce the learning rate on a plateau of val_loss: use "
+                             "lr_schedule 'cosine' or 'constant', or set validation = 'each_epoch'")
         return self
 
     def with_params(self, params: dict[str, Any]) -> Hyper:

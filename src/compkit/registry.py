@@ -37,6 +37,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     for b in [
         BackboneSpec("cnn_small", 8, None, False),
         BackboneSpec("resnet_small", 8, None, False),
+        BackboneSpec("airbench", 8, None, False),  # Jordan (2024)'s layout: each block's first conv pooled at once
         _application("resnet50", 32, False, "ResNet50", "resnet"),
         _application("densenet121", 32, False, "DenseNet121", "densenet"),
         _application("efficientnetb0", 32, True, "EfficientNetB0", "efficientnet"),
@@ -49,3 +50,6 @@ BACKBONES: dict[str, BackboneSpec] = {
         _application("mobilenetv3small", 32, True, "MobileNetV3Small", "mobilenet_v3"),
     ]
 }
+
+# compkit's own CNNs (width, depth, pooling, whiten and dirac apply to them only), for the config's error messages
+OWN_CNNS = ", ".join(name for name, spec in BACKBONES.items() if not spec.constructor)

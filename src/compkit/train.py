@@ -7,7 +7,8 @@ the holdout and, when the competition's test file exists, test. Each fold's arte
     model.keras    the weights restored from the best epoch (lowest val_loss); with ``train.seeds`` = n > 1
                    also model-seed1.keras .. model-seed<n-1>.keras, one per extra seed
     history.csv    epoch, loss, accuracy, val_loss, val_accuracy, learning_rate, phase, seed
-                   (phase: scratch, or head / fine-tune for pretrained weights; see finetune.py)
+                   (phase: scratch, or head / fine-tune for pretrained weights; see finetune.py; the val_ columns
+                   are empty for the epochs ``train.validation = "last_epoch"`` skips)
     oof.csv        id, <the task's columns: p_<class>... for multiclass>  for fold k's rows (the mean over seeds,
                    each with ``tta`` views; :attr:`compkit.tasks.Task.columns`)
     holdout.csv    the same for every holdout row
@@ -159,7 +160,8 @@ def where(executor: str, compute: dict) -> dict:
 
 
 def best_epoch(history: pd.DataFrame) -> int:
-    """The 1-based epoch whose weights were kept: the lowest val_loss of the last phase (early stopping restores it per phase)."""
+    """The 1-based epoch whose weights were kept: the lowest val_loss of the last phase (early stopping restores it per
+    phase; with ``validation = "last_epoch"`` the phase's last epoch, its only validated one)."""
     last = history[history["phase"] == history["phase"].iloc[-1]]
     return int(last.loc[last["val_loss"].idxmin(), "epoch"])
 

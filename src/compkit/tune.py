@@ -197,7 +197,8 @@ def run_trial(config: Config, paths: Paths, backbone: str, name: str, trial_id: 
                 data = fold_data(config, paths, fold)
                 callbacks = tracker.keras_callback()
                 monitor = task.prune_monitor()
-                if i == 0 and monitor:  # the pruner sees the first fold's epochs: steps would restart with each fold
+                # the pruner sees the first fold's validated epochs: steps would restart with each fold
+                if i == 0 and monitor and hyper.validation == "each_epoch":
                     callbacks.append(KerasPruningCallback(trial, monitor))
                 label = f"[{backbone} trial {trial.number}, fold {fold + 1}/{config.folds.n_splits}]"
                 model, _ = fit(config, hyper, backbone, data, seed, label, callbacks)
