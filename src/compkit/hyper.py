@@ -70,8 +70,8 @@ class Hyper(Strict):
     dropout: float = Field(0.3, ge=0, lt=1)
     patience: int = Field(8, ge=1)  # epochs without val_loss improvement before early stopping
     # each_epoch: val_loss after every epoch (early stopping, plateau schedule, pruning, the best epoch kept);
-    # last_epoch: only after each phase's last, when a cosine run to its end keeps its last epoch anyway (a tenth of
-    # an epoch's time at Fashion-MNIST's 45,000 / 15,000 rows)
+    # last_epoch: only after each phase's last, when a cosine run to its end keeps its last epoch anyway (saves about
+    # a tenth of an epoch's work at Fashion-MNIST's 45,000 fit and 15,000 validation rows)
     validation: Literal["each_epoch", "last_epoch"] = "each_epoch"
     input_size: int | None = Field(None, ge=8)  # square side fed to the backbone; None: image size
     width: float = Field(1.0, gt=0)  # filter-count multiplier of cnn_small, resnet_small and airbench
